@@ -1,0 +1,35 @@
+"""fluxgate-async: record LLM usage to FluxGate from asyncio code, without ever breaking your app.
+
+Example:
+    >>> import fluxgate_async
+    >>> fluxgate_async.AiEventStatus.MAX_TOKENS.value
+    'MAX_TOKENS'
+"""
+
+from importlib.metadata import version as _version
+
+from ._client import FluxGate
+from ._config import FluxGateConfig
+from ._models import (
+    AiEventMetadata,
+    AiEventStatus,
+    AiEventUsage,
+    CreateAiEventResponse,
+    LLMEvent,
+    TrackedUser,
+)
+
+__version__ = _version("fluxgate-async")
+"""The installed version of fluxgate-async."""
+
+__all__ = [
+    "AiEventMetadata",
+    "AiEventStatus",
+    "AiEventUsage",
+    "CreateAiEventResponse",
+    "FluxGate",
+    "FluxGateConfig",
+    "LLMEvent",
+    "TrackedUser",
+    "__version__",
+]

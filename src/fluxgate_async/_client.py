@@ -1,0 +1,226 @@
+"""`FluxGate`, the client: records usage events without ever breaking the host app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import uuid
+import warnings
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+import attrs
+
+from ._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, FluxGateConfig
+from ._models import CreateAiEventResponse
+from ._retry import backoff_delay
+from ._transport import Attempt, Transport
+from ._wire import EventInput, encode_event, to_event
+
+__all__ = ["FluxGate"]
+
+log = logging.getLogger("fluxgate_async")
+
+
+class FluxGate:
+    """Records LLM usage events to the FluxGate API.
+
+    Use it as an async context manager, or call `aclose()` before the event loop
+    ends, so that its connection pool is closed:
+
+        async with FluxGate() as fg:  # api_key from FLUXGATE_API_KEY
+            await fg.record_event({"usage": {"inputTokens": 100, "outputTokens": 50}})
+
+    Tracking never breaks the host app: no method that records raises for what
+    the network, the server or the event does; `asyncio.CancelledError` always
+    propagates. Only the constructor raises, for a missing or invalid setting.
+
+    Args:
+        api_key: The FluxGate API key; defaults to `FLUXGATE_API_KEY`.
+        endpoint: Where events go; defaults to `FLUXGATE_ENDPOINT`, then
+            `https://fluxgate.app/api/events`.
+        timeout: Seconds one `record_event` call may take, retries included.
+        debug: Log every send, answer and failure at DEBUG, shown on stderr even
+            when the application configured no logging.
+        session: An `aiohttp.ClientSession` to borrow: used, never closed.
+        max_retries: Further attempts after a connection error or a 408, 429,
+            500, 502, 503 or 504 answer.
+
+    Raises:
+        ValueError: No API key, or a setting out of range; the message names it.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        debug: bool = False,
+        session: aiohttp.ClientSession | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        # Set first: __del__ reads it even when the checks below raise.
+        self._transport: Transport | None = None
+        self._closed = False
+        self._config = FluxGateConfig.resolve(
+            api_key=api_key,
+            endpoint=endpoint,
+            timeout=timeout,
+            max_retries=max_retries,
+            debug=debug,
+        )
+        if debug:
+            _show_debug_logs()
+        self._transport = Transport(self._config, session)
+        log.debug(
+            "FluxGate initialised: endpoint=%s timeout=%ss max_retries=%d",
+            self._config.endpoint,
+            self._config.timeout,
+            self._config.max_retries,
+        )
+
+    @property
+    def config(self) -> FluxGateConfig:
+        """The resolved settings (the API key is masked in its repr)."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose()` has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<FluxGate endpoint={self._config.endpoint!r} {state}>"
+
+    async def record_event(self, event: EventInput) -> CreateAiEventResponse | None:
+        """Send one event and return FluxGate's answer, or `None` if it was not recorded.
+
+        `event` is an `LLMEvent`, or a mapping shaped like the TypeScript SDK's
+        `LLMEvent` (camelCase keys; `status` a string or `{"status", "errorMessage"}`).
+        It is never modified.
+
+        The whole call, retries included, ends within `timeout` seconds. Connection
+        errors and 408/429/500/502/503/504 answers are retried up to `max_retries`
+        times with jittered exponential backoff, honouring `Retry-After`; every
+        attempt carries the same `Idempotency-Key`, so the server counts the event
+        once.
+
+        Returns `None`, and logs why, when the event is invalid, the client is
+        closed, the server is unreachable, slow, answers a non-2xx status or an
+        unusable body. Never raises, except `asyncio.CancelledError`.
+        """
+        try:
+            return await self._record(event)
+        except Exception as exc:  # the promise: tracking never breaks the host app
+            log.error("FluxGate: unexpected error, event not recorded: %s", self._redact(exc))
+            log.debug("FluxGate: unexpected error details", exc_info=True)
+            return None
+
+    async def _record(self, event: EventInput) -> CreateAiEventResponse | None:
+        if self._closed:
+            log.warning("FluxGate: record_event called on a closed client; event not recorded")
+            return None
+        try:
+            body = encode_event(to_event(event))
+        except (TypeError, ValueError) as exc:
+            log.warning("FluxGate: invalid event, not recorded: %s", exc)
+            return None
+        key = str(uuid.uuid4())
+        log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+        try:
+            async with asyncio.timeout(self._config.timeout) as deadline:
+                result = await self._send(body, key, deadline)
+        except TimeoutError:
+            log.warning(
+                "FluxGate: event %s not recorded: no answer within %ss",
+                key,
+                self._config.timeout,
+            )
+            return None
+        if result.response is None:
+            log.warning("FluxGate: event %s not recorded: %s", key, self._redact(result.detail))
+        else:
+            log.debug("FluxGate: event %s recorded: %s", key, result.response)
+        return result.response
+
+    async def _send(self, body: bytes, key: str, deadline: asyncio.Timeout) -> Attempt:
+        assert self._transport is not None
+        loop = asyncio.get_running_loop()
+        retry = 0
+        while True:
+            result = await self._transport.post(body, key)
+            if result.response is not None or not result.retryable:
+                return result
+            if retry >= self._config.max_retries:
+                return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
+            delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
+            when = deadline.when()
+            left = float("inf") if when is None else when - loop.time()
+            if delay >= left:
+                # Sleeping into the deadline would only turn this answer into a timeout.
+                return attrs.evolve(
+                    result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
+                )
+            log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
+            await asyncio.sleep(delay)
+            retry += 1
+
+    def _redact(self, text: object) -> str:
+        return str(text).replace(self._config.api_key, "***")
+
+    async def aclose(self) -> None:
+        """Close the client and its connection pool; calling it again does nothing.
+
+        A session passed in as `session=` is left open: it is the caller's.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        assert self._transport is not None
+        try:
+            await self._transport.aclose()
+        except Exception:  # a failing close must not break the app's shutdown
+            log.warning("FluxGate: error while closing the HTTP session", exc_info=True)
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            msg = "this FluxGate client is closed; create a new one"
+            raise RuntimeError(msg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)
+        if transport is not None and transport.has_open_session:
+            warnings.warn(
+                "FluxGate client was never closed: use `async with FluxGate(...)` or "
+                "`await fg.aclose()` before the event loop ends",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+
+_debug_handler: logging.Handler | None = None
+
+
+def _show_debug_logs() -> None:
+    # `debug=True` promises visible output even in an app that configured no
+    # logging; an app that did configure logging keeps its own handlers.
+    global _debug_handler  # noqa: PLW0603 - one handler per process, installed once
+    log.setLevel(logging.DEBUG)
+    if _debug_handler is None and not log.hasHandlers():
+        _debug_handler = logging.StreamHandler(sys.stderr)
+        _debug_handler.setFormatter(logging.Formatter("[fluxgate] %(levelname)s %(message)s"))
+        log.addHandler(_debug_handler)

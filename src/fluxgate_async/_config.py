@@ -1,0 +1,139 @@
+"""Settings: the defaults, the environment variables, and their resolution.
+
+Every default lives here as a named constant, so that the docs, the client and
+the tests read the same number.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+from typing import Any
+
+import attrs
+from yarl import URL
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_ENDPOINT",
+    "FluxGateConfig",
+]
+
+log = logging.getLogger("fluxgate_async")
+
+DEFAULT_ENDPOINT = "https://fluxgate.app/api/events"
+"""Where events go unless `endpoint` or `FLUXGATE_ENDPOINT` says otherwise."""
+DEFAULT_TIMEOUT = 5.0
+"""Seconds one `record_event` call may take, retries included."""
+DEFAULT_MAX_RETRIES = 2
+"""Further attempts after the first, on connection errors and retryable statuses."""
+ENV_API_KEY = "FLUXGATE_API_KEY"
+"""Environment variable read when no `api_key` is given."""
+ENV_ENDPOINT = "FLUXGATE_ENDPOINT"
+"""Environment variable read when no `endpoint` is given."""
+
+MAX_RESPONSE_BYTES = 64 * 1024
+"""An answer larger than this is not read: the API's is a few hundred bytes."""
+BACKOFF_BASE = 0.25
+"""Seconds: the first retry waits up to this long, each further one twice as long."""
+BACKOFF_CAP = 8.0
+"""Seconds: the most any single backoff may wait."""
+
+
+def _mask(_: str) -> str:
+    return "'***'"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` names this machine, so plain HTTP does not leave it."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen
+class FluxGateConfig:
+    """The client's resolved settings, as `FluxGate.config` shows them.
+
+    The API key is kept but never shown: the repr prints `'***'` in its place.
+    """
+
+    api_key: str = attrs.field(repr=_mask)
+    endpoint: str
+    timeout: float
+    max_retries: int
+    debug: bool
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        api_key: str | None,
+        endpoint: str | None,
+        timeout: float,
+        max_retries: int,
+        debug: bool,
+    ) -> FluxGateConfig:
+        """Fill in from the environment and defaults, and check every setting.
+
+        Raises:
+            ValueError, TypeError: A setting is missing or invalid; the message names it.
+        """
+        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
+        if not isinstance(key, str):
+            msg = f"api_key must be a str, got {type(key).__name__}"
+            raise TypeError(msg)
+        if not key.strip():
+            msg = f"FluxGate requires an api_key (pass api_key= or set {ENV_API_KEY})"
+            raise ValueError(msg)
+        url = endpoint or os.environ.get(ENV_ENDPOINT) or DEFAULT_ENDPOINT
+        _check_endpoint(url)
+        _check_positive("timeout", timeout)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            msg = f"max_retries must be a non-negative int, got {max_retries!r}"
+            raise ValueError(msg)
+        return cls(
+            api_key=key,
+            endpoint=url,
+            timeout=float(timeout),
+            max_retries=max_retries,
+            debug=bool(debug),
+        )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        msg = f"{name} must be a positive number of seconds, got {value!r}"
+        raise ValueError(msg)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    try:
+        url = URL(endpoint)
+    except (TypeError, ValueError) as exc:
+        msg = f"endpoint is not a valid URL: {endpoint!r}"
+        raise ValueError(msg) from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        msg = f"endpoint must be an http:// or https:// URL, got {endpoint!r}"
+        raise ValueError(msg)
+    if url.scheme == "http" and not is_loopback(url.host):
+        log.warning(
+            "FluxGate endpoint %s is plain http:// to another host: the API key "
+            "will cross the network unencrypted; use https://",
+            url.with_query(None).with_user(None),
+        )

@@ -1,0 +1,270 @@
+"""What a usage event *is*: attrs value types, validated when they are built.
+
+How an event looks on the wire (camelCase keys, the two status forms) is not
+said here but in `_wire`, so the models stay plain Python.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "AiEventMetadata",
+    "AiEventStatus",
+    "AiEventUsage",
+    "CreateAiEventResponse",
+    "LLMEvent",
+    "TrackedUser",
+]
+
+
+class AiEventStatus(enum.StrEnum):
+    """The outcome of an LLM call, as FluxGate prices and reports it.
+
+    A plain string with one of these values is accepted wherever a status is.
+    """
+
+    SUCCESS = "SUCCESS"
+    """The call completed normally."""
+    ERROR = "ERROR"
+    """The call failed (network, provider error, cancellation)."""
+    BLOCKED = "BLOCKED"
+    """The provider refused the prompt or the answer (safety, refusal)."""
+    MAX_TOKENS = "MAX_TOKENS"
+    """The answer was cut at the output token limit."""
+    CONTENT_FILTER = "CONTENT_FILTER"
+    """The answer was withheld or cut by a content filter."""
+    RECITATION = "RECITATION"
+    """The answer was stopped for reciting training data."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """The provider rejected the request itself (a 400-class error)."""
+
+
+def _owner(inst: object) -> str:
+    return type(inst).__name__
+
+
+def _check_str(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        msg = f"{_owner(inst)}.{attribute.name} must be a str, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+def _check_optional_str(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_str(inst, attribute, value)
+
+
+def _check_token_count(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # bool is an int subclass; `True` tokens is always a bug upstream.
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = (
+            f"{_owner(inst)}.{attribute.name} must be a non-negative int, "
+            f"got {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    if value < 0:
+        msg = f"{_owner(inst)}.{attribute.name} must be a non-negative int, got {value}"
+        raise ValueError(msg)
+
+
+def _check_optional_token_count(
+    inst: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None:
+        _check_token_count(inst, attribute, value)
+
+
+def _check_duration(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = (
+            f"{_owner(inst)}.{attribute.name} must be a non-negative number, "
+            f"got {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    if not math.isfinite(value) or value < 0:
+        msg = f"{_owner(inst)}.{attribute.name} must be a non-negative finite number, got {value}"
+        raise ValueError(msg)
+
+
+def _check_optional_bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, bool):
+        msg = f"{_owner(inst)}.{attribute.name} must be a bool, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+@attrs.frozen
+class TrackedUser:
+    """The end user an LLM call was made for, when more than an id is known.
+
+    Example:
+        >>> TrackedUser("user-123", email="ada@example.com", monthly_revenue=99.0).email
+        'ada@example.com'
+    """
+
+    id: str = attrs.field(validator=_check_str)
+    name: str | None = attrs.field(default=None, validator=_check_optional_str)
+    email: str | None = attrs.field(default=None, validator=_check_optional_str)
+    image: str | None = attrs.field(default=None, validator=_check_optional_str)
+    monthly_revenue: float | None = attrs.field(default=None, validator=_check_duration)
+
+
+@attrs.frozen
+class AiEventUsage:
+    """What one LLM call consumed and how long it took.
+
+    Token counts are non-negative integers; durations are milliseconds.
+
+    Example:
+        >>> usage = AiEventUsage(input_tokens=100, output_tokens=50, model="gpt-4o")
+        >>> usage.input_tokens + usage.output_tokens
+        150
+    """
+
+    input_tokens: int = attrs.field(validator=_check_token_count)
+    output_tokens: int = attrs.field(validator=_check_token_count)
+    cached_tokens: int | None = attrs.field(default=None, validator=_check_optional_token_count)
+    model: str | None = attrs.field(default=None, validator=_check_optional_str)
+    provider: str | None = attrs.field(default=None, validator=_check_optional_str)
+    latency_in_ms: float | None = attrs.field(default=None, validator=_check_duration)
+    is_streamed: bool | None = attrs.field(default=None, validator=_check_optional_bool)
+    streaming_duration_in_ms: float | None = attrs.field(default=None, validator=_check_duration)
+
+
+# Wire names of the named metadata fields, in both spellings, so that a key of
+# `extra` can never shadow one of them on the wire.
+_METADATA_NAMES = frozenset(
+    {
+        "feature",
+        "step",
+        "user",
+        "session_id",
+        "sessionId",
+        "conversation_id",
+        "conversationId",
+        "timestamp",
+    }
+)
+
+
+def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    # A read-only copy: the caller may keep mutating its dict, the event must not change.
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        msg = f"AiEventMetadata.extra must be a mapping, got {type(value).__name__}"
+        raise TypeError(msg)
+    return MappingProxyType(dict(value))
+
+
+def _check_extra(inst: object, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+    for key in value:
+        if not isinstance(key, str):
+            msg = f"AiEventMetadata.extra keys must be str, got {type(key).__name__}"
+            raise TypeError(msg)
+        if key in _METADATA_NAMES:
+            msg = (
+                f"AiEventMetadata.extra key {key!r} collides with a named field; "
+                "pass it as that field instead"
+            )
+            raise ValueError(msg)
+
+
+def _check_user(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, str | TrackedUser):
+        msg = f"AiEventMetadata.user must be a str or a TrackedUser, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+def _check_timestamp(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, datetime):
+        msg = f"AiEventMetadata.timestamp must be a datetime, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+@attrs.frozen
+class AiEventMetadata:
+    """Who and what an LLM call was for: feature, step, user, session.
+
+    `extra` holds any further fields (the TypeScript SDK's custom keys); they are
+    merged into the metadata object on the wire, so a key that collides with a
+    named field is refused.
+
+    Example:
+        >>> AiEventMetadata(feature="chat", user="user-123", extra={"plan": "pro"}).extra["plan"]
+        'pro'
+    """
+
+    feature: str | None = attrs.field(default=None, validator=_check_optional_str)
+    step: str | None = attrs.field(default=None, validator=_check_optional_str)
+    user: str | TrackedUser | None = attrs.field(default=None, validator=_check_user)
+    session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
+    conversation_id: str | None = attrs.field(default=None, validator=_check_optional_str)
+    timestamp: datetime | None = attrs.field(default=None, validator=_check_timestamp)
+    extra: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_freeze_extra, validator=_check_extra, hash=False
+    )
+
+
+def _to_status(value: AiEventStatus | str) -> AiEventStatus:
+    if isinstance(value, AiEventStatus):
+        return value
+    try:
+        return AiEventStatus(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in AiEventStatus)
+        msg = f"LLMEvent.status must be one of {allowed}; got {value!r}"
+        raise ValueError(msg) from None
+
+
+def _check_usage(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, AiEventUsage):
+        msg = f"LLMEvent.usage must be an AiEventUsage, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+def _check_metadata(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, AiEventMetadata):
+        msg = f"LLMEvent.metadata must be an AiEventMetadata, got {type(value).__name__}"
+        raise TypeError(msg)
+
+
+@attrs.frozen
+class LLMEvent:
+    """One LLM call to record: its usage, outcome and context.
+
+    Example:
+        >>> LLMEvent(AiEventUsage(100, 0), status="ERROR", error_message="rate limited").status
+        <AiEventStatus.ERROR: 'ERROR'>
+    """
+
+    usage: AiEventUsage = attrs.field(validator=_check_usage)
+    status: AiEventStatus = attrs.field(default=AiEventStatus.SUCCESS, converter=_to_status)
+    error_message: str | None = attrs.field(default=None, validator=_check_optional_str)
+    metadata: AiEventMetadata | None = attrs.field(default=None, validator=_check_metadata)
+
+
+@attrs.frozen
+class CreateAiEventResponse:
+    """What FluxGate answered for a recorded event.
+
+    Attributes:
+        id: The event's id at FluxGate.
+        created_at: When FluxGate stored it (ISO 8601).
+        cost: Its price in US dollars, or `None` when FluxGate could not price it.
+        status: The API's own status string, when it sent one.
+    """
+
+    id: str
+    created_at: str
+    cost: float | None
+    status: str | None = None

@@ -1,0 +1,152 @@
+"""One POST of one event, and the aiohttp session it goes through.
+
+`Transport` owns the session's life: created lazily inside the running loop,
+reused for keep-alive, replaced when the client is used from a new loop, and
+closed with the loop if the program never calls `aclose()`. A session passed in
+by the user is borrowed: used as it is, never closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator
+from importlib.metadata import version
+
+import aiohttp
+import attrs
+
+from ._config import MAX_RESPONSE_BYTES, FluxGateConfig
+from ._models import CreateAiEventResponse
+from ._retry import RETRYABLE_STATUSES, parse_retry_after
+from ._wire import parse_response
+
+__all__ = ["USER_AGENT", "Attempt", "Transport"]
+
+log = logging.getLogger("fluxgate_async")
+
+USER_AGENT = f"fluxgate-async/{version('fluxgate-async')}"
+"""Sent as `User-Agent` with every event."""
+
+_SNIPPET_BYTES = 200
+
+
+@attrs.frozen
+class Attempt:
+    """How one POST ended: an answer, or why not and whether to try again."""
+
+    response: CreateAiEventResponse | None = None
+    reason: str = ""
+    """Short and stable, for counting: `connection`, `http_503`, `invalid_response`."""
+    detail: str = ""
+    """For the log: what exactly happened."""
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None]:
+    # A suspended async generator is closed by the loop's `shutdown_asyncgens()`,
+    # which `asyncio.run` and pytest-asyncio call before closing the loop: so a
+    # program that forgets `aclose()` still closes its sockets while it can.
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+class Transport:
+    """Posts event bodies to the endpoint over one keep-alive session per event loop."""
+
+    def __init__(self, config: FluxGateConfig, session: aiohttp.ClientSession | None) -> None:
+        self._session = session
+        self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None] | None = None
+        self._url = config.endpoint
+        self._headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {config.api_key}",
+            "User-Agent": USER_AGENT,
+        }
+
+    @property
+    def has_open_session(self) -> bool:
+        """Whether this transport owns a session that is still open."""
+        return self._owns_session and self._session is not None and not self._session.closed
+
+    def _current_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if not self._owns_session:
+            assert session is not None  # borrowed sessions are given at construction
+            return session
+        if session is None or session.closed or self._loop is not loop:
+            # Our session is bound to a loop that has ended (a second `asyncio.run`,
+            # pytest-asyncio's loop per test): start afresh in this one.
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            guard = _close_with_loop(session)
+            with contextlib.suppress(StopIteration):
+                guard.asend(None).send(None)
+            self._session, self._loop, self._guard = session, loop, guard
+        return session
+
+    async def post(self, body: bytes, idempotency_key: str) -> Attempt:
+        """POST one event body; never raises for what the network or server does."""
+        session = self._current_session()
+        headers = {**self._headers, "Idempotency-Key": idempotency_key}
+        try:
+            async with session.post(
+                self._url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return await _read_answer(resp)
+                retryable = resp.status in RETRYABLE_STATUSES
+                snippet = await resp.content.read(_SNIPPET_BYTES)
+                return Attempt(
+                    reason=f"http_{resp.status}",
+                    detail=f"HTTP {resp.status}: {snippet.decode(errors='replace')!r}",
+                    retryable=retryable,
+                    retry_after=(
+                        parse_retry_after(resp.headers.get("Retry-After")) if retryable else None
+                    ),
+                )
+        except (aiohttp.ClientError, OSError) as exc:
+            # Covers refused and dropped connections, DNS, TLS and truncated answers;
+            # retrying is safe because the Idempotency-Key makes the server dedupe.
+            return Attempt(
+                reason="connection", detail=f"{type(exc).__name__}: {exc}", retryable=True
+            )
+
+    async def aclose(self) -> None:
+        """Close the owned session, if any; a borrowed session is left open."""
+        guard, self._guard = self._guard, None
+        if guard is None or not self._owns_session:
+            return
+        if self._loop is asyncio.get_running_loop():
+            await guard.aclose()
+        # Otherwise the session belongs to a loop that has ended and whose
+        # shutdown already closed it.
+
+
+async def _read_answer(resp: aiohttp.ClientResponse) -> Attempt:
+    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+        return _invalid(f"answer of {resp.content_length} bytes is over the limit")
+    raw = bytearray()
+    async for chunk in resp.content.iter_any():
+        raw += chunk
+        if len(raw) > MAX_RESPONSE_BYTES:
+            return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _invalid(f"HTTP {resp.status} answer is not JSON: {bytes(raw[:_SNIPPET_BYTES])!r}")
+    parsed = parse_response(body)
+    if parsed is None:
+        return _invalid(f"HTTP {resp.status} answer has no string id: {str(body)[:_SNIPPET_BYTES]}")
+    return Attempt(response=parsed)
+
+
+def _invalid(detail: str) -> Attempt:
+    return Attempt(reason="invalid_response", detail=detail)

@@ -1,0 +1,325 @@
+"""How events and answers look on the wire: the one place that knows the JSON shape.
+
+The shape is the TypeScript `@fluxgate/sdk`'s: camelCase keys, `None` fields
+left out, metadata's custom fields merged flat into the metadata object, and
+`status` either a bare string or `{"status": ..., "errorMessage": ...}`.
+
+The same converter reads that shape back into models, so `record_event` takes a
+plain mapping written the TypeScript way, and model -> JSON -> model is the
+identity. Hooks are generated once, at import, so encoding does no per-call
+introspection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._models import (
+    AiEventMetadata,
+    AiEventStatus,
+    AiEventUsage,
+    CreateAiEventResponse,
+    LLMEvent,
+    TrackedUser,
+)
+
+__all__ = [
+    "EventInput",
+    "InvalidEventError",
+    "converter",
+    "encode_event",
+    "parse_response",
+    "to_event",
+    "to_wire",
+]
+
+
+EventInput: TypeAlias = LLMEvent | Mapping[str, Any]
+"""What `record_event` takes: a model, or a mapping shaped like the seed's `LLMEvent`."""
+
+
+class InvalidEventError(ValueError):
+    """An event mapping that does not fit the wire shape; the message names the field."""
+
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _passthrough(value: Any, _: Any) -> Any:
+    # Scalars are checked by the models' validators, which refuse "100" for a
+    # token count; cattrs' default `int(value)` would silently accept it.
+    return value
+
+
+for _scalar in (int, float, str, bool):
+    converter.register_structure_hook(_scalar, _passthrough)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _renamed(cls: type[Any]) -> dict[str, Any]:
+    return {a.name: override(rename=_camel(a.name)) for a in cls.__attrs_attrs__}
+
+
+for _cls in (TrackedUser, AiEventUsage):
+    converter.register_unstructure_hook(
+        _cls,
+        make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True, **_renamed(_cls)),
+    )
+    converter.register_structure_hook(
+        _cls,
+        make_dict_structure_fn(_cls, converter, _cattrs_forbid_extra_keys=True, **_renamed(_cls)),
+    )
+
+
+def _unstructure_user(user: str | TrackedUser) -> Any:
+    return user if isinstance(user, str) else converter.unstructure(user, TrackedUser)
+
+
+def _structure_user(value: Any, _: Any) -> str | TrackedUser:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return converter.structure(value, TrackedUser)
+    msg = f"metadata.user must be a string or an object, got {type(value).__name__}"
+    raise TypeError(msg)
+
+
+converter.register_structure_hook(str | TrackedUser, _structure_user)
+
+
+def _structure_timestamp(value: Any, _: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    msg = f"metadata.timestamp must be an ISO 8601 string, got {value!r}"
+    raise ValueError(msg)
+
+
+converter.register_structure_hook(datetime, _structure_timestamp)
+converter.register_unstructure_hook(datetime, datetime.isoformat)
+
+_metadata_names = {
+    "feature": "feature",
+    "step": "step",
+    "user": "user",
+    "session_id": "sessionId",
+    "conversation_id": "conversationId",
+    "timestamp": "timestamp",
+}
+_metadata_wire_names = frozenset(_metadata_names.values())
+
+
+def _unstructure_metadata(meta: AiEventMetadata) -> dict[str, Any]:
+    out: dict[str, Any] = dict(meta.extra)
+    if meta.feature is not None:
+        out["feature"] = meta.feature
+    if meta.step is not None:
+        out["step"] = meta.step
+    if meta.user is not None:
+        out["user"] = _unstructure_user(meta.user)
+    if meta.session_id is not None:
+        out["sessionId"] = meta.session_id
+    if meta.conversation_id is not None:
+        out["conversationId"] = meta.conversation_id
+    if meta.timestamp is not None:
+        out["timestamp"] = meta.timestamp.isoformat()
+    return out
+
+
+def _structure_metadata(value: Any, _: Any) -> AiEventMetadata:
+    if not isinstance(value, Mapping):
+        msg = f"metadata must be an object, got {type(value).__name__}"
+        raise TypeError(msg)
+    named: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in _metadata_wire_names:
+            if item is not None:
+                named[key] = item
+        else:
+            extra[key] = item
+    user = named.get("user")
+    if isinstance(user, Mapping):
+        user = _structure_part(user, TrackedUser, "metadata.user")
+    timestamp = named.get("timestamp")
+    return AiEventMetadata(
+        feature=named.get("feature"),
+        step=named.get("step"),
+        user=None if user is None else _structure_user(user, None),
+        session_id=named.get("sessionId"),
+        conversation_id=named.get("conversationId"),
+        timestamp=None if timestamp is None else _structure_timestamp(timestamp, None),
+        extra=extra,
+    )
+
+
+converter.register_unstructure_hook(AiEventMetadata, _unstructure_metadata)
+converter.register_structure_hook(AiEventMetadata, _structure_metadata)
+
+
+def _unstructure_event(event: LLMEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {"usage": converter.unstructure(event.usage, AiEventUsage)}
+    if event.error_message is None:
+        out["status"] = event.status.value
+    else:
+        out["status"] = {"status": event.status.value, "errorMessage": event.error_message}
+    if event.metadata is not None:
+        out["metadata"] = _unstructure_metadata(event.metadata)
+    return out
+
+
+_event_keys = frozenset({"usage", "status", "metadata"})
+
+
+def _structure_event(value: Any, _: Any) -> LLMEvent:
+    if not isinstance(value, Mapping):
+        msg = f"an event must be an LLMEvent or a mapping, got {type(value).__name__}"
+        raise TypeError(msg)
+    unknown = sorted(str(k) for k in value.keys() - _event_keys)
+    if unknown:
+        msg = f"unknown event field(s): {', '.join(unknown)}"
+        raise ValueError(msg)
+    if "usage" not in value:
+        msg = "usage is required"
+        raise ValueError(msg)
+    status = value.get("status")
+    error_message = None
+    if isinstance(status, Mapping):
+        extra_keys = sorted(str(k) for k in status.keys() - {"status", "errorMessage"})
+        if extra_keys:
+            msg = f"unknown status field(s): {', '.join(extra_keys)}"
+            raise ValueError(msg)
+        error_message = status.get("errorMessage")
+        status = status.get("status")
+    metadata = value.get("metadata")
+    return LLMEvent(
+        usage=_structure_part(value["usage"], AiEventUsage, "usage"),
+        status=AiEventStatus.SUCCESS if status is None else status,
+        error_message=error_message,
+        metadata=None
+        if metadata is None
+        else _structure_part(metadata, AiEventMetadata, "metadata"),
+    )
+
+
+def _structure_part(value: Any, cls: type[Any], where: str) -> Any:
+    if not isinstance(value, Mapping):
+        msg = f"{where} must be an object, got {type(value).__name__}"
+        raise TypeError(msg)
+    try:
+        return converter.structure(value, cls)
+    except cattrs.BaseValidationError as exc:
+        raise InvalidEventError(_describe(exc, where)) from None
+
+
+def _problem(exc: BaseException, _type: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}"
+    return str(exc)
+
+
+def _describe(exc: cattrs.BaseValidationError, where: str) -> str:
+    """One line naming each bad field (by its wire name), from cattrs' nested errors."""
+    lines = cattrs.transform_error(exc, path=where, format_exception=_problem)
+    # cattrs reports paths with Python attribute names; the caller wrote camelCase.
+    return "; ".join(
+        f"{_camel_path(path)}: {problem}"
+        for problem, _, path in (line.rpartition(" @ ") for line in lines)
+    )
+
+
+def _camel_path(path: str) -> str:
+    return ".".join(_camel(part) for part in path.split("."))
+
+
+converter.register_unstructure_hook(LLMEvent, _unstructure_event)
+converter.register_structure_hook(LLMEvent, _structure_event)
+
+
+def to_event(value: EventInput) -> LLMEvent:
+    """Return `value` as a validated `LLMEvent`.
+
+    Raises:
+        TypeError, ValueError: The mapping does not fit; the message names the field.
+    """
+    if isinstance(value, LLMEvent):
+        return value
+    return _structure_event(value, LLMEvent)
+
+
+def to_wire(event: LLMEvent) -> dict[str, Any]:
+    """Return the JSON-ready dict for `event`, exactly as the API expects it."""
+    return _unstructure_event(event)
+
+
+_dumps: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+def encode_event(event: LLMEvent) -> bytes:
+    """Return the request body for `event`.
+
+    Raises:
+        TypeError: A value in `metadata.extra` is not JSON serialisable.
+        ValueError: A value in `metadata.extra` is NaN or infinite.
+    """
+    try:
+        return _dumps(to_wire(event)).encode()
+    except (TypeError, ValueError) as exc:
+        msg = f"metadata.extra is not JSON serialisable: {exc}"
+        raise type(exc)(msg) from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_response(body: object) -> CreateAiEventResponse | None:
+    """Read the API's answer, in the documented or the newer shape; `None` if unusable.
+
+    Documented: `{id, createdAt, cost, status?}`. Newer: `{recordId, totalCost,
+    timestamp (ms since the epoch), status}`. Unknown keys are ignored and a
+    non-numeric cost reads as `None`; only a missing or non-string id makes the
+    answer unusable.
+    """
+    if not isinstance(body, dict):
+        return None
+    event_id = body.get("id", body.get("recordId"))
+    if not isinstance(event_id, str) or not event_id:
+        return None
+    created_at = body.get("createdAt")
+    if not isinstance(created_at, str):
+        stamp = body.get("timestamp")
+        if _is_number(stamp):
+            try:
+                created_at = datetime.fromtimestamp(stamp / 1000, tz=UTC).isoformat()
+            except (OverflowError, OSError, ValueError):
+                created_at = ""
+        else:
+            created_at = ""
+    cost = body.get("cost", body.get("totalCost"))
+    status = body.get("status")
+    return CreateAiEventResponse(
+        id=event_id,
+        created_at=created_at,
+        cost=float(cost) if _is_number(cost) else None,
+        status=status if isinstance(status, str) else None,
+    )
