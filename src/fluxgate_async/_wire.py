@@ -87,7 +87,7 @@ def _unstructure_user(user: str | TrackedUser) -> Any:
 
 
 def _structure_user(value: Any, _: Any) -> str | TrackedUser:
-    if isinstance(value, str):
+    if isinstance(value, str | TrackedUser):
         return value
     if isinstance(value, Mapping):
         return converter.structure(value, TrackedUser)

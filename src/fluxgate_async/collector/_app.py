@@ -190,4 +190,3 @@ async def _get_summary(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-

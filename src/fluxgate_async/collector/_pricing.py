@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -44,12 +45,9 @@ def require(module: str) -> Any:
         MissingExtraError: It is not installed; the message says how to install it.
     """
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError as exc:
-        msg = (
-            f"this command needs the {module!r} package: "
-            "pip install 'fluxgate-async[collector]'"
-        )
+        msg = f"this command needs the {module!r} package: pip install 'fluxgate-async[collector]'"
         raise MissingExtraError(msg) from exc
 
 
@@ -60,19 +58,18 @@ def load_prices() -> Callable[..., Any]:
     Raises:
         MissingExtraError: `genai-prices` is not installed.
     """
-    require("genai_prices")
-    from genai_prices import Usage, calc_price
+    prices = require("genai_prices")
 
     def calc(usage: AiEventUsage, model: str, provider: str | None) -> Any:
         # inputTokens counts every prompt token, cached ones included (OpenAI's and
         # Gemini's convention); a larger cached count cannot be priced as such.
         cached = min(usage.cached_tokens or 0, usage.input_tokens)
-        tokens = Usage(
+        tokens = prices.Usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=cached or None,
         )
-        return calc_price(tokens, model, provider_id=provider).total_price
+        return prices.calc_price(tokens, model, provider_id=provider).total_price
 
     return calc
 

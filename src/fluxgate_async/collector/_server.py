@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -116,12 +116,17 @@ class Collector:
         await self.aclose()
 
 
-async def serve(collector: Collector, *, ready: str = "") -> None:
+async def serve(
+    collector: Collector, *, on_ready: Callable[[Collector], object] | None = None
+) -> None:
     """Run `collector` until SIGINT or SIGTERM, then shut it down cleanly.
+
+    Requests in flight finish (for up to `SHUTDOWN_TIMEOUT` seconds) and the
+    database is closed before this returns.
 
     Args:
         collector: A collector not yet started.
-        ready: Printed (with the URL appended) once it listens.
+        on_ready: Called once it listens, e.g. to print its URL.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,7 +134,8 @@ async def serve(collector: Collector, *, ready: str = "") -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with collector:
-            print(f"{ready}{collector.base_url}", flush=True)
+            if on_ready is not None:
+                on_ready(collector)
             await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -103,7 +103,12 @@ class StoredAnswer:
 
     def to_json(self) -> dict[str, Any]:
         """The answer as the API's JSON object."""
-        return {"id": self.id, "createdAt": self.created_at, "cost": self.cost, "status": self.status}
+        return {
+            "id": self.id,
+            "createdAt": self.created_at,
+            "cost": self.cost,
+            "status": self.status,
+        }
 
 
 def _now() -> str:
@@ -169,7 +174,10 @@ def _insert(conn: sqlite3.Connection, record: EventRecord) -> StoredAnswer:
         if row is not None:
             return _answer(row)
     answer = StoredAnswer(
-        id=f"evt_{uuid.uuid4().hex}", created_at=_now(), cost=record.cost, status=record.price_status
+        id=f"evt_{uuid.uuid4().hex}",
+        created_at=_now(),
+        cost=record.cost,
+        status=record.price_status,
     )
     conn.execute(
         "INSERT INTO events (id, idempotency_key, created_at, provider, model, feature, user_id,"
@@ -224,7 +232,7 @@ def summarise(
     """
     expr = GROUPS[group_by]
     rows = conn.execute(
-        f"SELECT {expr} AS grp, COUNT(*), SUM(input_tokens), SUM(output_tokens),"  # noqa: S608 - expr comes from GROUPS
+        f"SELECT {expr} AS grp, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
         " SUM(cost), SUM(cost IS NULL), SUM(status != 'SUCCESS')"
         " FROM events WHERE created_at >= ? GROUP BY grp ORDER BY TOTAL(cost) DESC, grp",
         (since or "",),
@@ -342,7 +350,9 @@ class EventStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    def _settle(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
         def settle() -> None:
             if future.done():  # the awaiting request was cancelled
                 return
