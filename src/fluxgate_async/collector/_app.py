@@ -31,6 +31,7 @@ MAX_LIMIT = 1000
 
 _STORE: Final = web.AppKey("store", EventStore)
 _KEYS: Final = web.AppKey("api_keys", tuple)
+_MAX_BODY: Final = web.AppKey("max_body_size", int)
 
 
 def create_app(
@@ -62,6 +63,7 @@ def create_app(
     load_prices()
     app = web.Application(client_max_size=max_body_size)
     app[_KEYS] = tuple(api_keys)
+    app[_MAX_BODY] = max_body_size
     app[_STORE] = EventStore(db)
     app.cleanup_ctx.append(_store_lifetime)
     app.router.add_post("/api/events", _post_event)
@@ -77,7 +79,12 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 
 def _fail(status: type[web.HTTPError], message: str) -> NoReturn:
-    raise status(text=json.dumps({"error": message}), content_type="application/json")
+    raise status(text=_error(message), content_type="application/json")
+
+
+def _error(message: str) -> str:
+    # Every error is JSON naming the problem, so clients parse one shape.
+    return json.dumps({"error": message})
 
 
 def _check_key(request: web.Request) -> None:
@@ -117,7 +124,13 @@ async def _post_event(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         _fail(web.HTTPBadRequest, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    raw = await request.read()  # over client_max_size: aiohttp answers 413
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[_MAX_BODY]
+        raise web.HTTPRequestEntityTooLarge(
+            limit, text=_error(f"body is over {limit} bytes"), content_type="application/json"
+        ) from None
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
