@@ -29,7 +29,9 @@ def free_port() -> int:
         return port
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m fluxgate_async ARGS` to completion and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "fluxgate_async", *args],

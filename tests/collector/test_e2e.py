@@ -21,13 +21,17 @@ from .conftest import CollectorProcess, run_cli
 def _event(n: int = 0, **usage: Any) -> LLMEvent:
     return LLMEvent(
         AiEventUsage(
-            input_tokens=100 + n, output_tokens=50, **{"model": "gpt-4o", "provider": "openai"} | usage
+            input_tokens=100 + n,
+            output_tokens=50,
+            **{"model": "gpt-4o", "provider": "openai"} | usage,
         ),
         metadata=AiEventMetadata(feature="chat", user=f"user-{n % 3}"),
     )
 
 
-async def _post(url: str, body: bytes | io.BytesIO, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def _post(
+    url: str, body: bytes | io.BytesIO, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
         session.post(url, data=body, headers=headers or {}) as resp,
@@ -35,7 +39,9 @@ async def _post(url: str, body: bytes | io.BytesIO, headers: dict[str, str] | No
         return resp.status, await resp.json(content_type=None)
 
 
-async def test_client_records_priced_and_unpriced_events(collector_process: CollectorProcess) -> None:
+async def test_client_records_priced_and_unpriced_events(
+    collector_process: CollectorProcess,
+) -> None:
     """A known model is priced; an unknown one is stored with cost null and status UNKNOWN_MODEL."""
     async with FluxGate("any-key", endpoint=collector_process.url) as fg:
         priced = await fg.record_event(_event())
@@ -134,14 +140,20 @@ async def test_api_keys_from_the_environment(db: Path) -> None:
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
         (b'{"usage": {"inputTokens": 1e999, "outputTokens": 1}}', "input_tokens"),
         (b'{"usage": {"inputTokens": ' + b"9" * 5000 + b', "outputTokens": 1}}', "not valid JSON"),
-        (b'{"usage": {"inputTokens": 10000000000000000000000, "outputTokens": 1}}', "usage.inputTokens"),
+        (
+            b'{"usage": {"inputTokens": 10000000000000000000000, "outputTokens": 1}}',
+            "usage.inputTokens",
+        ),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1, "latencyInMs": NaN}}', "not valid JSON"),
         (b'{"usage": {"inputTokens": "100", "outputTokens": 1}}', "input_tokens"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": -1}}', "output_tokens"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "status": "MAYBE"}', "status"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "colour": "red"}', "colour"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1, "tokenz": 3}}', "tokenz"),
-        (b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"user": 7}}', "metadata.user"),
+        (
+            b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"user": 7}}',
+            "metadata.user",
+        ),
         (b'{"metadata": {}}', "usage"),
         (b"[1, 2, 3]", "list"),
     ],
@@ -168,7 +180,9 @@ async def test_a_10_mb_body_gets_413(collector_process: CollectorProcess) -> Non
     assert collector_process.get("/api/events")["events"] == []
 
 
-async def test_sql_injection_strings_are_stored_verbatim(collector_process: CollectorProcess) -> None:
+async def test_sql_injection_strings_are_stored_verbatim(
+    collector_process: CollectorProcess,
+) -> None:
     """Strings that look like SQL are data: stored and reported exactly, the table intact."""
     evil = "x'); DROP TABLE events; --"
     quote = "Robert\"'); DELETE FROM events WHERE ('1'='1"

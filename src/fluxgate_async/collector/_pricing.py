@@ -47,7 +47,8 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        msg = f"this command needs the {module!r} package: pip install 'fluxgate-async[collector]'"
+        package = module.partition(".")[0]
+        msg = f"this command needs the {package!r} package: pip install 'fluxgate-async[collector]'"
         raise MissingExtraError(msg) from exc
 
 
