@@ -89,7 +89,7 @@ class FluxGateConfig:
         Raises:
             ValueError, TypeError: A setting is missing or invalid; the message names it.
         """
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
+        key: object = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
         if not isinstance(key, str):
             msg = f"api_key must be a str, got {type(key).__name__}"
             raise TypeError(msg)
@@ -99,7 +99,8 @@ class FluxGateConfig:
         url = endpoint or os.environ.get(ENV_ENDPOINT) or DEFAULT_ENDPOINT
         _check_endpoint(url)
         _check_positive("timeout", timeout)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        retries: object = max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             msg = f"max_retries must be a non-negative int, got {max_retries!r}"
             raise ValueError(msg)
         return cls(
