@@ -220,3 +220,11 @@ async def test_concurrent_events_are_all_stored_once(collector: Collector) -> No
     assert len({a.id for a in answers if a is not None}) == 300
     _, page = await _request(collector, "GET", "/api/events?limit=1000")
     assert len(page["events"]) == 300
+
+
+def test_collector_exports_exactly_its_public_names() -> None:
+    """`fluxgate_async.collector.__all__` lists exactly its public names."""
+    import fluxgate_async.collector as collector_pkg
+
+    public = {n for n in dir(collector_pkg) if not n.startswith("_")}
+    assert set(collector_pkg.__all__) == public

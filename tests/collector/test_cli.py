@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import sys
 from pathlib import Path
 
 import pytest
 
+from fluxgate_async import FluxGate
 from fluxgate_async.cli import main
+from fluxgate_async.cli._demo import DEMO_STEPS, StepOutcome, run_demo
 
 from .conftest import CollectorProcess, free_port, run_cli
 
@@ -89,7 +92,9 @@ def test_send_jsonl_file_reports_each_failure(
     events.write_text(
         "\n".join([good, "{not json", "", good, '{"usage": {"inputTokens": "ten"}}', good]) + "\n"
     )
-    code = main(["send", "--endpoint", collector_process.url, "--file", str(events)])
+    code = main(
+        ["send", "--endpoint", collector_process.url, "--file", str(events), "--concurrency", "2"]
+    )
     out, err = capsys.readouterr()
     assert code == 1
     lines = sorted(json.loads(line)["line"] for line in out.splitlines())
@@ -143,6 +148,46 @@ def test_send_mistakes_are_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_send_lists_twenty_failures_then_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of many bad lines lists the first twenty and counts the others."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("nope\n" * 25)
+    assert main(["send", "--endpoint", "http://127.0.0.1:9/x", "--file", str(events)]) == 1
+    err = capsys.readouterr().err
+    assert "sent 25 events: 0 recorded, 25 failed" in err
+    assert "line 20: not JSON" in err
+    assert "line 21:" not in err
+    assert "... and 5 more" in err
+
+
+def test_interrupt_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during a command exits 130 with one line, no traceback."""
+
+    def interrupted(**_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fluxgate_async.cli._main.run_report", interrupted)
+    assert main(["report"]) == 130
+    assert capsys.readouterr().err == "fluxgate-async report: interrupted\n"
+
+
+async def test_demo_reports_lost_events(capsys: pytest.CaptureFixture[str]) -> None:
+    """A demo step that loses an event makes the demo exit 1 and say so."""
+
+    async def lost_step(fg: FluxGate, rng: random.Random) -> StepOutcome:
+        answer = await fg.record_event({"usage": {"inputTokens": -1, "outputTokens": 0}})
+        return StepOutcome("broken step", lost=int(answer is None))
+
+    assert await run_demo((lost_step, *DEMO_STEPS[1:])) == 1
+    out, err = capsys.readouterr()
+    assert "broken step" in out
+    assert "1 event(s) were not recorded" in err
 
 
 def test_send_non_utf8_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,6 +305,7 @@ def test_demo_runs_the_whole_loop() -> None:
     [
         (["serve", "--port", "http"], "argument --port: must be a port number"),
         (["send", "--concurrency", "0"], "argument --concurrency: must be a positive integer"),
+        (["send", "--concurrency", "x"], "argument --concurrency: must be a positive integer"),
         (["report", "--by", "colour"], "argument --by: invalid choice"),
         (["launch"], "invalid choice: 'launch'"),
     ],

@@ -133,3 +133,39 @@ async def test_summarise_by_every_group(db: Path) -> None:
 def test_normalise_since(value: str, expected: str) -> None:
     """Dates and datetimes in any zone become the store's UTC text."""
     assert normalise_since(value) == expected
+
+
+async def test_close_finishes_the_queued_writes(db: Path) -> None:
+    """`aclose` right after many adds were queued still commits and answers every one."""
+    store = EventStore(db)
+    await store.open()
+    adds = [asyncio.create_task(store.add(_record())) for _ in range(200)]
+    await asyncio.sleep(0)
+    await store.aclose()
+    answers = await asyncio.gather(*adds)
+    assert len({a.id for a in answers}) == 200
+
+
+async def test_closing_a_store_never_opened_does_nothing(db: Path) -> None:
+    """`aclose` before `open` is harmless and creates no file."""
+    await EventStore(db).aclose()
+    assert not db.exists()
+
+
+async def test_a_locked_database_fails_the_batch_then_recovers(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the write lock, adds fail with an error; then they work."""
+    monkeypatch.setattr("fluxgate_async.collector._store.BUSY_TIMEOUT_MS", 50)
+    async with EventStore(db) as store:
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await store.add(_record("while-locked"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await store.add(_record("after"))
+        assert [e["id"] for e in await store.events()] != []
+        assert len(await store.events()) == 1

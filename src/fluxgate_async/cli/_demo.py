@@ -54,6 +54,16 @@ def _cost(answers: list[CreateAiEventResponse | None]) -> str:
     return f"${sum(a.cost or 0.0 for a in answers if a is not None):.6f}"
 
 
+def _outcome(
+    label: str,
+    answer: CreateAiEventResponse | None,
+    describe: Callable[[CreateAiEventResponse], str],
+) -> StepOutcome:
+    if answer is None:
+        return StepOutcome(f"{label} not recorded", lost=1)
+    return StepOutcome(f"{label} {describe(answer)}")
+
+
 def _call(rng: random.Random, session: int) -> LLMEvent:
     provider, model, speed = rng.choice(_MODELS)
     prompt = rng.randint(200, 4000)
@@ -91,9 +101,7 @@ async def unknown_model(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="search", user="user-linus"),
         )
     )
-    if answer is None:
-        return StepOutcome("unknown model:   not recorded", lost=1)
-    return StepOutcome(f"unknown model:   cost {answer.cost}, status {answer.status}")
+    return _outcome("unknown model:  ", answer, lambda a: f"cost {a.cost}, status {a.status}")
 
 
 async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
@@ -106,9 +114,7 @@ async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="chat", user="user-ada"),
         )
     )
-    if answer is None:
-        return StepOutcome("failed call:     not recorded", lost=1)
-    return StepOutcome(f"failed call:     recorded as {answer.id}, status ERROR")
+    return _outcome("failed call:    ", answer, lambda a: f"recorded as {a.id}, status ERROR")
 
 
 DEMO_STEPS: tuple[Step, ...] = (awaited_calls, unknown_model, failed_call)

@@ -129,11 +129,7 @@ def _count_lines(path: str) -> int | None:
 async def _send_lines(client: FluxGate, path: str, concurrency: int, reasons: _Reasons) -> int:
     rich_progress = require("rich.progress")
     source = _open(path)
-    try:
-        total = _count_lines(path)
-    except OSError as exc:
-        source.close()
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    total = _count_lines(path)
     lines: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency * 4)
     failures: dict[int, str] = {}
     sent = 0

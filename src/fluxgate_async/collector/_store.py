@@ -71,6 +71,8 @@ GROUPS: Final = {
 
 BATCH_LIMIT = 512
 """Most writes committed in one transaction."""
+BUSY_TIMEOUT_MS = 5000
+"""How long a write waits for another process's lock on the file before it fails."""
 
 
 @attrs.frozen
@@ -139,7 +141,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before the request is answered, even across power loss.
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.executescript(_SCHEMA)
     return conn
 
