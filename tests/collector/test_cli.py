@@ -290,9 +290,10 @@ def test_demo_runs_the_whole_loop() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "awaited calls:   40/40 recorded" in out
-    assert "unknown model:   cost None, status UNKNOWN_MODEL" in out
-    assert "failed call:     recorded as evt_" in out
+    assert "awaited calls:    40/40 recorded" in out
+    assert "background calls: 60/60 queued, 60 delivered in the background, 0 failed" in out
+    assert "unknown model:    cost None, status UNKNOWN_MODEL" in out
+    assert "failed call:      recorded as evt_" in out
     assert "collector stopped; database closed" in out
     assert "LLM usage by model" in out
     assert "claude-sonnet-4-5" in out

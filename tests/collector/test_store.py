@@ -147,9 +147,11 @@ async def test_close_finishes_the_queued_writes(db: Path) -> None:
 
 
 async def test_closing_a_store_never_opened_does_nothing(db: Path) -> None:
-    """`aclose` before `open` is harmless and creates no file."""
-    await EventStore(db).aclose()
-    assert not db.exists()
+    """`aclose` before `open` is harmless, and the store stays unusable."""
+    store = EventStore(db)
+    await store.aclose()
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.events()
 
 
 async def test_a_locked_database_fails_the_batch_then_recovers(

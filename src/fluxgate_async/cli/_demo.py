@@ -89,8 +89,22 @@ async def awaited_calls(fg: FluxGate, rng: random.Random) -> StepOutcome:
     answers = [await fg.record_event(_call(rng, n // 8)) for n in range(40)]
     recorded = sum(a is not None for a in answers)
     return StepOutcome(
-        f"awaited calls:   {recorded}/40 recorded, cost {_cost(answers)}", lost=40 - recorded
+        f"awaited calls:    {recorded}/40 recorded, cost {_cost(answers)}", lost=40 - recorded
     )
+
+
+async def background_calls(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """Sixty calls queued without waiting, as a busy endpoint would, then flushed."""
+    before = fg.stats
+    queued = sum(fg.record_event_nowait(_call(rng, 5 + n // 10)) for n in range(60))
+    settled = await fg.flush(timeout=10.0)
+    after = fg.stats
+    sent = after.sent - before.sent
+    failed = after.failed - before.failed
+    detail = f"{queued}/60 queued, {sent} delivered in the background, {failed} failed"
+    if not settled:
+        detail += ", flush timed out"
+    return StepOutcome(f"background calls: {detail}", lost=60 - sent)
 
 
 async def unknown_model(fg: FluxGate, rng: random.Random) -> StepOutcome:
@@ -101,7 +115,7 @@ async def unknown_model(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="search", user="user-linus"),
         )
     )
-    return _outcome("unknown model:  ", answer, lambda a: f"cost {a.cost}, status {a.status}")
+    return _outcome("unknown model:   ", answer, lambda a: f"cost {a.cost}, status {a.status}")
 
 
 async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
@@ -114,10 +128,10 @@ async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="chat", user="user-ada"),
         )
     )
-    return _outcome("failed call:    ", answer, lambda a: f"recorded as {a.id}, status ERROR")
+    return _outcome("failed call:     ", answer, lambda a: f"recorded as {a.id}, status ERROR")
 
 
-DEMO_STEPS: tuple[Step, ...] = (awaited_calls, unknown_model, failed_call)
+DEMO_STEPS: tuple[Step, ...] = (awaited_calls, background_calls, unknown_model, failed_call)
 """The workload, in order; each step is one kind of tracked call."""
 
 
