@@ -353,15 +353,17 @@ class EventStore:
         await self.aclose()
 
     def _settle(
-        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
     ) -> None:
+        # One wake-up of the loop per batch, not per event.
         def settle() -> None:
-            if future.done():  # the awaiting request was cancelled
-                return
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            for future, result, error in outcomes:
+                if future.done():  # the awaiting request was cancelled
+                    continue
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
 
         assert self._loop is not None
         # A loop already closed has no one left waiting for the answer.
@@ -372,9 +374,9 @@ class EventStore:
         try:
             conn = _connect(self.path)
         except (sqlite3.Error, OSError) as exc:
-            self._settle(ready, None, exc)
+            self._settle([(ready, None, exc)])
             return
-        self._settle(ready, None, None)
+        self._settle([(ready, None, None)])
         try:
             for batch in self._batches():
                 self._run_batch(conn, batch)
@@ -402,23 +404,20 @@ class EventStore:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         writes = [job for job in batch if job.write]
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         if writes:
-            results: list[tuple[_Job, Any, BaseException | None]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for job in writes:
-                    results.append((job, *_attempt(conn, job)))
+                    outcomes.append((job.future, *_attempt(conn, job)))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.error("collector: commit failed, %d events not stored: %s", len(writes), exc)
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                results = [(job, None, exc) for job in writes]
-            for job, result, error in results:
-                self._settle(job.future, result, error)
-        for job in batch:
-            if not job.write:
-                self._settle(job.future, *_attempt(conn, job))
+                outcomes = [(job.future, None, exc) for job in writes]
+        outcomes.extend((job.future, *_attempt(conn, job)) for job in batch if not job.write)
+        self._settle(outcomes)
 
 
 def _attempt(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
