@@ -98,10 +98,10 @@ class Pipeline:
         return len(self._pending) + len(self._in_flight)
 
     def submit(self, event: LLMEvent) -> bool:
-        """Queue `event` for delivery; `False` (and counted) when the queue is full."""
-        if self._closing:
-            self.drop(event, DropReason.CLOSED)
-            return False
+        """Queue `event` for delivery; `False` (and counted) when the queue is full.
+
+        The client refuses events once closing, before they reach the pipeline.
+        """
         if len(self._pending) >= self._max_queue_size:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
@@ -243,6 +243,12 @@ class Pipeline:
             await self.flush(timeout)
         finally:
             await self._stop()
+
+    def abandon(self) -> None:
+        """Cancel the senders without waiting: the client is being collected."""
+        for task in self._senders:
+            if not task.get_loop().is_closed():
+                task.cancel()
 
     async def _stop(self) -> None:
         senders = [task for task in self._senders if task.get_loop() is self._loop]
