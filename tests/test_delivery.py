@@ -394,7 +394,9 @@ async def test_cancelled_close_still_accounts_for_everything(collector: FakeColl
     assert accounted(stats) == stats.enqueued == 3
 
 
-def test_queue_outlives_an_event_loop(threaded_collector: FakeCollector) -> None:
+def test_queue_outlives_an_event_loop(
+    threaded_collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
     """Events queued in one asyncio.run and cut off by its end are sent by the next one."""
     threaded_collector.reply_with(Reply(delay=0.5))
     fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
@@ -405,6 +407,7 @@ def test_queue_outlives_an_event_loop(threaded_collector: FakeCollector) -> None
 
     asyncio.run(first_run())
     assert fg.stats.queued == 1
+    assert "event loop stopped with 1 event(s) undelivered" in caplog.text
     assert fg.record_event_nowait(event(2))  # no loop running: queued for later
 
     async def second_run() -> bool:
