@@ -336,6 +336,8 @@ class FluxGate:
         pipeline = getattr(self, "_pipeline", None)
         transport = getattr(self, "_transport", None)
         pending = 0 if pipeline is None else pipeline.unfinished
+        if pipeline is not None:
+            pipeline.abandon()  # idle senders would otherwise outlive their client
         if pending:
             warnings.warn(
                 f"FluxGate client collected with {pending} event(s) still pending, now lost: "
