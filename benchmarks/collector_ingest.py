@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import socket
 import sqlite3
 import subprocess
@@ -50,17 +51,35 @@ app.router.add_get("/healthz", healthz)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-_EVENT = {
-    "usage": {
-        "inputTokens": 1200,
-        "outputTokens": 340,
-        "cachedTokens": 400,
-        "model": "gpt-4o",
-        "provider": "openai",
-        "latencyInMs": 812.5,
-    },
-    "metadata": {"feature": "chat", "user": "user-123", "sessionId": "session-9"},
-}
+_MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("google", "gemini-2.5-flash"),
+]
+
+
+def _events(count: int) -> list[dict[str, Any]]:
+    # Varied models and token counts, as real traffic: no answer can be served from a cache.
+    rng = random.Random(7)
+    events = []
+    for n in range(count):
+        provider, model = rng.choice(_MODELS)
+        prompt = rng.randint(100, 8000)
+        events.append(
+            {
+                "usage": {
+                    "inputTokens": prompt,
+                    "outputTokens": rng.randint(10, 1500),
+                    "cachedTokens": rng.randint(0, prompt),
+                    "model": model,
+                    "provider": provider,
+                    "latencyInMs": round(rng.uniform(200, 3000), 1),
+                },
+                "metadata": {"feature": "chat", "user": f"user-{n % 50}", "sessionId": f"s-{n}"},
+            }
+        )
+    return events
 
 
 def _free_port() -> int:
@@ -98,16 +117,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 async def _drive(endpoint: str, events: int, concurrency: int) -> tuple[float, int]:
     """Send `events` events with `concurrency` in flight; return (seconds, recorded)."""
+    warm_up, workload = _events(200), _events(events)
     async with FluxGate("bench-key", endpoint=endpoint, timeout=30.0) as fg:
-        for _ in range(min(200, events)):  # warm the connection pool and the price cache
-            await fg.record_event(_EVENT)
-        remaining = iter(range(events))
+        for event in warm_up:  # open the connection pool, load the price tables
+            await fg.record_event(event)
+        remaining = iter(workload)
         recorded = 0
 
         async def worker() -> None:
             nonlocal recorded
-            for _ in remaining:
-                if await fg.record_event(_EVENT) is not None:
+            for event in remaining:
+                if await fg.record_event(event) is not None:
                     recorded += 1
 
         start = time.perf_counter()

@@ -98,6 +98,11 @@ class CollectorProcess:
         """Send `sig` and wait for a clean exit; return the exit status, stdout and stderr."""
         assert self.process is not None
         self.process.send_signal(sig)
+        return self.wait()
+
+    def wait(self) -> tuple[int, str, str]:
+        """Wait for it to exit; return the exit status, stdout and stderr."""
+        assert self.process is not None
         out, err = self.process.communicate(timeout=STOP_DEADLINE)
         return self.process.returncode, out, err
 

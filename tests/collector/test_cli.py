@@ -14,6 +14,7 @@ import pytest
 from fluxgate_async import FluxGate
 from fluxgate_async.cli import main
 from fluxgate_async.cli._demo import DEMO_STEPS, StepOutcome, run_demo
+from fluxgate_async.cli._serve import exposure_warning
 
 from .conftest import CollectorProcess, free_port, run_cli
 
@@ -318,6 +319,17 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
     assert result.stderr.count("\n") == 1
     assert message in result.stderr
     assert "(see --help)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warns"),
+    [("0.0.0.0", [], True), ("::", [], True), ("0.0.0.0", ["k"], False), ("localhost", [], False)],
+)
+def test_serving_beyond_loopback_without_a_key_warns(
+    host: str, keys: list[str], warns: bool
+) -> None:
+    """Only a collector reachable from other machines and open to anyone gets the warning."""
+    assert bool(exposure_warning(host, keys)) is warns
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

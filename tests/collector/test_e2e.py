@@ -215,6 +215,42 @@ async def test_signal_stops_cleanly_and_closes_the_database(db: Path, sig: int) 
     assert not db.with_name(db.name + "-wal").exists()
 
 
+async def test_shutdown_under_load_loses_no_acknowledged_event(db: Path) -> None:
+    """SIGTERM while events stream in: every event acknowledged before it stopped is stored."""
+    proc = CollectorProcess(db)
+    proc.start()
+    acknowledged: set[str] = set()
+    hundred = asyncio.Event()
+    async with FluxGate("k", endpoint=proc.url, max_retries=0, timeout=5.0) as fg:
+
+        async def sender(n: int) -> None:
+            for i in range(100):
+                answer = await fg.record_event(_event(n * 100 + i))
+                if answer is None:
+                    return  # the collector has stopped
+                acknowledged.add(answer.id)
+                if len(acknowledged) >= 100:
+                    hundred.set()
+
+        senders = [asyncio.create_task(sender(n)) for n in range(8)]
+        async with asyncio.timeout(30):
+            await hundred.wait()
+            assert proc.process is not None
+            proc.process.send_signal(signal.SIGTERM)
+            await asyncio.gather(*senders)
+    code, _, err = proc.wait()
+    assert code == 0
+    assert "database closed" in err
+    assert 100 <= len(acknowledged) < 800
+    restarted = CollectorProcess(db)
+    restarted.start()
+    try:
+        stored = restarted.get("/api/events?limit=1000")["events"]
+    finally:
+        restarted.stop()
+    assert acknowledged <= {e["id"] for e in stored}
+
+
 def test_port_in_use_is_one_clear_line(db: Path) -> None:
     """Serving on a busy port fails with exit status 1 and one line, no traceback."""
     with socket.socket() as busy:

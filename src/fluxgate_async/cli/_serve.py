@@ -7,10 +7,21 @@ import errno
 import sqlite3
 import sys
 
+from .._config import is_loopback
 from ..collector import Collector, serve
 from ._errors import CommandError
 
-__all__ = ["run_serve"]
+__all__ = ["exposure_warning", "run_serve"]
+
+
+def exposure_warning(host: str, api_keys: list[str]) -> str:
+    """The warning to print when `host` is reachable from other machines with no key; or ``."""
+    if api_keys or is_loopback(host):
+        return ""
+    return (
+        f"warning: {host} is reachable from other machines and no --api-key is set: "
+        "anyone who can reach this port can write and read events"
+    )
 
 
 def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
@@ -28,6 +39,9 @@ def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
             f"(database {db}, {auth}); Ctrl-C stops it",
             flush=True,
         )
+        warning = exposure_warning(host, api_keys)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
 
     try:
         asyncio.run(serve(collector, on_ready=ready))
