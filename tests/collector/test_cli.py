@@ -340,6 +340,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("fluxgate-async 0.")
 
 
+def test_empty_api_key_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve --api-key ''` would let an empty Bearer token in: it is refused before serving."""
+    assert main(["serve", "--api-key", "good", "--api-key", " "]) == 1
+    assert capsys.readouterr().err == "fluxgate-async serve: error: an API key must not be empty\n"
+
+
 def test_unopenable_database_is_one_line(tmp_path: Path) -> None:
     """`serve` with a database it cannot create fails with one line."""
     result = run_cli("serve", "--port", "0", "--db", str(tmp_path / "no-dir" / "x.sqlite"))

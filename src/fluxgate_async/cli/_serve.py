@@ -28,9 +28,13 @@ def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
     """Serve until stopped; return the exit status.
 
     Raises:
-        CommandError: The database cannot be opened or the address listened on.
+        CommandError: An API key is empty, the database cannot be opened, or the address
+            cannot be listened on.
     """
-    collector = Collector(db, host=host, port=port, api_keys=api_keys)
+    try:
+        collector = Collector(db, host=host, port=port, api_keys=api_keys)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
     def ready(running: Collector) -> None:
         auth = f"{len(api_keys)} API key(s) required" if api_keys else "no API key required"

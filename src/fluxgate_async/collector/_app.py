@@ -52,6 +52,7 @@ def create_app(
         max_body_size: Bytes; a larger body gets 413.
 
     Raises:
+        ValueError: An API key is empty.
         MissingExtraError: `genai-prices` is not installed.
 
     Example:
@@ -60,9 +61,13 @@ def create_app(
         web.run_app(create_app("events.sqlite"), host="127.0.0.1", port=8787)
         ```
     """
+    keys = tuple(api_keys)
+    if any(not key.strip() for key in keys):
+        msg = "an API key must not be empty"
+        raise ValueError(msg)
     load_prices()
     app = web.Application(client_max_size=max_body_size)
-    app[_KEYS] = tuple(api_keys)
+    app[_KEYS] = keys
     app[_MAX_BODY] = max_body_size
     app[_STORE] = EventStore(db)
     app.cleanup_ctx.append(_store_lifetime)

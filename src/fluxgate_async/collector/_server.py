@@ -42,6 +42,10 @@ class Collector:
         port: The port; 0 picks a free one (see `port` once started).
         api_keys: When not empty, requests must carry one of these as a Bearer token.
         max_body_size: Bytes; a larger request body gets 413.
+
+    Raises:
+        ValueError: An API key is empty.
+        MissingExtraError: `genai-prices` is not installed.
     """
 
     def __init__(
