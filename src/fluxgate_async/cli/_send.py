@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ from ._errors import CommandError
 __all__ = ["run_send"]
 
 _CHUNK_BYTES = 64 * 1024
+_EVENT_PREFIX = re.compile(r"^event \S+ not recorded: ")
 _line: contextvars.ContextVar[int] = contextvars.ContextVar("fluxgate_send_line", default=0)
 
 
@@ -32,7 +34,8 @@ class _Reasons(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # The client logs inside the task sending the line, so the context says which.
-        self.by_line[_line.get()] = record.getMessage().removeprefix("FluxGate: ")
+        message = record.getMessage().removeprefix("FluxGate: ")
+        self.by_line[_line.get()] = _EVENT_PREFIX.sub("", message)
 
 
 def _event_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
