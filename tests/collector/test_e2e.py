@@ -7,6 +7,7 @@ import io
 import json
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,15 @@ async def test_api_keys_from_the_environment(db: Path) -> None:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def refusing_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    """One collector process for all the bad-body cases: none of them may store anything."""
+    proc = CollectorProcess(tmp_path_factory.mktemp("bad-bodies") / "events.sqlite")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
 @pytest.mark.parametrize(
     ("body", "names"),
     [
@@ -159,14 +169,14 @@ async def test_api_keys_from_the_environment(db: Path) -> None:
     ],
 )
 async def test_bad_bodies_get_400_naming_the_problem(
-    collector_process: CollectorProcess, body: bytes, names: str
+    refusing_collector: CollectorProcess, body: bytes, names: str
 ) -> None:
     """Garbage, deep nesting, huge numbers and wrong types get 400, say why, and store nothing."""
-    status, answer = await _post(collector_process.url, body)
+    status, answer = await _post(refusing_collector.url, body)
     assert status == 400
     assert names in answer["error"]
-    assert collector_process.get("/api/events")["events"] == []
-    assert collector_process.get("/healthz") == {"status": "ok"}
+    assert refusing_collector.get("/api/events")["events"] == []
+    assert refusing_collector.get("/healthz") == {"status": "ok"}
 
 
 async def test_a_10_mb_body_gets_413(collector_process: CollectorProcess) -> None:

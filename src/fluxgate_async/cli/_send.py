@@ -123,7 +123,8 @@ def _open(path: str) -> IO[str]:
 
 
 def _count_lines(path: str) -> int | None:
-    if path == "-":
+    # Only a regular file can be read twice; counting a pipe would consume it.
+    if path == "-" or not Path(path).is_file():
         return None
     with Path(path).open("rb") as handle:
         return sum(1 for line in handle if line.strip())
@@ -163,8 +164,8 @@ async def _send_lines(client: FluxGate, path: str, concurrency: int, reasons: _R
             number, text = item
             _line.set(number)
             sent += 1
-            problem = _check_line(text)
-            answer = None if problem else await client.record_event(json.loads(text))
+            event, problem = _parse_line(text)
+            answer = None if problem else await client.record_event(event)
             if answer is None:
                 failures[number] = problem or reasons.by_line.get(number, "not recorded")
             else:
@@ -183,16 +184,16 @@ async def _send_lines(client: FluxGate, path: str, concurrency: int, reasons: _R
     return _summarise(sent, failures)
 
 
-def _check_line(text: str) -> str:
+def _parse_line(text: str) -> tuple[Any, str]:
+    """The line's event, or why there is none."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        return f"not JSON: {exc}"
+        return None, f"not JSON: {exc}"
     try:
-        to_event(value)
+        return to_event(value), ""
     except (TypeError, ValueError) as exc:
-        return f"invalid event: {exc}"
-    return ""
+        return None, f"invalid event: {exc}"
 
 
 def _summarise(sent: int, failures: dict[int, str]) -> int:
