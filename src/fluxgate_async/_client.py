@@ -267,7 +267,7 @@ class FluxGate:
             )
             return None
         if result.response is None:
-            log.warning("FluxGate: event %s not recorded: %s", key, self._redact(result.detail))
+            log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
         else:
             log.debug("FluxGate: event %s recorded: %s", key, result.response)
         return result.response
@@ -284,8 +284,8 @@ class FluxGate:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
             when = deadline.when()
-            left = float("inf") if when is None else when - loop.time()
-            if delay >= left:
+            assert when is not None  # set by record_event's asyncio.timeout
+            if delay >= when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
