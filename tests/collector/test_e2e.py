@@ -148,15 +148,15 @@ def refusing_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Col
     [
         (b"\x00\xffnot json at all", "not valid JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
-        (b'{"usage": {"inputTokens": 1e999, "outputTokens": 1}}', "input_tokens"),
+        (b'{"usage": {"inputTokens": 1e999, "outputTokens": 1}}', "usage.inputTokens"),
         (b'{"usage": {"inputTokens": ' + b"9" * 5000 + b', "outputTokens": 1}}', "not valid JSON"),
         (
             b'{"usage": {"inputTokens": 10000000000000000000000, "outputTokens": 1}}',
             "usage.inputTokens",
         ),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1, "latencyInMs": NaN}}', "not valid JSON"),
-        (b'{"usage": {"inputTokens": "100", "outputTokens": 1}}', "input_tokens"),
-        (b'{"usage": {"inputTokens": 1, "outputTokens": -1}}', "output_tokens"),
+        (b'{"usage": {"inputTokens": "100", "outputTokens": 1}}', "usage.inputTokens"),
+        (b'{"usage": {"inputTokens": 1, "outputTokens": -1}}', "usage.outputTokens"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "status": "MAYBE"}', "status"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1}, "colour": "red"}', "colour"),
         (b'{"usage": {"inputTokens": 1, "outputTokens": 1, "tokenz": 3}}', "tokenz"),
