@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 
 from ._client import FluxGate
 from ._config import FluxGateConfig
+from ._context import tracking_context
 from ._models import (
     AiEventMetadata,
     AiEventStatus,
@@ -18,6 +19,8 @@ from ._models import (
     LLMEvent,
     TrackedUser,
 )
+from ._track import TrackedCall
+from ._tracking import FluxGateCostTrackingResponse, tracking_of
 
 __version__ = _version("fluxgate-async")
 """The installed version of fluxgate-async."""
@@ -29,7 +32,11 @@ __all__ = [
     "CreateAiEventResponse",
     "FluxGate",
     "FluxGateConfig",
+    "FluxGateCostTrackingResponse",
     "LLMEvent",
+    "TrackedCall",
     "TrackedUser",
     "__version__",
+    "tracking_context",
+    "tracking_of",
 ]
