@@ -19,6 +19,7 @@ from ._models import (
     LLMEvent,
     TrackedUser,
 )
+from ._stats import DeliveryStats, DropReason
 from ._track import TrackedCall
 from ._tracking import FluxGateCostTrackingResponse, tracking_of
 
@@ -30,6 +31,8 @@ __all__ = [
     "AiEventStatus",
     "AiEventUsage",
     "CreateAiEventResponse",
+    "DeliveryStats",
+    "DropReason",
     "FluxGate",
     "FluxGateConfig",
     "FluxGateCostTrackingResponse",
