@@ -8,7 +8,7 @@ from fluxgate_async import FluxGate
 from fluxgate_async.integrations.anthropic import track_anthropic
 
 client = track_anthropic(AsyncAnthropic(), FluxGate(), feature="support")
-message = await client.messages.create(model="claude-sonnet-4-5", max_tokens=1024, messages=[...])
+message = await client.messages.create(model="claude-sonnet-4-6", max_tokens=1024, messages=[...])
 ```
 
 `client` is a drop-in: it is still an `AsyncAnthropic` to `isinstance` and to
