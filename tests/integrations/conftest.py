@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from fluxgate_async._track import Mode
 
 
 @pytest.fixture(params=["background", "inline"])
-def mode(request: pytest.FixtureRequest) -> str:
+def mode(request: pytest.FixtureRequest) -> Mode:
     """Each test taking `mode` runs once per tracking mode."""
-    return str(request.param)
+    mode: Mode = request.param
+    return mode

@@ -11,6 +11,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from fluxgate_async import FluxGate, tracking_of
+from fluxgate_async._track import Mode
 from fluxgate_async.integrations.anthropic import track_anthropic
 from fluxgate_async.testing import FakeCollector
 
@@ -75,16 +76,28 @@ def message_events(
     events = [
         SSE({"type": "message_start", "message": start}, "message_start"),
         SSE(
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},  # noqa: E501
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
             "content_block_start",
         ),
         SSE({"type": "ping"}, "ping"),
         SSE(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},  # noqa: E501
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hi"},
+            },
             "content_block_delta",
         ),
         SSE(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}},  # noqa: E501
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "!"},
+            },
             "content_block_delta",
         ),
         SSE({"type": "content_block_stop", "index": 0}, "content_block_stop"),
@@ -105,13 +118,15 @@ def message_events(
 
 
 async def test_message_records_one_event_field_by_field(
-    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """A message records its tokens (cache reads plus writes as cached), model, status, metadata."""
     client = track_anthropic(raw, fg, mode=mode, feature="support", user="user-9")
     server.answer(Answer(body=message(thinking=6)))
 
-    reply = await client.messages.create(model="claude-sonnet-4-6", max_tokens=1024, messages=MESSAGES)
+    reply = await client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=1024, messages=MESSAGES
+    )
 
     assert reply.content[0].text == "Hi! My name is Claude."  # type: ignore[union-attr]
     [event] = await recorded(fg, collector)
@@ -167,7 +182,7 @@ async def test_stop_reason_sets_the_status(
 
 
 async def test_create_with_stream_records_one_streamed_event(
-    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """`messages.create(stream=True)` yields every event and records the final usage, streamed."""
     client = track_anthropic(raw, fg, mode=mode)
@@ -219,7 +234,7 @@ async def test_message_delta_with_input_counts_wins(
 
 
 async def test_stream_helper_records_one_event(
-    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """The `messages.stream()` helper works as without tracking and records one streamed event."""
     client = track_anthropic(raw, fg, mode=mode, feature="helper")
@@ -259,7 +274,9 @@ async def test_stream_helper_error_is_recorded_and_reraised(
 ) -> None:
     """A helper stream whose request fails records the error and raises the SDK's."""
     client = track_anthropic(raw, fg)
-    server.answer(Answer(status=400, body=api_error("invalid_request_error", "max_tokens: required")))
+    server.answer(
+        Answer(status=400, body=api_error("invalid_request_error", "max_tokens: required"))
+    )
     with pytest.raises(anthropic.BadRequestError):
         async with client.messages.stream(
             model="claude-sonnet-4-6", max_tokens=100, messages=MESSAGES
@@ -400,7 +417,7 @@ async def test_cancelled_helper_request_records_cancelled(
 async def test_wrapper_is_a_drop_in(
     raw: AsyncAnthropic, server: ProviderServer, fg: FluxGate, collector: FakeCollector
 ) -> None:
-    """The wrapper passes for the SDK client, `with_options` stays tracked, the original does not."""
+    """The wrapper passes for the SDK client; `with_options` stays tracked, the original not."""
     client = track_anthropic(raw, fg, feature="f")
     assert isinstance(client, AsyncAnthropic)
     assert client.api_key == "sk-ant-test"

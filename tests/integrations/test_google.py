@@ -11,6 +11,7 @@ from google import genai
 from google.genai import errors, types
 
 from fluxgate_async import FluxGate, tracking_of
+from fluxgate_async._track import Mode
 from fluxgate_async.integrations.google import track_genai
 from fluxgate_async.testing import FakeCollector
 
@@ -74,7 +75,7 @@ USAGE = {
 
 
 async def test_generate_content_records_one_event_field_by_field(
-    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """generate_content records input (with tool prompts), output (with thoughts), cache, model."""
     client = track_genai(raw, fg, mode=mode, feature="summaries")
@@ -162,7 +163,7 @@ async def test_blocked_prompt_records_blocked(
 
 
 async def test_stream_records_the_last_usage_and_finish_reason(
-    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """generate_content_stream yields every chunk and records the final totals, streamed."""
     client = track_genai(raw, fg, mode=mode)
@@ -204,7 +205,7 @@ async def test_stream_left_early_records_one_event(
     )
     async for _chunk in stream:
         break
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]  # typed AsyncIterator, is a generator
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
     assert event["usage"]["inputTokens"] == 5
@@ -233,7 +234,7 @@ async def test_stream_cancelled_records_cancelled(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]  # typed AsyncIterator, is a generator
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}
     assert event["usage"]["model"] == "gemini-2.5-flash"
@@ -260,7 +261,13 @@ async def test_provider_error_is_recorded_and_reraised(
 ) -> None:
     """A Gemini API error records its status and message; the caller gets the SDK's error."""
     client = track_genai(raw, fg)
-    body = {"error": {"code": status, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}  # noqa: E501
+    body = {
+        "error": {
+            "code": status,
+            "message": "Request contains an invalid argument.",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
     server.answer(Answer(status=status, body=body))
     with pytest.raises(error) as raised:
         await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")

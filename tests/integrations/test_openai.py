@@ -13,6 +13,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from fluxgate_async import FluxGate, tracking_context, tracking_of
+from fluxgate_async._track import Mode
 from fluxgate_async.integrations import openai as fg_openai
 from fluxgate_async.integrations.openai import detect_provider, track_openai
 from fluxgate_async.testing import FakeCollector
@@ -86,11 +87,13 @@ def response_body(
 
 
 async def test_chat_completion_records_one_event_field_by_field(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """A chat completion records its tokens, model, provider, latency, status and metadata."""
     client = track_openai(raw, fg, mode=mode, feature="chat", plan="pro")
-    server.answer_chat(prompt_tokens=120, completion_tokens=30, cached_tokens=64, reasoning_tokens=8)
+    server.answer_chat(
+        prompt_tokens=120, completion_tokens=30, cached_tokens=64, reasoning_tokens=8
+    )
 
     reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
@@ -195,7 +198,7 @@ async def test_chat_finish_reason_sets_the_status(
 
 
 async def test_chat_stream_yields_the_untracked_chunks_and_records_usage(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """A chat stream asks for usage, hides the extra usage chunk, and records one streamed event."""
     client = track_openai(raw, fg, mode=mode)
@@ -277,7 +280,7 @@ async def test_chat_stream_read_with_anext_and_async_with(
 
 
 async def test_break_before_the_end_records_one_error_event(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """Leaving a stream with `break` before any finish reason records ERROR, once."""
     client = track_openai(raw, fg, mode=mode)
@@ -366,9 +369,9 @@ async def test_provider_error_is_recorded_and_reraised_unchanged(
     server: FakeOpenAI,
     fg: FluxGate,
     collector: FakeCollector,
-    mode: str,
+    mode: Mode,
     status: int,
-    error: type[Exception],
+    error: type[openai.APIStatusError],
     recorded_status: str,
 ) -> None:
     """An API error records its status and message, and the caller gets the SDK's own error."""
@@ -426,7 +429,7 @@ async def test_error_event_in_a_stream_is_recorded_with_the_usage_seen(
 
 
 async def test_cancelled_call_records_cancelled_and_propagates(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """Cancelling a call in flight records ERROR "cancelled" and the task ends cancelled."""
     client = track_openai(raw, fg, mode=mode)
@@ -479,10 +482,16 @@ async def test_cancelled_stream_records_the_usage_seen_so_far(
     ("body", "status"),
     [
         (response_body(), "SUCCESS"),
-        (response_body("failed", error="The model crashed"), {"status": "ERROR", "errorMessage": "The model crashed"}),  # noqa: E501
+        (
+            response_body("failed", error="The model crashed"),
+            {"status": "ERROR", "errorMessage": "The model crashed"},
+        ),
         (response_body("incomplete", incomplete="max_output_tokens"), "MAX_TOKENS"),
         (response_body("incomplete", incomplete="content_filter"), "CONTENT_FILTER"),
-        (response_body("incomplete", incomplete="max_messages"), {"status": "ERROR", "errorMessage": "incomplete: max_messages"}),  # noqa: E501
+        (
+            response_body("incomplete", incomplete="max_messages"),
+            {"status": "ERROR", "errorMessage": "incomplete: max_messages"},
+        ),
         (response_body("cancelled"), {"status": "ERROR", "errorMessage": "cancelled"}),
     ],
 )
@@ -514,7 +523,10 @@ def response_events(final: dict[str, Any], kind: str = "response.completed") -> 
     """A Responses API event stream, as OpenAI sends it."""
     started = {**final, "status": "in_progress", "usage": None, "output": []}
     return [
-        SSE({"type": "response.created", "sequence_number": 0, "response": started}, "response.created"),  # noqa: E501
+        SSE(
+            {"type": "response.created", "sequence_number": 0, "response": started},
+            "response.created",
+        ),
         SSE(
             {
                 "type": "response.output_text.delta",
@@ -532,7 +544,7 @@ def response_events(final: dict[str, Any], kind: str = "response.completed") -> 
 
 
 async def test_responses_stream_records_the_final_response(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """A streamed `responses.create` records the usage of its final event, streamed."""
     client = track_openai(raw, fg, mode=mode)
@@ -553,7 +565,13 @@ async def test_responses_stream_error_event_records_error(
     """An `error` event in a Responses stream records ERROR with its message."""
     client = track_openai(raw, fg)
     events = response_events(response_body())[:2]
-    error = {"type": "error", "sequence_number": 2, "code": "server_error", "message": "boom", "param": None}  # noqa: E501
+    error = {
+        "type": "error",
+        "sequence_number": 2,
+        "code": "server_error",
+        "message": "boom",
+        "param": None,
+    }
     server.answer(Answer(events=[*events, SSE(error, "error")]))
     stream = await client.responses.create(model="gpt-4.1", input="hi", stream=True)
     assert len([e async for e in stream]) == 3
@@ -563,7 +581,7 @@ async def test_responses_stream_error_event_records_error(
 
 
 async def test_embeddings_record_prompt_tokens(
-    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: str
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, mode: Mode
 ) -> None:
     """`embeddings.create` records its prompt tokens as input and no output."""
     client = track_openai(raw, fg, mode=mode)
@@ -586,7 +604,7 @@ async def test_embeddings_record_prompt_tokens(
 async def test_wrapper_is_a_drop_in_and_leaves_the_client_untouched(
     raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
 ) -> None:
-    """The wrapper passes for the SDK client, forwards the rest, and the original stays untracked."""
+    """The wrapper passes for the SDK client, forwards the rest; the original stays untracked."""
     original_create = raw.chat.completions.create
     client = track_openai(raw, fg)
     assert isinstance(client, AsyncOpenAI)
