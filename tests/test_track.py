@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
 
 from fluxgate_async import FluxGate, TrackedCall, tracking_context
+from fluxgate_async._track import CallTimer, Outcome, Recorder
 from fluxgate_async.testing import FakeCollector
 
 from .integrations.helpers import recorded
@@ -169,3 +171,41 @@ async def test_context_applies_over_the_calls_metadata(
             pass
     [event] = await recorded(fg, collector)
     assert event["metadata"] == {"feature": "outer", "step": "s", "user": "u-1"}
+
+
+async def test_a_call_records_once_however_often_it_is_finished(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A call's event is sent once, even if finishing is attempted again, either way."""
+    recorder = Recorder(fg, mode="inline", provider="p", metadata={})
+    timer = recorder.start("m")
+    assert await timer.finish(Outcome(input_tokens=1)) is not None
+    assert await timer.finish(Outcome(input_tokens=2)) is None
+    timer.finish_nowait(Outcome(input_tokens=3))
+    other = recorder.start("m")
+    other.finish_nowait(Outcome(input_tokens=4))
+    other.finish_nowait(Outcome(input_tokens=5))
+    events = await recorded(fg, collector, 2)
+    assert sorted(e["usage"]["inputTokens"] for e in events) == [1, 4]
+
+
+async def test_a_bug_building_the_event_is_logged_not_raised(
+    fg: FluxGate,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If building an event fails on a bug of ours, the block still completes and it is logged."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(CallTimer, "event", broken)
+    with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
+        async with fg.track(model="m", mode="inline") as call:
+            call.set_usage(1, 1)
+        Recorder(fg, mode="background", provider=None, metadata={}).start().finish_nowait(Outcome())
+    assert caplog.text.count("bug while building an event") == 2
+    assert call.tracking is None
+    assert await fg.flush(5)
+    assert collector.events == []

@@ -150,9 +150,6 @@ class Recorder:
         self.provider = provider
         self.defaults: Mapping[str, Any] = dict(metadata)
 
-    def __repr__(self) -> str:
-        return f"<Recorder provider={self.provider!r} mode={self.mode!r}>"
-
     def start(self, model: str | None = None) -> CallTimer:
         """Start timing one call now; `model` is the requested one, if known."""
         return CallTimer(self, model)

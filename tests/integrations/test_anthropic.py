@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from anthropic import AsyncAnthropic
 
 from fluxgate_async import FluxGate, tracking_of
 from fluxgate_async._track import Mode
+from fluxgate_async.integrations import anthropic as fg_anthropic
 from fluxgate_async.integrations.anthropic import track_anthropic
 from fluxgate_async.testing import FakeCollector
 
@@ -434,3 +436,26 @@ async def test_bad_client_is_refused(fg: FluxGate) -> None:
     """A synchronous client is refused with a message naming the expected type."""
     with anthropic.Anthropic(api_key="k") as sync_client, pytest.raises(TypeError, match="Async"):
         track_anthropic(sync_client, fg)  # type: ignore[type-var]
+
+
+async def test_a_helper_stream_that_cannot_be_watched_still_works(
+    raw: AsyncAnthropic,
+    server: ProviderServer,
+    fg: FluxGate,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If the helper's stream cannot be watched (an SDK change), it works untracked and says so."""
+
+    def unwatchable(*args: object) -> None:
+        raise AttributeError("_raw_stream")
+
+    monkeypatch.setattr(fg_anthropic, "TrackedStream", unwatchable)
+    client = track_anthropic(raw, fg)
+    server.answer(Answer(events=message_events()))
+    with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
+        async with client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES
+        ) as stream:
+            assert await stream.get_final_text() == "Hi!"
+    assert "cannot watch this message stream" in caplog.text

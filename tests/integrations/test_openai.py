@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 from fluxgate_async import FluxGate, tracking_context, tracking_of
 from fluxgate_async._track import Mode
 from fluxgate_async.integrations import openai as fg_openai
+from fluxgate_async.integrations._proxy import TrackedStream
 from fluxgate_async.integrations.openai import detect_provider, track_openai
 from fluxgate_async.testing import FakeCollector
 
@@ -732,3 +733,88 @@ async def test_a_bug_in_tracking_never_reaches_the_call(
     [event] = await recorded(fg, collector)
     assert event["usage"]["inputTokens"] == 0
     assert event["usage"]["model"] == "gpt-4o-mini"
+
+
+async def test_a_bug_reading_chunks_never_reaches_the_stream(
+    raw: AsyncOpenAI,
+    server: FakeOpenAI,
+    fg: FluxGate,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If reading a chunk fails on a bug of ours, every chunk still reaches the caller."""
+
+    def broken(self: object, chunk: object) -> bool:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(fg_openai._ChatChunks, "add", broken)
+    client = track_openai(raw, fg)
+    server.answer_chat_stream()
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
+        chunks = [chunk async for chunk in stream]
+    assert len(chunks) == 6
+    assert "bug while reading a stream chunk" in caplog.text
+    [event] = await recorded(fg, collector)
+    assert event["usage"]["isStreamed"] is True
+
+
+async def test_reading_past_the_end_records_nothing_more(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Asking a finished stream for more raises StopAsyncIteration again, and sends no event."""
+    client = track_openai(raw, fg, mode="inline")
+    server.answer_chat_stream()
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    async for _chunk in stream:
+        pass
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    await recorded(fg, collector)
+
+
+async def test_loose_usage_from_compatible_hosts_reads_as_missing(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Counts that are negative, text or not finite are recorded as 0, never as an error."""
+    client = track_openai(raw, fg)
+    body = chat_completion()
+    body["usage"] = {"prompt_tokens": -5, "completion_tokens": "7", "total_tokens": 1e400}
+    server.answer(Answer(body=body))
+    await client.chat.completions.create(model="llama-3", messages=MESSAGES)
+    [event] = await recorded(fg, collector)
+    assert (event["usage"]["inputTokens"], event["usage"]["outputTokens"]) == (0, 0)
+    assert "cachedTokens" not in event["usage"]
+
+
+async def test_a_response_without_status_is_a_success(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A Responses body without `status` (some compatible hosts) records SUCCESS, no reason."""
+    client = track_openai(raw, fg)
+    body = response_body()
+    del body["status"]
+    server.answer(Answer(body=body))
+    await client.responses.create(model="gpt-4.1", input="hi")
+    [event] = await recorded(fg, collector)
+    assert event["status"] == "SUCCESS"
+    assert "finishReason" not in event["metadata"]
+
+
+def test_attributes_are_set_and_deleted_on_the_client(raw: AsyncOpenAI, fg: FluxGate) -> None:
+    """Writing or deleting an attribute through the wrapper does it on the client."""
+    client = track_openai(raw, fg)
+    client.note = "x"  # type: ignore[attr-defined]
+    assert raw.note == "x"  # type: ignore[attr-defined]
+    del client.note  # type: ignore[attr-defined]
+    assert not hasattr(raw, "note")
+
+
+def test_a_half_built_stream_wrapper_is_collected_quietly() -> None:
+    """A stream wrapper whose construction never finished is collected without error."""
+    TrackedStream.__new__(TrackedStream).__del__()

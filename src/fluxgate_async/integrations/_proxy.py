@@ -61,9 +61,6 @@ class Proxy:
         return type(self._fg_target)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_fg_"):
-            # Only reached for a slot not yet set (a half-built proxy in __del__).
-            raise AttributeError(name)
         value = getattr(self._fg_target, name)
         override = self._fg_overrides.get(name)
         if override is None:
@@ -122,11 +119,7 @@ async def run_tracked(
         await timer.finish(error_outcome(exc), streamed=stream is not None)
         raise
     if stream is not None:
-        try:
-            return stream(answer, timer)
-        except Exception:
-            log.exception("FluxGate: bug while wrapping a stream; it is not tracked")
-            return answer
+        return stream(answer, timer)
     await timer.finish(safe_outcome(lambda: outcome(answer)), response=answer)
     return answer
 
@@ -237,6 +230,10 @@ class TrackedStream(Proxy):
             self._fg_left_early(LEFT_EARLY)
 
     def __del__(self) -> None:
-        timer = getattr(self, "_fg_timer", None)
-        if timer is not None and not timer.finished:
+        try:
+            # Not getattr(): on a half-built proxy it would recurse through __getattr__.
+            timer = object.__getattribute__(self, "_fg_timer")
+        except AttributeError:
+            return
+        if not timer.finished:
             self._fg_left_early(NEVER_CONSUMED)

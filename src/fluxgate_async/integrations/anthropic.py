@@ -169,12 +169,7 @@ def _messages_stream(recorder: Recorder) -> Any:
     def override(stream: Any) -> Any:
         @functools.wraps(stream)
         def tracked(*args: Any, **kwargs: Any) -> Any:
-            manager = stream(*args, **kwargs)
-            try:
-                return _TrackedStreamManager(manager, recorder, kwargs.get("model"))
-            except Exception:
-                log.exception("FluxGate: bug while wrapping a message stream; it is not tracked")
-                return manager
+            return _TrackedStreamManager(stream(*args, **kwargs), recorder, kwargs.get("model"))
 
         return tracked
 

@@ -351,9 +351,8 @@ def _response_outcome(response: Any) -> Outcome:
         reasoningTokens=count(usage, "output_tokens_details", "reasoning_tokens"),
         cacheWriteTokens=count(usage, "input_tokens_details", "cache_write_tokens"),
     )
-    finish = reason or status_text
-    if isinstance(finish, str):
-        extra["finishReason"] = finish
+    if reason or status_text:
+        extra["finishReason"] = reason or status_text
     return Outcome(
         input_tokens=count(usage, "input_tokens") or 0,
         output_tokens=count(usage, "output_tokens") or 0,
