@@ -537,3 +537,31 @@ async def test_os_level_errors_are_contained(caplog: pytest.LogCaptureFixture) -
         async with FluxGate(API_KEY, endpoint=url, max_retries=0) as fg:
             assert await fg.record_event(SIMPLE) is None
     assert "network is unreachable" in caplog.text
+
+
+async def test_unserialisable_extra_gives_none_naming_the_field(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An extra value JSON cannot hold is reported, not sent, not raised."""
+    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"at": datetime.now(UTC)}))
+    assert await fg.record_event(bad) is None
+    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert collector.requests == []
+
+
+async def test_a_failing_session_close_does_not_break_shutdown(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while closing the HTTP session is logged, never raised into the app."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    await fg.record_event(SIMPLE)
+    assert fg._transport is not None
+    real_close = fg._transport.aclose
+
+    async def failing_close() -> None:
+        await real_close()
+        raise OSError("socket already gone")
+
+    monkeypatch.setattr(fg._transport, "aclose", failing_close)
+    await fg.aclose()
+    assert "error while closing the HTTP session" in caplog.text

@@ -269,7 +269,7 @@ class FluxGate:
             )
             return None
         if result.response is None:
-            log.warning("FluxGate: event %s not recorded: %s", key, self._redact(result.detail))
+            log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
         else:
             log.debug("FluxGate: event %s recorded: %s", key, result.response)
         return result.response
@@ -286,8 +286,8 @@ class FluxGate:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
             when = deadline.when()
-            left = float("inf") if when is None else when - loop.time()
-            if delay >= left:
+            assert when is not None  # set by record_event's asyncio.timeout
+            if delay >= when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
@@ -375,6 +375,8 @@ class FluxGate:
         pipeline = getattr(self, "_pipeline", None)
         transport = getattr(self, "_transport", None)
         pending = 0 if pipeline is None else pipeline.unfinished
+        if pipeline is not None:
+            pipeline.abandon()  # idle senders would otherwise outlive their client
         if pending:
             warnings.warn(
                 f"FluxGate client collected with {pending} event(s) still pending, now lost: "

@@ -67,10 +67,8 @@ def _mask(_: str) -> str:
     return "'***'"
 
 
-def is_loopback(host: str | None) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether `host` names this machine, so plain HTTP does not leave it."""
-    if not host:
-        return False
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         return True
     try:

@@ -70,6 +70,7 @@ class Pipeline:
         self._seq = 0
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._warned_loop: asyncio.AbstractEventLoop | None = None
         self._senders: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
@@ -98,10 +99,10 @@ class Pipeline:
         return len(self._pending) + len(self._in_flight)
 
     def submit(self, event: LLMEvent) -> bool:
-        """Queue `event` for delivery; `False` (and counted) when the queue is full."""
-        if self._closing:
-            self.drop(event, DropReason.CLOSED)
-            return False
+        """Queue `event` for delivery; `False` (and counted) when the queue is full.
+
+        The client refuses events once closing, before they reach the pipeline.
+        """
         if len(self._pending) >= self._max_queue_size:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
@@ -161,12 +162,23 @@ class Pipeline:
                     # The loop is ending under us (asyncio.run returning): keep the
                     # event, with its key, for whichever loop uses the client next.
                     self._pending.appendleft(item)
+                    self._warn_cut_off()
                 raise
             except Exception:  # a bug below must cost one event, not the sender
                 log.exception("FluxGate: unexpected error delivering an event")
                 self._fail(item, "internal_error")
             del self._in_flight[item.seq]
             progress.set()
+
+    def _warn_cut_off(self) -> None:
+        if self._warned_loop is self._loop:
+            return  # once per loop, not once per sender
+        self._warned_loop = self._loop
+        log.warning(
+            "FluxGate: the event loop stopped with %d event(s) undelivered; they stay queued "
+            "for the next loop, but are lost at exit: await fg.aclose() before the loop ends",
+            self.unfinished,
+        )
 
     async def _deliver(self, item: _Item) -> None:
         try:
@@ -243,6 +255,13 @@ class Pipeline:
             await self.flush(timeout)
         finally:
             await self._stop()
+
+    def abandon(self) -> None:
+        """Cancel the senders without waiting: the client is being collected."""
+        self._closing = True  # what they hold is lost with the client, not kept for later
+        for task in self._senders:
+            if not task.get_loop().is_closed():
+                task.cancel()
 
     async def _stop(self) -> None:
         senders = [task for task in self._senders if task.get_loop() is self._loop]
