@@ -209,3 +209,27 @@ async def test_a_bug_building_the_event_is_logged_not_raised(
     assert call.tracking is None
     assert await fg.flush(5)
     assert collector.events == []
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+async def test_an_unreadable_exception_still_reaches_the_caller(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """An exception whose `str()` fails is recorded by its type name and re-raised as it is."""
+    error = Unprintable()
+
+    async def failing_call() -> None:
+        async with fg.track(model="m"):
+            raise error
+
+    with pytest.raises(Unprintable) as raised:
+        await failing_call()
+    assert raised.value is error
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "Unprintable"}

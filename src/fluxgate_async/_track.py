@@ -96,16 +96,21 @@ def error_outcome(exc: BaseException, seen: Outcome | None = None) -> Outcome:
 
     A 400, 404, 413 or 422 answer (the request itself was wrong) is
     MALFORMED_REQUEST; anything else (auth, rate limit, server, network, a bug
-    in the caller's code) is ERROR. The message is the exception's.
+    in the caller's code) is ERROR. The message is the exception's. Never
+    raises, even for an exception whose `str()` does: the caller's exception
+    must reach the caller.
     """
-    status = (
-        AiEventStatus.MALFORMED_REQUEST
-        if _http_status(exc) in _MALFORMED_STATUSES
-        else AiEventStatus.ERROR
-    )
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str) or not message:
-        message = str(exc) or type(exc).__name__
+    status = AiEventStatus.ERROR
+    message = type(exc).__name__
+    try:
+        if _http_status(exc) in _MALFORMED_STATUSES:
+            status = AiEventStatus.MALFORMED_REQUEST
+        text = getattr(exc, "message", None)
+        if not isinstance(text, str) or not text:
+            text = str(exc)
+        message = text or message
+    except Exception:
+        log.warning("FluxGate: cannot read the %s that ended a call", message, exc_info=True)
     return attrs.evolve(seen or Outcome(), status=status, error_message=message)
 
 

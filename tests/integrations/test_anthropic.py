@@ -432,10 +432,12 @@ async def test_wrapper_is_a_drop_in(
     assert event["metadata"]["feature"] == "f"
 
 
-async def test_bad_client_is_refused(fg: FluxGate) -> None:
-    """A synchronous client is refused with a message naming the expected type."""
+async def test_bad_client_is_refused(raw: AsyncAnthropic, fg: FluxGate) -> None:
+    """A synchronous or an already tracked client is refused, saying why."""
     with anthropic.Anthropic(api_key="k") as sync_client, pytest.raises(TypeError, match="Async"):
         track_anthropic(sync_client, fg)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match="already tracked"):
+        track_anthropic(track_anthropic(raw, fg), fg)
 
 
 async def test_a_helper_stream_that_cannot_be_watched_still_works(

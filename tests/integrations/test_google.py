@@ -343,3 +343,5 @@ async def test_wrapper_is_a_drop_in(raw: genai.Client, fg: FluxGate) -> None:
     assert isinstance(client.aio.models, type(raw.aio.models))
     with pytest.raises(TypeError, match=r"google\.genai\.Client"):
         track_genai(raw.aio, fg)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match="already tracked"):
+        track_genai(client, fg)

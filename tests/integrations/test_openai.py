@@ -708,6 +708,8 @@ async def test_bad_arguments_are_refused_at_wrap_time(raw: AsyncOpenAI, fg: Flux
         track_openai(raw, fg, mode="later")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="feature"):
         track_openai(raw, fg, feature=42)
+    with pytest.raises(ValueError, match="already tracked"):
+        track_openai(track_openai(raw, fg), fg)
 
 
 async def test_a_bug_in_tracking_never_reaches_the_call(

@@ -26,6 +26,8 @@ __all__ = [
     "Accumulator",
     "Proxy",
     "TrackedStream",
+    "node",
+    "refuse_tracked",
     "run_tracked",
     "safe_outcome",
 ]
@@ -81,6 +83,20 @@ class Proxy:
 
     def __repr__(self) -> str:
         return repr(self._fg_target)
+
+
+def refuse_tracked(client: object, wrapper: str) -> None:
+    """Raise if `client` is already tracked: every call would be recorded twice.
+
+    Raises:
+        ValueError: `client` is a wrapper's proxy.
+    """
+    if isinstance(client, Proxy):
+        msg = (
+            f"{wrapper}: this client is already tracked; wrap the original client, "
+            "and use tracking_context() for per-call metadata"
+        )
+        raise ValueError(msg)
 
 
 def node(overrides: Mapping[str, Override]) -> Override:

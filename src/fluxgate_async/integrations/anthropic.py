@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
 from .._track import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
-from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, run_tracked
+from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -113,10 +113,12 @@ def track_anthropic(
     Raises:
         TypeError: `client` is not an `anthropic.AsyncAnthropic`, or `fluxgate`
             is not a `FluxGate`.
-        ValueError: An unknown `mode` or an invalid metadata value.
+        ValueError: An unknown `mode`, an invalid metadata value, or a client
+            that is already tracked.
     """
     import anthropic  # noqa: PLC0415 - the `anthropic` extra is needed only here
 
+    refuse_tracked(client, "track_anthropic")
     given: object = client  # checked at run time, whatever the annotation says
     if not isinstance(given, anthropic.AsyncAnthropic):
         msg = (

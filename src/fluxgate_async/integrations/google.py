@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
 from .._track import Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, run_tracked
+from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -118,10 +118,12 @@ def track_genai(
 
     Raises:
         TypeError: `client` is not a `google.genai.Client`, or `fluxgate` is not a `FluxGate`.
-        ValueError: An unknown `mode` or an invalid metadata value.
+        ValueError: An unknown `mode`, an invalid metadata value, or a client
+            that is already tracked.
     """
     from google import genai  # noqa: PLC0415 - the `google` extra is needed only here
 
+    refuse_tracked(client, "track_genai")
     given: object = client  # checked at run time, whatever the annotation says
     if not isinstance(given, genai.Client):
         msg = f"track_genai needs a google.genai.Client, got {type(client).__name__}"

@@ -87,7 +87,7 @@ import attrs
 
 from .._models import AiEventStatus
 from .._track import CANCELLED, Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, run_tracked
+from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -177,10 +177,12 @@ def track_openai(
 
     Raises:
         TypeError: `client` is not an `openai.AsyncOpenAI`, or `fluxgate` is not a `FluxGate`.
-        ValueError: An unknown `mode` or an invalid metadata value.
+        ValueError: An unknown `mode`, an invalid metadata value, or a client
+            that is already tracked.
     """
     import openai  # noqa: PLC0415 - the `openai` extra is needed only here
 
+    refuse_tracked(client, "track_openai")
     given: object = client  # checked at run time, whatever the annotation says
     if not isinstance(given, openai.AsyncOpenAI):
         msg = (
