@@ -820,3 +820,39 @@ def test_attributes_are_set_and_deleted_on_the_client(raw: AsyncOpenAI, fg: Flux
 def test_a_half_built_stream_wrapper_is_collected_quietly() -> None:
     """A stream wrapper whose construction never finished is collected without error."""
     TrackedStream.__new__(TrackedStream).__del__()
+
+
+async def test_include_usage_is_merged_into_the_callers_stream_options(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Other stream options of the caller are kept, and the added usage chunk stays hidden."""
+    client = track_openai(raw, fg)
+    server.answer_chat_stream()
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_obfuscation": False},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert server.requests[0].json["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
+    assert all(chunk.choices for chunk in chunks)
+    [event] = await recorded(fg, collector)
+    assert event["usage"]["inputTokens"] == 10
+
+
+async def test_fake_openai_can_repeat_its_last_answer() -> None:
+    """`FakeOpenAI(repeat=True)` answers every further call like the last scripted one."""
+    async with (
+        FakeOpenAI(repeat=True) as server,
+        AsyncOpenAI(api_key="sk", base_url=server.url + "/v1", max_retries=0) as client,
+    ):
+        server.answer_chat(completion_tokens=4)
+        for _ in range(3):
+            reply = await client.chat.completions.create(model="m", messages=MESSAGES)
+            assert reply.usage is not None
+            assert reply.usage.completion_tokens == 4
+    assert len(server.requests) == 3

@@ -224,15 +224,12 @@ def _chat_create(recorder: Recorder) -> Any:
                 return await run_tracked(
                     recorder, kwargs.get("model"), lambda: create(*args, **kwargs), _chat_outcome
                 )
+            # Anything but a mapping (absent, None, the SDK's `omit`) means "not set".
             options = kwargs.get("stream_options")
-            injected = options is None or (
-                isinstance(options, Mapping) and "include_usage" not in options
-            )
+            injected = not isinstance(options, Mapping) or "include_usage" not in options
             if injected:
-                kwargs = {
-                    **kwargs,
-                    "stream_options": {**(options or {}), "include_usage": True},
-                }
+                given = options if isinstance(options, Mapping) else {}
+                kwargs = {**kwargs, "stream_options": {**given, "include_usage": True}}
             return await run_tracked(
                 recorder,
                 kwargs.get("model"),
