@@ -345,3 +345,33 @@ async def test_wrapper_is_a_drop_in(raw: genai.Client, fg: FluxGate) -> None:
         track_genai(raw.aio, fg)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="already tracked"):
         track_genai(client, fg)
+
+
+async def test_with_blocks_keep_the_client_tracked(
+    server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`with` on the client and `async with` on `client.aio` hand back tracked objects."""
+    with track_genai(
+        genai.Client(api_key="g", http_options=types.HttpOptions(base_url=server.url)), fg
+    ) as client:
+        async with client.aio as aio:
+            server.answer(Answer(body=content(usage=USAGE)))
+            await aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    [event] = await recorded(fg, collector)
+    assert event["usage"]["provider"] == "google"
+
+
+async def test_a_stream_is_no_context_manager_as_without_tracking(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`async with` on a Gemini stream fails as it does on the SDK's own generator."""
+    client = track_genai(raw, fg)
+    server.answer(Answer(events=[SSE(content(usage=USAGE))]))
+    stream = await client.aio.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="Hi"
+    )
+    with pytest.raises(TypeError, match="'async_generator' object does not support"):
+        async with stream:  # type: ignore[attr-defined]
+            pass
+    assert [chunk.text async for chunk in stream] == ["Hello there!"]
+    await recorded(fg, collector)

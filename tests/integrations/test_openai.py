@@ -856,3 +856,20 @@ async def test_fake_openai_can_repeat_its_last_answer() -> None:
             assert reply.usage is not None
             assert reply.usage.completion_tokens == 4
     assert len(server.requests) == 3
+
+
+async def test_async_with_on_the_wrapper_yields_the_tracked_client(
+    server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`async with track_openai(...) as client` tracks calls and closes the SDK client."""
+    raw = AsyncOpenAI(api_key="sk", base_url=server.url + "/v1", max_retries=0)
+    async with track_openai(raw, fg) as client:
+        server.answer_chat()
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.is_closed()
+    await recorded(fg, collector)
+    with (
+        pytest.raises(TypeError, match="'AsyncOpenAI' object does not support the context"),
+        client,  # type: ignore[attr-defined]
+    ):
+        pass

@@ -84,6 +84,32 @@ class Proxy:
     def __repr__(self) -> str:
         return repr(self._fg_target)
 
+    # `with` and `async with` look these up on the type, never through __getattr__.
+    # A client entering itself hands back the proxy, so the block stays tracked.
+
+    def _fg_protocol(self, name: str, protocol: str) -> Any:
+        method = getattr(type(self._fg_target), name, None)
+        if method is None:
+            # The TypeError Python raises for the target itself.
+            kind = type(self._fg_target).__name__
+            msg = f"{kind!r} object does not support the {protocol} protocol"
+            raise TypeError(msg)
+        return functools.partial(method, self._fg_target)
+
+    def __enter__(self) -> Any:
+        entered = self._fg_protocol("__enter__", "context manager")()
+        return self if entered is self._fg_target else entered
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._fg_protocol("__exit__", "context manager")(*exc_info)
+
+    async def __aenter__(self) -> Any:
+        entered = await self._fg_protocol("__aenter__", "asynchronous context manager")()
+        return self if entered is self._fg_target else entered
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._fg_protocol("__aexit__", "asynchronous context manager")(*exc_info)
+
 
 def refuse_tracked(client: object, wrapper: str) -> None:
     """Raise if `client` is already tracked: every call would be recorded twice.
@@ -235,13 +261,9 @@ class TrackedStream(Proxy):
         finally:
             self._fg_left_early(LEFT_EARLY)
 
-    async def __aenter__(self) -> Any:
-        await self._fg_target.__aenter__()
-        return self
-
     async def __aexit__(self, *exc_info: Any) -> Any:
         try:
-            return await self._fg_target.__aexit__(*exc_info)
+            return await super().__aexit__(*exc_info)
         finally:
             self._fg_left_early(LEFT_EARLY)
 
