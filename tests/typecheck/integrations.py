@@ -1,4 +1,4 @@
-"""How the wrappers type-check in user code: mypy --strict runs over this, pytest never does."""
+"""How the provider wrappers type-check in user code: mypy --strict reads this, pytest never."""
 
 from __future__ import annotations
 
