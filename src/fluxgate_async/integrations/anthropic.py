@@ -74,9 +74,9 @@ __all__ = ["track_anthropic"]
 
 log = logging.getLogger("fluxgate_async")
 
-ClientT = TypeVar("ClientT", bound="AsyncAnthropic")
+_ClientT = TypeVar("_ClientT", bound="AsyncAnthropic")
 
-PROVIDER = "anthropic"
+_PROVIDER = "anthropic"
 
 _STATUS = {
     "end_turn": AiEventStatus.SUCCESS,
@@ -90,12 +90,12 @@ _STATUS = {
 
 
 def track_anthropic(
-    client: ClientT,
+    client: _ClientT,
     fluxgate: FluxGate,
     *,
     mode: Mode = "background",
     **metadata: Any,
-) -> ClientT:
+) -> _ClientT:
     """Return a drop-in `AsyncAnthropic` whose calls are recorded to FluxGate.
 
     See the module documentation for what is tracked and how.
@@ -126,7 +126,7 @@ def track_anthropic(
             f"{type(client).__name__} (the synchronous client is not supported)"
         )
         raise TypeError(msg)
-    recorder = Recorder(fluxgate, mode=mode, provider=PROVIDER, metadata=metadata)
+    recorder = Recorder(fluxgate, mode=mode, provider=_PROVIDER, metadata=metadata)
 
     def rewrap(make_client: Any) -> Any:
         @functools.wraps(make_client)

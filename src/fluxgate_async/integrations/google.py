@@ -76,9 +76,9 @@ if TYPE_CHECKING:
 
 __all__ = ["track_genai"]
 
-ClientT = TypeVar("ClientT", bound="Client")
+_ClientT = TypeVar("_ClientT", bound="Client")
 
-PROVIDER = "google"
+_PROVIDER = "google"
 
 _STATUS = {
     "STOP": AiEventStatus.SUCCESS,
@@ -96,12 +96,12 @@ _STATUS = {
 
 
 def track_genai(
-    client: ClientT,
+    client: _ClientT,
     fluxgate: FluxGate,
     *,
     mode: Mode = "background",
     **metadata: Any,
-) -> ClientT:
+) -> _ClientT:
     """Return a drop-in `google.genai.Client` whose async calls are recorded to FluxGate.
 
     See the module documentation for what is tracked and how.
@@ -128,7 +128,7 @@ def track_genai(
     if not isinstance(given, genai.Client):
         msg = f"track_genai needs a google.genai.Client, got {type(client).__name__}"
         raise TypeError(msg)
-    recorder = Recorder(fluxgate, mode=mode, provider=PROVIDER, metadata=metadata)
+    recorder = Recorder(fluxgate, mode=mode, provider=_PROVIDER, metadata=metadata)
     models = {
         "generate_content": _tracked(recorder, _content_outcome, streamed=False),
         "generate_content_stream": _tracked(recorder, _content_outcome, streamed=True),

@@ -28,19 +28,32 @@ images, ...) passes through untracked.
 
 ## Tokens
 
-| event field | chat completions: `usage.` | responses: `usage.` |
-| --- | --- | --- |
-| `inputTokens` | `prompt_tokens` | `input_tokens` |
-| `outputTokens` | `completion_tokens` | `output_tokens` |
-| `cachedTokens` | `prompt_tokens_details.cached_tokens` | `input_tokens_details.cached_tokens` |
-| `reasoningTokens` | `completion_tokens_details.reasoning_tokens` | `output_tokens_details.`… |
-| `cacheWriteTokens` | `prompt_tokens_details.cache_write_tokens` | `input_tokens_details.`… |
-| `finishReason` | `choices[0].finish_reason` | `incomplete_details.reason`, else `status` |
+Chat completions, from `usage`:
 
-The last three go to the event's metadata, when known. Embeddings record
-`usage.prompt_tokens` as input and 0 output tokens.
-Input tokens include the cached ones, as OpenAI counts them. The model is the
-one the response names, else the requested one.
+| event field | chat completion `usage` |
+| --- | --- |
+| `inputTokens` | `prompt_tokens` |
+| `outputTokens` | `completion_tokens` |
+| `cachedTokens` | `prompt_tokens_details.cached_tokens` |
+| metadata `reasoningTokens` | `completion_tokens_details.reasoning_tokens` |
+| metadata `cacheWriteTokens` | `prompt_tokens_details.cache_write_tokens` |
+| metadata `finishReason` | `choices[0].finish_reason` |
+
+Responses API, from `usage`:
+
+| event field | response `usage` |
+| --- | --- |
+| `inputTokens` | `input_tokens` |
+| `outputTokens` | `output_tokens` |
+| `cachedTokens` | `input_tokens_details.cached_tokens` |
+| metadata `reasoningTokens` | `output_tokens_details.reasoning_tokens` |
+| metadata `cacheWriteTokens` | `input_tokens_details.cache_write_tokens` |
+| metadata `finishReason` | `incomplete_details.reason`, else the response's `status` |
+
+Embeddings record `usage.prompt_tokens` as input and 0 output tokens. Input
+tokens include the cached ones, as OpenAI counts them; metadata counts are
+sent only when known and non-zero. The model is the one the response names,
+else the requested one.
 
 ## Status
 
@@ -66,7 +79,8 @@ sent with `stream_options={"include_usage": True}` unless you set
 `include_usage` yourself; when the wrapper added it, the extra usage-only last
 chunk is consumed by the wrapper and not shown to you, so your loop sees the
 same chunks as without tracking. The finish reason is the last one a chunk
-with choices carried.
+with choices carried. How a stream left early is recorded: see
+`fluxgate_async.integrations`.
 
 ## Provider
 
@@ -97,7 +111,7 @@ if TYPE_CHECKING:
 
 __all__ = ["detect_provider", "track_openai"]
 
-ClientT = TypeVar("ClientT", bound="AsyncOpenAI")
+_ClientT = TypeVar("_ClientT", bound="AsyncOpenAI")
 
 # Host (or parent domain) of an OpenAI-compatible API -> the provider FluxGate prices.
 _HOSTS = (
@@ -152,13 +166,13 @@ def detect_provider(base_url: object) -> str:
 
 
 def track_openai(
-    client: ClientT,
+    client: _ClientT,
     fluxgate: FluxGate,
     *,
     mode: Mode = "background",
     provider: str | None = None,
     **metadata: Any,
-) -> ClientT:
+) -> _ClientT:
     """Return a drop-in `AsyncOpenAI` whose calls are recorded to FluxGate.
 
     See the module documentation for what is tracked and how.
