@@ -163,7 +163,7 @@ def chat_completion(
     *,
     model: str = "gpt-4o-mini-2024-07-18",
     content: str = "Hello!",
-    finish_reason: str = "stop",
+    finish_reason: str | None = "stop",
     prompt_tokens: int = 10,
     completion_tokens: int = 5,
     cached_tokens: int = 0,

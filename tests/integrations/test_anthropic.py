@@ -164,6 +164,7 @@ async def test_message_records_one_event_field_by_field(
         ("max_tokens", "MAX_TOKENS"),
         ("model_context_window_exceeded", "MAX_TOKENS"),
         ("refusal", "BLOCKED"),
+        (None, "SUCCESS"),
     ],
 )
 async def test_stop_reason_sets_the_status(
@@ -171,7 +172,7 @@ async def test_stop_reason_sets_the_status(
     server: ProviderServer,
     fg: FluxGate,
     collector: FakeCollector,
-    stop_reason: str,
+    stop_reason: str | None,
     status: str,
 ) -> None:
     """Each stop reason maps to its row of the status table."""
@@ -180,7 +181,7 @@ async def test_stop_reason_sets_the_status(
     await client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES)
     [event] = await recorded(fg, collector)
     assert event["status"] == status
-    assert event["metadata"]["finishReason"] == stop_reason
+    assert event["metadata"].get("finishReason") == stop_reason
 
 
 async def test_create_with_stream_records_one_streamed_event(

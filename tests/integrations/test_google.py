@@ -114,9 +114,12 @@ async def test_generate_content_records_one_event_field_by_field(
         ("PROHIBITED_CONTENT", "BLOCKED"),
         ("SPII", "BLOCKED"),
         ("IMAGE_SAFETY", "BLOCKED"),
+        ("IMAGE_PROHIBITED_CONTENT", "BLOCKED"),
         ("RECITATION", "RECITATION"),
+        ("IMAGE_RECITATION", "RECITATION"),
         ("MALFORMED_FUNCTION_CALL", "MALFORMED_REQUEST"),
         ("OTHER", "SUCCESS"),
+        (None, "SUCCESS"),
     ],
 )
 async def test_finish_reason_sets_the_status(
@@ -124,7 +127,7 @@ async def test_finish_reason_sets_the_status(
     server: ProviderServer,
     fg: FluxGate,
     collector: FakeCollector,
-    finish_reason: str,
+    finish_reason: str | None,
     status: str,
 ) -> None:
     """Each finish reason maps to its row of the status table."""
@@ -133,7 +136,7 @@ async def test_finish_reason_sets_the_status(
     await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")
     [event] = await recorded(fg, collector)
     assert event["status"] == status
-    assert event["metadata"]["finishReason"] == finish_reason
+    assert event["metadata"].get("finishReason") == finish_reason
 
 
 async def test_blocked_prompt_records_blocked(

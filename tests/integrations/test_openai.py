@@ -179,6 +179,7 @@ async def test_background_mode_attaches_nothing(
         ("function_call", "SUCCESS"),
         ("length", "MAX_TOKENS"),
         ("content_filter", "CONTENT_FILTER"),
+        (None, "SUCCESS"),
     ],
 )
 async def test_chat_finish_reason_sets_the_status(
@@ -186,7 +187,7 @@ async def test_chat_finish_reason_sets_the_status(
     server: FakeOpenAI,
     fg: FluxGate,
     collector: FakeCollector,
-    finish_reason: str,
+    finish_reason: str | None,
     status: str,
 ) -> None:
     """Each chat finish reason maps to its row of the status table."""
@@ -195,7 +196,7 @@ async def test_chat_finish_reason_sets_the_status(
     await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     [event] = await recorded(fg, collector)
     assert event["status"] == status
-    assert event["metadata"]["finishReason"] == finish_reason
+    assert event["metadata"].get("finishReason") == finish_reason
 
 
 async def test_chat_stream_yields_the_untracked_chunks_and_records_usage(
@@ -873,3 +874,23 @@ async def test_async_with_on_the_wrapper_yields_the_tracked_client(
         client,  # type: ignore[attr-defined]
     ):
         pass
+
+
+async def test_concurrent_calls_each_record_their_own_context(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Calls running at once in different `tracking_context` blocks never mix their metadata."""
+    async with (
+        FakeOpenAI(repeat=True) as server,
+        AsyncOpenAI(api_key="sk", base_url=server.url + "/v1", max_retries=0) as raw,
+    ):
+        client = track_openai(raw, fg)
+        server.answer(Answer(body=chat_completion(), delay=0.01))
+
+        async def request(user: str) -> None:
+            with tracking_context(user=user):
+                await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+        await asyncio.gather(*(request(f"user-{i}") for i in range(8)))
+    events = await recorded(fg, collector, 8)
+    assert sorted(e["metadata"]["user"] for e in events) == [f"user-{i}" for i in range(8)]
