@@ -254,6 +254,7 @@ async def test_stream_helper_records_one_event(
     assert event["usage"]["isStreamed"] is True
     assert event["status"] == "SUCCESS"
     assert event["metadata"]["feature"] == "helper"
+    assert (tracking_of(stream) is not None) is (mode == "inline")
 
 
 async def test_stream_helper_left_early_records_one_event(
@@ -450,7 +451,7 @@ async def test_a_helper_stream_that_cannot_be_watched_still_works(
 ) -> None:
     """If the helper's stream cannot be watched (an SDK change), it works untracked and says so."""
 
-    def unwatchable(*args: object) -> None:
+    def unwatchable(*args: object, **kwargs: object) -> None:
         raise AttributeError("_raw_stream")
 
     monkeypatch.setattr(fg_anthropic, "TrackedStream", unwatchable)

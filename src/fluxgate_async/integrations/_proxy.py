@@ -187,12 +187,21 @@ class TrackedStream(Proxy):
     is ERROR "stream closed before its end".
     """
 
-    __slots__ = ("_fg_accumulator", "_fg_timer", "fluxgate_tracking")
+    __slots__ = ("_fg_accumulator", "_fg_shown", "_fg_timer", "fluxgate_tracking")
 
-    def __init__(self, target: Any, timer: CallTimer, accumulator: Accumulator) -> None:
+    def __init__(
+        self,
+        target: Any,
+        timer: CallTimer,
+        accumulator: Accumulator,
+        shown: object = None,
+    ) -> None:
         super().__init__(target, {})
         object.__setattr__(self, "_fg_timer", timer)
         object.__setattr__(self, "_fg_accumulator", accumulator)
+        # What the caller holds, to attach the inline tracking to: this stream,
+        # unless an SDK helper wraps it in an object of its own.
+        object.__setattr__(self, "_fg_shown", self if shown is None else shown)
 
     def __aiter__(self) -> Any:
         return self._fg_iterate()
@@ -216,7 +225,7 @@ class TrackedStream(Proxy):
             try:
                 chunk = await self._fg_target.__anext__()
             except StopAsyncIteration:
-                await timer.finish(self._fg_seen(), streamed=True, response=self)
+                await timer.finish(self._fg_seen(), streamed=True, response=self._fg_shown)
                 raise
             except asyncio.CancelledError:
                 timer.finish_nowait(cancelled_outcome(self._fg_seen()), streamed=True)

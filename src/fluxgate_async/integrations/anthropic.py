@@ -203,7 +203,7 @@ class _TrackedStreamManager(Proxy):
         try:
             # The helper reads its events from `_raw_stream`, the SDK's AsyncStream:
             # putting a TrackedStream there lets us see every event as it passes.
-            raw = TrackedStream(stream._raw_stream, timer, _MessageEvents())
+            raw = TrackedStream(stream._raw_stream, timer, _MessageEvents(), shown=stream)
             stream._raw_stream = raw
             object.__setattr__(self, "_fg_raw", raw)
         except Exception:
