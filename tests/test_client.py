@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
@@ -565,3 +566,37 @@ async def test_a_failing_session_close_does_not_break_shutdown(
     monkeypatch.setattr(fg._transport, "aclose", failing_close)
     await fg.aclose()
     assert "error while closing the HTTP session" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("chunks", "recorded"),
+    [([b'{"id": "evt_c", ', b'"createdAt": "t", "cost": 1}'], True), ([b" " * 40_000] * 2, False)],
+    ids=["small", "oversized"],
+)
+async def test_chunked_answers_are_read_up_to_the_limit(
+    chunks: list[bytes], recorded: bool
+) -> None:
+    """An answer without Content-Length is read chunk by chunk and cut off past 64 KiB."""
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/events", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with FluxGate(API_KEY, endpoint=f"http://127.0.0.1:{port}/api/events") as fg:
+            answer = await fg.record_event(SIMPLE)
+    finally:
+        await runner.cleanup()
+    assert (answer is not None) is recorded

@@ -285,3 +285,12 @@ _events = st.builds(
 def test_model_to_json_to_model_is_the_identity(event: LLMEvent) -> None:
     """Any valid event survives encoding to JSON bytes and reading back unchanged."""
     assert to_event(json.loads(encode_event(event))) == event
+
+
+def test_cyclic_extra_is_refused_naming_the_field() -> None:
+    """An extra value that contains itself cannot be JSON: a clear error, not a crash."""
+    loop: list[Any] = []
+    loop.append(loop)
+    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"loop": loop}))
+    with pytest.raises(ValueError, match=r"metadata\.extra is not JSON serialisable: it contains"):
+        encode_event(bad)

@@ -142,13 +142,17 @@ class Transport:
 
 
 async def _read_answer(resp: aiohttp.ClientResponse) -> Attempt:
-    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-        return _invalid(f"answer of {resp.content_length} bytes is over the limit")
-    raw = bytearray()
-    async for chunk in resp.content.iter_any():
-        raw += chunk
-        if len(raw) > MAX_RESPONSE_BYTES:
-            return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
+    size = resp.content_length
+    if size is not None and size > MAX_RESPONSE_BYTES:
+        return _invalid(f"answer of {size} bytes is over the limit")
+    if size is not None:
+        raw: bytes | bytearray = await resp.read()  # the common case: a declared small body
+    else:
+        raw = bytearray()
+        async for chunk in resp.content.iter_any():
+            raw += chunk
+            if len(raw) > MAX_RESPONSE_BYTES:
+                return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):

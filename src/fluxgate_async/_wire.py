@@ -83,8 +83,13 @@ for _cls in (TrackedUser, AiEventUsage):
     )
 
 
+# Held directly: the hot path skips the converter's dispatch.
+_unstructure_usage = converter.get_unstructure_hook(AiEventUsage)
+_unstructure_tracked_user = converter.get_unstructure_hook(TrackedUser)
+
+
 def _unstructure_user(user: str | TrackedUser) -> Any:
-    return user if isinstance(user, str) else converter.unstructure(user, TrackedUser)
+    return user if isinstance(user, str) else _unstructure_tracked_user(user)
 
 
 def _structure_user(value: Any) -> str | TrackedUser:
@@ -169,7 +174,7 @@ converter.register_structure_hook(AiEventMetadata, _structure_metadata)
 
 
 def _unstructure_event(event: LLMEvent) -> dict[str, Any]:
-    out: dict[str, Any] = {"usage": converter.unstructure(event.usage, AiEventUsage)}
+    out: dict[str, Any] = {"usage": _unstructure_usage(event.usage)}
     if event.error_message is None:
         out["status"] = event.status.value
     else:
@@ -272,9 +277,20 @@ def to_wire(event: LLMEvent) -> dict[str, Any]:
     return _unstructure_event(event)
 
 
-_dumps: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
+def _make_dumps() -> Callable[[Any], str]:
+    # One compact encoder, built once: `json.dumps` builds a new one per call,
+    # which shows on the hot path. The events are trees, so no cycle check is
+    # needed; a cyclic `extra` ends as RecursionError, caught below.
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    encode = c_make_encoder(
+        None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+_dumps = _make_dumps()
 
 
 def encode_event(event: LLMEvent) -> bytes:
@@ -289,6 +305,9 @@ def encode_event(event: LLMEvent) -> bytes:
     except (TypeError, ValueError) as exc:
         msg = f"metadata.extra is not JSON serialisable: {exc}"
         raise type(exc)(msg) from None
+    except RecursionError:
+        msg = "metadata.extra is not JSON serialisable: it contains itself"
+        raise ValueError(msg) from None
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
