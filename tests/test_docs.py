@@ -1,0 +1,228 @@
+"""Every Python sample in README.md and docs/ runs, so the docs cannot rot.
+
+The convention, also stated in `docs/index.md` for contributors:
+
+- A ```` ```python ```` fence is run; other languages (`bash`, `text`, `typescript`) are not.
+- The samples of one page run in order in one namespace, like a REPL session, so a page
+  may build on its earlier samples. Top-level `await` works, as in `python -m asyncio`.
+- `FLUXGATE_ENDPOINT` points at a `FakeCollector` started for the page and
+  `FLUXGATE_API_KEY` is set, so `FluxGate()` works with no arguments.
+- A fence written ```` ```python {.pending} ```` shows an API that is not released yet:
+  it is rendered with a "coming soon" mark and not run.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import doctest
+import importlib
+import inspect
+import pkgutil
+import re
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pytest
+
+import fluxgate_async
+from fluxgate_async.testing import FakeCollector
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^`\n]*)\n(?P<code>.*?)^(?P=indent)```[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@attrs.frozen
+class Sample:
+    """One fenced code block of a page."""
+
+    path: Path
+    line: int
+    """Line of the first line of code, counted from 1."""
+    language: str
+    classes: frozenset[str]
+    code: str
+
+    @property
+    def runs(self) -> bool:
+        """Whether the tests run it."""
+        return self.language == "python" and "pending" not in self.classes
+
+
+def _parse_info(info: str) -> tuple[str, frozenset[str]]:
+    # Both `python {.pending}` and `{.python .pending}` spell the same fence.
+    head, _, attributes = info.strip().partition("{")
+    classes = [word[1:] for word in attributes.rstrip("} ").split() if word.startswith(".")]
+    language = head.strip() or (classes.pop(0) if classes else "")
+    return language, frozenset(classes)
+
+
+def extract_samples(text: str, path: Path) -> list[Sample]:
+    """Return the fenced code blocks of a Markdown text, in order."""
+    samples = []
+    for match in _FENCE.finditer(text):
+        language, classes = _parse_info(match["info"])
+        line = text.count("\n", 0, match.start("code")) + 1
+        code = textwrap.dedent(match["code"])
+        samples.append(Sample(path, line, language, classes, code))
+    return samples
+
+
+class ThreadedCollector:
+    """A `FakeCollector` served from its own thread and loop.
+
+    The samples call `asyncio.run()`, each with a loop of its own, so the server
+    must keep answering while none of those loops is running.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.collector: FakeCollector | None = None
+
+    def __enter__(self) -> FakeCollector:
+        self._thread.start()
+        self.collector = self._call(self._start())
+        return self.collector
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.collector is not None:
+            self._call(self.collector.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    @staticmethod
+    async def _start() -> FakeCollector:
+        collector = FakeCollector()
+        await collector.start()
+        return collector
+
+
+def run_samples(samples: list[Sample]) -> None:
+    """Run the samples of one page in order, in one namespace."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    with asyncio.Runner() as runner:
+        for sample in samples:
+            # Leading newlines make tracebacks point at the Markdown file's own lines.
+            source = "\n" * (sample.line - 1) + sample.code
+            code = compile(
+                source, str(sample.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            )
+            if code.co_flags & inspect.CO_COROUTINE:
+                runner.run(eval(code, namespace))  # noqa: S307 - the docs are our own code
+            else:
+                exec(code, namespace)  # noqa: S102 - the docs are our own code
+
+
+def _pages_with_samples() -> Iterator[Any]:
+    for path in PAGES:
+        samples = [s for s in extract_samples(path.read_text(), path) if s.runs]
+        if samples:
+            yield pytest.param(samples, id=str(path.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize("samples", list(_pages_with_samples()))
+def test_page_samples_run(
+    samples: list[Sample], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each page's Python samples run without error against a FakeCollector."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLUXGATE_ENABLED", raising=False)
+    with ThreadedCollector() as collector:
+        monkeypatch.setenv("FLUXGATE_ENDPOINT", collector.url)
+        monkeypatch.setenv("FLUXGATE_API_KEY", "docs-test-key")
+        run_samples(samples)
+
+
+def test_readme_quickstart_reaches_the_collector(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first sample records its event and prints the API's answer."""
+    first = next(s for s in extract_samples(PAGES[0].read_text(), PAGES[0]) if s.runs)
+    with ThreadedCollector() as collector:
+        monkeypatch.setenv("FLUXGATE_ENDPOINT", collector.url)
+        monkeypatch.setenv("FLUXGATE_API_KEY", "docs-test-key")
+        run_samples([first])
+        assert len(collector.events) == 1
+        assert collector.events[0]["usage"]["inputTokens"] == 100
+    assert "CreateAiEventResponse(id='evt_1'" in capsys.readouterr().out
+
+
+def test_extract_samples_reads_languages_markers_and_indentation() -> None:
+    """The extractor runs plain python fences only, and dedents fences inside blocks."""
+    text = textwrap.dedent(
+        """\
+        Intro.
+
+        ```python
+        x = 1
+        ```
+
+        ```python {.pending}
+        fg.record_event_nowait(event)
+        ```
+
+        ```bash
+        make test
+        ```
+
+        !!! note
+            ```python
+            y = x + 1
+            ```
+        """
+    )
+    samples = extract_samples(text, Path("page.md"))
+    assert [(s.language, s.runs, s.line) for s in samples] == [
+        ("python", True, 4),
+        ("python", False, 8),
+        ("bash", False, 12),
+        ("python", True, 17),
+    ]
+    assert samples[3].code == "y = x + 1\n"
+
+
+def test_a_failing_sample_fails_with_its_page_line() -> None:
+    """A sample that raises fails the run, and the traceback names the Markdown line."""
+    samples = extract_samples("Text.\n\n```python\nok = 1\nraise ValueError(ok)\n```\n", Path("p.md"))
+    with pytest.raises(ValueError, match="1") as info:
+        run_samples(samples)
+    assert info.traceback[-1].lineno + 1 == 5
+
+
+def test_top_level_await_shares_the_page_namespace() -> None:
+    """A later sample sees the names an earlier one defined, with top-level await."""
+    text = (
+        "```python\nasync def f() -> int:\n    return 41\n```\n\n"
+        "```python\nresult = await f() + 1\nassert result == 42\n```\n"
+    )
+    run_samples(extract_samples(text, Path("p.md")))
+    with pytest.raises(AssertionError):
+        run_samples(extract_samples(text.replace("42", "43"), Path("p.md")))
+
+
+def _modules() -> Iterator[ModuleType]:
+    yield fluxgate_async
+    for info in pkgutil.walk_packages(fluxgate_async.__path__, "fluxgate_async."):
+        yield importlib.import_module(info.name)
+
+
+@pytest.mark.parametrize("module", list(_modules()), ids=lambda m: m.__name__)
+def test_docstring_examples_run(module: ModuleType) -> None:
+    """The `>>>` examples in the docstrings, which the reference pages show, hold."""
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0
