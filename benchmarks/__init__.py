@@ -1,0 +1,20 @@
+"""Side-by-side benchmarks of fluxgate-async: `make bench`, or `python -m benchmarks`.
+
+One run starts a loopback server in its own process (`_server`: answers like the
+FluxGate API and like OpenAI) and prints one table. Each row sets the client
+beside a reference measured in the same run, client and reference alternating
+over several rounds, medians compared, because a small machine is noisy.
+
+A row is an async function `(Settings) -> Row` listed in `__main__.ROWS`. A row
+whose API is not in this build raises `UnavailableError` (see `_common.require`
+and `_common.optional_import`) and prints "n/a (not available)".
+
+The collector ingest row is a slot: a module `benchmarks/collector_ingest.py`
+that defines `async def run(settings: Settings) -> Row` fills it; until that
+module exists the row prints n/a. It starts its own collector and may ignore
+`settings.base_url`; it honours `settings.quick` (tiny counts) and
+`settings.rounds`.
+
+These are not tests and never run in `make test`; `tests/test_benchmarks.py`
+only runs every row with tiny counts so that they cannot rot.
+"""
