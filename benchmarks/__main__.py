@@ -7,14 +7,15 @@ import asyncio
 import datetime
 import os
 import platform
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from . import awaited, background, memory, wrapped
 from ._common import Settings, UnavailableError, optional_import
 from ._server import ServerProcess
 from ._table import Row, render
 
-RowFunction = Callable[[Settings], Awaitable[Row]]
+RowFunction = Callable[[Settings], Coroutine[Any, Any, Row]]
 
 
 async def collector_ingest(settings: Settings) -> Row:

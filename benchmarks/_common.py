@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-from fluxgate_async import AiEventMetadata, AiEventUsage, LLMEvent
+from fluxgate_async import AiEventMetadata, AiEventUsage, FluxGate, LLMEvent
 
 API_KEY = "bench-key"
 
@@ -43,6 +44,17 @@ class Settings:
     def count(self, full: int, quick: int) -> int:
         """`full`, or `quick` in quick mode."""
         return quick if self.quick else full
+
+
+def background_client(endpoint: str, **options: Any) -> Any:
+    """A `FluxGate` for the background rows, after `require`-ing their API.
+
+    Typed `Any` because these rows use options and methods of background
+    delivery, which a build without it does not have: the rows check at run time
+    (`require`) and print n/a instead.
+    """
+    require(FluxGate, "record_event_nowait", "flush")
+    return FluxGate(API_KEY, endpoint=endpoint, **options)
 
 
 class UnavailableError(Exception):

@@ -13,11 +13,10 @@ import time
 
 import aiohttp
 
-from fluxgate_async import FluxGate
 from fluxgate_async._transport import USER_AGENT
 from fluxgate_async._wire import encode_event
 
-from ._common import API_KEY, EVENT, Settings, require
+from ._common import API_KEY, EVENT, Settings, background_client
 from ._table import Row, median
 
 NOWAIT_TARGET_US = 5.0
@@ -32,13 +31,12 @@ async def nowait(settings: Settings) -> Row:
     The reference is `asyncio.Queue.put_nowait` of the same event, timed the same
     way: the floor of any hand-off to a background task.
     """
-    require(FluxGate, "record_event_nowait", "flush")
     total = settings.count(100_000, 2_000)
     block = min(_BLOCK, total)
     client_ns: list[int] = []
     queue_ns: list[int] = []
     refused = 0
-    async with FluxGate(API_KEY, endpoint=settings.events_url, max_queue_size=total + 1) as fg:
+    async with background_client(settings.events_url, max_queue_size=total + 1) as fg:
         fg.record_event_nowait(EVENT)  # starts the workers before timing
         await fg.flush(timeout=30)
         floor: asyncio.Queue[object] = asyncio.Queue()
@@ -76,7 +74,6 @@ async def delivery(settings: Settings) -> Row:
     The reference is a bare aiohttp loop with as many POSTs in flight as the
     client's workers (`concurrency`), draining a queue of prebuilt bodies.
     """
-    require(FluxGate, "record_event_nowait", "flush")
     count = settings.count(5_000, 100)
     body = encode_event(EVENT)
     headers = {
@@ -87,11 +84,8 @@ async def delivery(settings: Settings) -> Row:
     }
     timeout = aiohttp.ClientTimeout(total=None)
     async with (
-        FluxGate(
-            API_KEY,
-            endpoint=settings.events_url,
-            max_queue_size=count + 1,
-            concurrency=CONCURRENCY,
+        background_client(
+            settings.events_url, max_queue_size=count + 1, concurrency=CONCURRENCY
         ) as fg,
         aiohttp.ClientSession(timeout=timeout) as session,
     ):

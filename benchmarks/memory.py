@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fluxgate_async import AiEventMetadata, AiEventUsage, FluxGate, LLMEvent
 
-from ._common import API_KEY, Settings, require
+from ._common import Settings, background_client, require
 from ._table import Row
 
 TARGET_BYTES = 1024
@@ -57,7 +57,7 @@ def _stopped_server_url() -> str:
 
 
 async def _client_side(count: int) -> dict[str, int]:
-    fg = FluxGate(API_KEY, endpoint=_stopped_server_url(), max_queue_size=count + 1)
+    fg = background_client(_stopped_server_url(), max_queue_size=count + 1)
     fg.record_event_nowait(_event(0))  # starts the workers before the baseline
     await asyncio.sleep(0.05)
     gc.collect()
@@ -91,7 +91,7 @@ def _child(side: str, count: int) -> dict[str, int]:
 
 async def queued(settings: Settings) -> Row:
     """Bytes of peak RSS per queued event, client against the events alone."""
-    require(FluxGate, "record_event_nowait")
+    require(FluxGate, "record_event_nowait", "flush")
     count = settings.count(100_000, 2_000)
     client = await asyncio.to_thread(_child, "client", count)
     if client["accepted"] != count:

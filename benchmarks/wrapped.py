@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fluxgate_async import FluxGate
-
-from ._common import API_KEY, Settings, optional_import, require
+from ._common import Settings, background_client, optional_import, require
 from ._table import Row, median
 
 TARGET_US = 100.0
@@ -24,7 +22,6 @@ async def overhead(settings: Settings) -> Row:
     """Median wrapped call minus median bare call, in microseconds."""
     integration = optional_import("fluxgate_async.integrations.openai")
     require(integration, "track_openai")
-    require(FluxGate, "flush")
     openai = optional_import("openai")
     calls = settings.count(2_000, 20)
     bare_client = openai.AsyncOpenAI(
@@ -33,7 +30,7 @@ async def overhead(settings: Settings) -> Row:
     bare_ns: list[int] = []
     wrapped_ns: list[int] = []
     clock = time.perf_counter_ns
-    async with FluxGate(API_KEY, endpoint=settings.events_url) as fg:
+    async with background_client(settings.events_url) as fg:
         wrapped_client: Any = integration.track_openai(bare_client, fg)
 
         async def timed(client: Any, into: list[int]) -> None:
@@ -47,7 +44,9 @@ async def overhead(settings: Settings) -> Row:
             await timed(wrapped_client, warm)
         for i in range(calls):
             # Alternate who goes first, call by call, so that noise hits both alike.
-            first, second = (bare_client, wrapped_client) if i % 2 else (wrapped_client, bare_client)
+            first, second = (
+                (bare_client, wrapped_client) if i % 2 else (wrapped_client, bare_client)
+            )
             await timed(first, bare_ns if first is bare_client else wrapped_ns)
             await timed(second, bare_ns if second is bare_client else wrapped_ns)
         await fg.flush(timeout=60)

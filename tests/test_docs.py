@@ -119,13 +119,11 @@ def run_samples(samples: list[Sample]) -> None:
         for sample in samples:
             # Leading newlines make tracebacks point at the Markdown file's own lines.
             source = "\n" * (sample.line - 1) + sample.code
-            code = compile(
-                source, str(sample.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-            )
+            code = compile(source, str(sample.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             if code.co_flags & inspect.CO_COROUTINE:
-                runner.run(eval(code, namespace))  # noqa: S307 - the docs are our own code
+                runner.run(eval(code, namespace))
             else:
-                exec(code, namespace)  # noqa: S102 - the docs are our own code
+                exec(code, namespace)
 
 
 def _pages_with_samples() -> Iterator[Any]:
@@ -198,7 +196,9 @@ def test_extract_samples_reads_languages_markers_and_indentation() -> None:
 
 def test_a_failing_sample_fails_with_its_page_line() -> None:
     """A sample that raises fails the run, and the traceback names the Markdown line."""
-    samples = extract_samples("Text.\n\n```python\nok = 1\nraise ValueError(ok)\n```\n", Path("p.md"))
+    samples = extract_samples(
+        "Text.\n\n```python\nok = 1\nraise ValueError(ok)\n```\n", Path("p.md")
+    )
     with pytest.raises(ValueError, match="1") as info:
         run_samples(samples)
     assert info.traceback[-1].lineno + 1 == 5
