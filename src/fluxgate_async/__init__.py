@@ -18,6 +18,7 @@ from ._models import (
     LLMEvent,
     TrackedUser,
 )
+from ._stats import DeliveryStats, DropReason
 
 __version__ = _version("fluxgate-async")
 """The installed version of fluxgate-async."""
@@ -27,6 +28,8 @@ __all__ = [
     "AiEventStatus",
     "AiEventUsage",
     "CreateAiEventResponse",
+    "DeliveryStats",
+    "DropReason",
     "FluxGate",
     "FluxGateConfig",
     "LLMEvent",

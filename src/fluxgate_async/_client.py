@@ -7,15 +7,25 @@ import logging
 import sys
 import uuid
 import warnings
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 import aiohttp
 import attrs
 
-from ._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, FluxGateConfig
-from ._models import CreateAiEventResponse
+from ._config import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    FluxGateConfig,
+)
+from ._delivery import OnError, Pipeline
+from ._models import CreateAiEventResponse, LLMEvent
 from ._retry import backoff_delay
+from ._stats import DeliveryStats, DropReason
 from ._transport import Attempt, Transport
 from ._wire import EventInput, encode_event, to_event
 
@@ -28,10 +38,14 @@ class FluxGate:
     """Records LLM usage events to the FluxGate API.
 
     Use it as an async context manager, or call `aclose()` before the event loop
-    ends, so that its connection pool is closed:
+    ends, so that queued events are delivered and its connection pool closed:
 
         async with FluxGate() as fg:  # api_key from FLUXGATE_API_KEY
             await fg.record_event({"usage": {"inputTokens": 100, "outputTokens": 50}})
+            fg.record_event_nowait({"usage": {"inputTokens": 7, "outputTokens": 3}})
+
+    `record_event` waits for FluxGate's answer; `record_event_nowait` queues the
+    event and returns at once, and background senders deliver it.
 
     Tracking never breaks the host app: no method that records raises for what
     the network, the server or the event does; `asyncio.CancelledError` always
@@ -47,6 +61,17 @@ class FluxGate:
         session: An `aiohttp.ClientSession` to borrow: used, never closed.
         max_retries: Further attempts after a connection error or a 408, 429,
             500, 502, 503 or 504 answer.
+        max_queue_size: Events `record_event_nowait` may hold; more are refused
+            and counted as dropped (`queue_full`), so memory stays bounded.
+        concurrency: Background POSTs in flight at once.
+        before_send: Called with each event before it is sent: return it, a
+            changed copy (to redact), or `None` to drop it. An exception in it
+            drops the event and is logged.
+        on_error: Called as `on_error(event, reason)` once for each background
+            event that will not be delivered (refused, failed or cut off by
+            `aclose`), except those dropped on purpose by `before_send`.
+        enabled: `False` sends nothing at all; defaults to `FLUXGATE_ENABLED`
+            (`0`, `false`, `no` or `off` disable), else `True`.
 
     Raises:
         ValueError: No API key, or a setting out of range; the message names it.
@@ -61,9 +86,15 @@ class FluxGate:
         debug: bool = False,
         session: aiohttp.ClientSession | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
+        on_error: OnError | None = None,
+        enabled: bool | None = None,
     ) -> None:
-        # Set first: __del__ reads it even when the checks below raise.
+        # Set first: __del__ reads them even when the checks below raise.
         self._transport: Transport | None = None
+        self._pipeline: Pipeline | None = None
         self._closed = False
         self._config = FluxGateConfig.resolve(
             api_key=api_key,
@@ -71,10 +102,24 @@ class FluxGate:
             timeout=timeout,
             max_retries=max_retries,
             debug=debug,
+            enabled=enabled,
+            max_queue_size=max_queue_size,
+            concurrency=concurrency,
+            before_send=before_send,
+            on_error=on_error,
         )
         if debug:
             _show_debug_logs()
+        self._before_send = before_send
         self._transport = Transport(self._config, session)
+        self._pipeline = Pipeline(
+            self._transport,
+            timeout=self._config.timeout,
+            max_retries=self._config.max_retries,
+            concurrency=self._config.concurrency,
+            max_queue_size=self._config.max_queue_size,
+            on_error=on_error,
+        )
         log.debug(
             "FluxGate initialised: endpoint=%s timeout=%ss max_retries=%d",
             self._config.endpoint,
@@ -92,9 +137,87 @@ class FluxGate:
         """Whether `aclose()` has been called."""
         return self._closed
 
+    @property
+    def stats(self) -> DeliveryStats:
+        """A snapshot of background delivery: enqueued, sent, failed, dropped by reason."""
+        assert self._pipeline is not None
+        return self._pipeline.stats
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
+        if not self._config.enabled:
+            state += ", disabled"
         return f"<FluxGate endpoint={self._config.endpoint!r} {state}>"
+
+    def _prepare(self, event: EventInput) -> LLMEvent | str:  # noqa: PLR0911 - guard clauses
+        """The validated event after `before_send`, or the `DropReason` why there is none."""
+        if self._closed:
+            return DropReason.CLOSED
+        if not self._config.enabled:
+            return DropReason.DISABLED
+        try:
+            model = to_event(event)
+        except (TypeError, ValueError) as exc:
+            log.warning("FluxGate: invalid event, not recorded: %s", exc)
+            return DropReason.INVALID_EVENT
+        if self._before_send is None:
+            return model
+        try:
+            kept: object = self._before_send(model)
+        except Exception:
+            log.warning("FluxGate: before_send raised; event dropped", exc_info=True)
+            return DropReason.BEFORE_SEND_ERROR
+        if kept is None:
+            log.debug("FluxGate: before_send dropped an event")
+            return DropReason.BEFORE_SEND
+        if not isinstance(kept, LLMEvent):
+            log.warning(
+                "FluxGate: before_send must return an LLMEvent or None, got %s; event dropped",
+                type(kept).__name__,
+            )
+            return DropReason.BEFORE_SEND_ERROR
+        return kept
+
+    def record_event_nowait(self, event: EventInput) -> bool:
+        """Queue one event for background delivery and return at once.
+
+        Synchronous and cheap, so it fits anywhere: in a request handler, in sync
+        code running in the loop, in a `finally` block while a task is being
+        cancelled. The event is delivered by background senders with retries,
+        the same `Idempotency-Key` on every attempt; `flush()` waits for them
+        and `aclose()` delivers what is left before closing.
+
+        Returns:
+            `True` if the event was queued; `False` if it was refused (queue
+            full, client closing or closed or disabled, invalid input, dropped
+            by `before_send`). Each refusal is counted in `stats.dropped` by
+            reason. Never raises.
+        """
+        pipeline = self._pipeline
+        assert pipeline is not None
+        try:
+            prepared = self._prepare(event)
+            if isinstance(prepared, str):
+                pipeline.drop(event, prepared)
+                return False
+            return pipeline.submit(prepared)
+        except Exception as exc:  # the promise: tracking never breaks the host app
+            log.error("FluxGate: unexpected error, event not queued: %s", self._redact(exc))
+            log.debug("FluxGate: unexpected error details", exc_info=True)
+            return False
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event queued before this call is delivered or given up on.
+
+        Args:
+            timeout: Seconds to wait at most; `None` waits as long as delivery
+                takes (each attempt has its own deadline, so it ends).
+
+        Returns:
+            `True` when all were settled; `False` when `timeout` ran out first.
+        """
+        assert self._pipeline is not None
+        return await self._pipeline.flush(timeout)
 
     async def record_event(self, event: EventInput) -> CreateAiEventResponse | None:
         """Send one event and return FluxGate's answer, or `None` if it was not recorded.
@@ -121,11 +244,13 @@ class FluxGate:
             return None
 
     async def _record(self, event: EventInput) -> CreateAiEventResponse | None:
-        if self._closed:
+        prepared = self._prepare(event)
+        if prepared == DropReason.CLOSED:
             log.warning("FluxGate: record_event called on a closed client; event not recorded")
+        if isinstance(prepared, str):
             return None
         try:
-            body = encode_event(to_event(event))
+            body = encode_event(prepared)
         except (TypeError, ValueError) as exc:
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return None
@@ -172,19 +297,26 @@ class FluxGate:
     def _redact(self, text: object) -> str:
         return str(text).replace(self._config.api_key, "***")
 
-    async def aclose(self) -> None:
-        """Close the client and its connection pool; calling it again does nothing.
+    async def aclose(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Deliver what is queued, then close; calling it again does nothing.
 
+        New events are refused from the first moment. Queued events are
+        delivered for at most `timeout` seconds; whatever is still queued or in
+        flight then is dropped, counted as `shutdown` and passed to `on_error`.
         A session passed in as `session=` is left open: it is the caller's.
         """
         if self._closed:
             return
         self._closed = True
         assert self._transport is not None
+        assert self._pipeline is not None
         try:
-            await self._transport.aclose()
-        except Exception:  # a failing close must not break the app's shutdown
-            log.warning("FluxGate: error while closing the HTTP session", exc_info=True)
+            await self._pipeline.close(timeout)
+        finally:
+            try:
+                await self._transport.aclose()
+            except Exception:  # a failing close must not break the app's shutdown
+                log.warning("FluxGate: error while closing the HTTP session", exc_info=True)
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -201,8 +333,20 @@ class FluxGate:
         await self.aclose()
 
     def __del__(self) -> None:
+        pipeline = getattr(self, "_pipeline", None)
         transport = getattr(self, "_transport", None)
-        if transport is not None and transport.has_open_session:
+        pending = 0 if pipeline is None else pipeline.unfinished
+        if pipeline is not None:
+            pipeline.abandon()  # idle senders would otherwise outlive their client
+        if pending:
+            warnings.warn(
+                f"FluxGate client collected with {pending} event(s) still pending, now lost: "
+                "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+        elif transport is not None and transport.has_open_session:
             warnings.warn(
                 "FluxGate client was never closed: use `async with FluxGate(...)` or "
                 "`await fg.aclose()` before the event loop ends",

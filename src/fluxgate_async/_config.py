@@ -10,16 +10,25 @@ import ipaddress
 import logging
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from yarl import URL
 
+if TYPE_CHECKING:
+    from ._models import LLMEvent
+    from ._wire import EventInput
+
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_CONCURRENCY",
     "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_QUEUE_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
+    "ENV_ENABLED",
     "ENV_ENDPOINT",
     "FluxGateConfig",
 ]
@@ -32,10 +41,19 @@ DEFAULT_TIMEOUT = 5.0
 """Seconds one `record_event` call may take, retries included."""
 DEFAULT_MAX_RETRIES = 2
 """Further attempts after the first, on connection errors and retryable statuses."""
+DEFAULT_MAX_QUEUE_SIZE = 10_000
+"""Events `record_event_nowait` may hold while they wait to be sent."""
+DEFAULT_CONCURRENCY = 8
+"""Background POSTs in flight at once."""
+DEFAULT_CLOSE_TIMEOUT = 5.0
+"""Seconds `aclose()` spends delivering what is queued before dropping the rest."""
 ENV_API_KEY = "FLUXGATE_API_KEY"
 """Environment variable read when no `api_key` is given."""
 ENV_ENDPOINT = "FLUXGATE_ENDPOINT"
 """Environment variable read when no `endpoint` is given."""
+ENV_ENABLED = "FLUXGATE_ENABLED"
+"""Environment variable read when `enabled` is not given: `0`, `false`, `no` or `off` disable."""
+_FALSY = frozenset({"0", "false", "no", "off"})
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """An answer larger than this is not read: the API's is a few hundred bytes."""
@@ -49,10 +67,8 @@ def _mask(_: str) -> str:
     return "'***'"
 
 
-def is_loopback(host: str | None) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether `host` names this machine, so plain HTTP does not leave it."""
-    if not host:
-        return False
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         return True
     try:
@@ -73,6 +89,11 @@ class FluxGateConfig:
     timeout: float
     max_retries: int
     debug: bool
+    enabled: bool = True
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    before_send: Callable[[LLMEvent], LLMEvent | None] | None = None
+    on_error: Callable[[EventInput, str], object] | None = None
 
     @classmethod
     def resolve(
@@ -83,13 +104,18 @@ class FluxGateConfig:
         timeout: float,
         max_retries: int,
         debug: bool,
+        enabled: bool | None = None,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
+        on_error: Callable[[EventInput, str], object] | None = None,
     ) -> FluxGateConfig:
         """Fill in from the environment and defaults, and check every setting.
 
         Raises:
             ValueError, TypeError: A setting is missing or invalid; the message names it.
         """
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
+        key: object = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
         if not isinstance(key, str):
             msg = f"api_key must be a str, got {type(key).__name__}"
             raise TypeError(msg)
@@ -99,16 +125,38 @@ class FluxGateConfig:
         url = endpoint or os.environ.get(ENV_ENDPOINT) or DEFAULT_ENDPOINT
         _check_endpoint(url)
         _check_positive("timeout", timeout)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            msg = f"max_retries must be a non-negative int, got {max_retries!r}"
-            raise ValueError(msg)
+        _check_count("max_retries", max_retries, minimum=0)
+        _check_count("max_queue_size", max_queue_size, minimum=1)
+        _check_count("concurrency", concurrency, minimum=1)
+        hooks: tuple[tuple[str, object], ...] = (
+            ("before_send", before_send),
+            ("on_error", on_error),
+        )
+        for name, hook in hooks:
+            if hook is not None and not callable(hook):
+                msg = f"{name} must be callable, got {type(hook).__name__}"
+                raise TypeError(msg)
+        if enabled is None:
+            enabled = os.environ.get(ENV_ENABLED, "1").strip().lower() not in _FALSY
         return cls(
             api_key=key,
             endpoint=url,
             timeout=float(timeout),
             max_retries=max_retries,
             debug=bool(debug),
+            enabled=bool(enabled),
+            max_queue_size=max_queue_size,
+            concurrency=concurrency,
+            before_send=before_send,
+            on_error=on_error,
         )
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "non-negative" if minimum == 0 else "positive"
+        msg = f"{name} must be a {kind} int, got {value!r}"
+        raise ValueError(msg)
 
 
 def _check_positive(name: str, value: Any) -> None:

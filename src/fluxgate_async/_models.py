@@ -156,7 +156,7 @@ _METADATA_NAMES = frozenset(
 )
 
 
-def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def _freeze_extra(value: object) -> Mapping[str, Any]:
     # A read-only copy: the caller may keep mutating its dict, the event must not change.
     if value is None:
         return MappingProxyType({})
@@ -166,7 +166,7 @@ def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-def _check_extra(inst: object, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+def _check_extra(inst: object, attribute: attrs.Attribute[Any], value: Mapping[Any, Any]) -> None:
     for key in value:
         if not isinstance(key, str):
             msg = f"AiEventMetadata.extra keys must be str, got {type(key).__name__}"

@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -86,16 +86,13 @@ def _unstructure_user(user: str | TrackedUser) -> Any:
     return user if isinstance(user, str) else converter.unstructure(user, TrackedUser)
 
 
-def _structure_user(value: Any, _: Any) -> str | TrackedUser:
+def _structure_user(value: Any) -> str | TrackedUser:
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
-        return converter.structure(value, TrackedUser)
+        return _structure_part(value, TrackedUser, "metadata.user")  # type: ignore[no-any-return]
     msg = f"metadata.user must be a string or an object, got {type(value).__name__}"
     raise TypeError(msg)
-
-
-converter.register_structure_hook(str | TrackedUser, _structure_user)
 
 
 def _structure_timestamp(value: Any, _: Any) -> datetime:
@@ -154,13 +151,11 @@ def _structure_metadata(value: Any, _: Any) -> AiEventMetadata:
         else:
             extra[key] = item
     user = named.get("user")
-    if isinstance(user, Mapping):
-        user = _structure_part(user, TrackedUser, "metadata.user")
     timestamp = named.get("timestamp")
     return AiEventMetadata(
         feature=named.get("feature"),
         step=named.get("step"),
-        user=None if user is None else _structure_user(user, None),
+        user=None if user is None else _structure_user(user),
         session_id=named.get("sessionId"),
         conversation_id=named.get("conversationId"),
         timestamp=None if timestamp is None else _structure_timestamp(timestamp, None),
@@ -288,7 +283,7 @@ def encode_event(event: LLMEvent) -> bytes:
         raise type(exc)(msg) from None
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

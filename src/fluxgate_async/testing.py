@@ -74,6 +74,8 @@ class RecordedRequest:
     """The parsed body, or `None` when it is not JSON."""
     received_at: float
     """`time.monotonic()` when it arrived."""
+    peer: str
+    """The client's `host:port`: requests on one keep-alive connection share it."""
 
     @property
     def idempotency_key(self) -> str | None:
@@ -184,6 +186,9 @@ class FakeCollector:
             body=raw,
             json=parsed,
             received_at=time.monotonic(),
+            peer="{}:{}".format(*(request.transport.get_extra_info("peername") or ("?", 0))[:2])
+            if request.transport is not None
+            else "?",
         )
         self.requests.append(recorded)
         if self._api_key is not None and (

@@ -1,0 +1,69 @@
+"""`DeliveryStats`: what background delivery did with every event it was given."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+__all__ = ["DeliveryStats", "DropReason"]
+
+
+class DropReason:
+    """Why an event was dropped without being delivered: the keys of `DeliveryStats.dropped`."""
+
+    QUEUE_FULL = "queue_full"
+    """The queue held `max_queue_size` events already (the server is slow or down)."""
+    CLOSED = "closed"
+    """The client was closing or closed."""
+    INVALID_EVENT = "invalid_event"
+    """The event did not validate; the log names the field."""
+    BEFORE_SEND = "before_send"
+    """`before_send` returned `None`: dropped on purpose."""
+    BEFORE_SEND_ERROR = "before_send_error"
+    """`before_send` raised; the log has the traceback."""
+    DISABLED = "disabled"
+    """The client is disabled (`enabled=False` or `FLUXGATE_ENABLED=0`)."""
+    SHUTDOWN = "shutdown"
+    """Still queued or in flight when `aclose()` ran out of time."""
+
+
+def _frozen_counts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class DeliveryStats:
+    """A snapshot of background delivery, from `FluxGate.stats`.
+
+    At any quiet point every enqueued event is accounted for exactly once:
+
+        enqueued == sent + failed + queued + in_flight + dropped.get("shutdown", 0)
+
+    Events refused by `record_event_nowait` are counted in `dropped` (by reason)
+    but were never enqueued.
+
+    Attributes:
+        enqueued: Events accepted by `record_event_nowait`.
+        sent: Events the API acknowledged.
+        failed: Enqueued events given up on: the API refused them (a 4xx other
+            than 408/429, an unusable answer), or every retry failed.
+        retried: Further attempts made after a failed one (not events).
+        queued: Events waiting for a free sender.
+        in_flight: Events being sent or waiting to retry.
+        dropped: Events discarded without delivery, counted by `DropReason`.
+    """
+
+    enqueued: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    dropped: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_counts, hash=False)
+
+    @property
+    def dropped_total(self) -> int:
+        """All dropped events, whatever the reason."""
+        return sum(self.dropped.values())

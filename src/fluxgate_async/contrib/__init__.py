@@ -1,0 +1,1 @@
+"""Helpers for web frameworks; each module imports its framework only when used."""

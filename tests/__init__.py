@@ -1,0 +1,1 @@
+"""fluxgate-async test suite."""

@@ -1,0 +1,567 @@
+"""FluxGate.record_event against a real loopback server: the seed's cases and its fixes."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gc
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+import fluxgate_async
+from fluxgate_async import (
+    AiEventMetadata,
+    AiEventUsage,
+    CreateAiEventResponse,
+    FluxGate,
+    LLMEvent,
+)
+from fluxgate_async._config import DEFAULT_ENDPOINT
+from fluxgate_async.testing import FakeCollector, Reply
+
+from .conftest import API_KEY
+
+SIMPLE = {"usage": {"inputTokens": 100, "outputTokens": 50}}
+
+
+# --- construction (seed cases 1-4) -------------------------------------------------------
+
+
+def test_missing_api_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key given and none in FLUXGATE_API_KEY raises at construction, naming both."""
+    monkeypatch.delenv("FLUXGATE_API_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"requires an api_key.*FLUXGATE_API_KEY"):
+        FluxGate()
+    with pytest.raises(ValueError, match="requires an api_key"):
+        FluxGate("")
+
+
+def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without options the endpoint is the public API and the timeout 5 seconds."""
+    monkeypatch.delenv("FLUXGATE_ENDPOINT", raising=False)
+    fg = FluxGate("k")
+    assert fg.config.endpoint == DEFAULT_ENDPOINT == "https://fluxgate.app/api/events"
+    assert fg.config.timeout == 5.0
+    assert fg.config.max_retries == 2
+
+
+def test_custom_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit endpoint wins; otherwise key and endpoint come from the environment."""
+    monkeypatch.setenv("FLUXGATE_API_KEY", "env-key")
+    monkeypatch.setenv("FLUXGATE_ENDPOINT", "https://env.example.com/api/events")
+    assert FluxGate().config.endpoint == "https://env.example.com/api/events"
+    assert FluxGate().config.api_key == "env-key"
+    custom = FluxGate(endpoint="https://custom.example.com")
+    assert custom.config.endpoint == "https://custom.example.com"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"timeout": float("nan")}, "timeout must be a positive number"),
+        ({"max_retries": -1}, "max_retries must be a non-negative int"),
+        ({"max_retries": True}, "max_retries must be a non-negative int"),
+        ({"endpoint": "ftp://example.com"}, "endpoint must be an http:// or https:// URL"),
+        ({"endpoint": "not a url"}, "endpoint must be an http"),
+        ({"endpoint": "http://[::1"}, "endpoint is not a valid URL"),
+    ],
+)
+def test_invalid_settings_name_the_setting(kwargs: dict[str, Any], message: str) -> None:
+    """Out-of-range settings fail at construction with the setting's name."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FluxGate("k", **kwargs)
+
+
+def test_non_string_api_key_is_refused() -> None:
+    """A key of the wrong type is a TypeError naming api_key."""
+    with pytest.raises(TypeError, match="api_key must be a str"):
+        FluxGate(1234)  # type: ignore[arg-type]
+
+
+def test_plain_http_to_another_host_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """Sending the key unencrypted off this machine is logged as a warning, without the key."""
+    with caplog.at_level(logging.WARNING, logger="fluxgate_async"):
+        FluxGate(API_KEY, endpoint="http://collector.example.com/api/events")
+        FluxGate(API_KEY, endpoint="http://127.0.0.1:9/api/events")
+        FluxGate(API_KEY, endpoint="http://localhost:9/api/events")
+        FluxGate(API_KEY, endpoint="http://[::1]:9/api/events")
+    assert len(caplog.records) == 1
+    assert "plain http://" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+def test_repr_and_config_hide_the_key() -> None:
+    """Neither the client's repr nor its config's shows the API key."""
+    fg = FluxGate(API_KEY, endpoint="https://example.com/e")
+    assert API_KEY not in repr(fg)
+    assert API_KEY not in repr(fg.config)
+    assert "api_key='***'" in repr(fg.config)
+    assert repr(fg) == "<FluxGate endpoint='https://example.com/e' open>"
+
+
+# --- what goes on the wire (seed cases 5, 6, 10, 11) -------------------------------------
+
+
+async def test_posts_the_event_with_the_seed_headers(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """The event is POSTed as JSON with bearer auth, our User-Agent and an Idempotency-Key."""
+    event = {
+        "usage": {
+            "inputTokens": 100,
+            "outputTokens": 50,
+            "model": "gpt-4",
+            "provider": "openai",
+            "latencyInMs": 1000,
+        },
+        "status": "SUCCESS",
+        "metadata": {"feature": "chat", "user": "user-123"},
+    }
+    answer = await fg.record_event(event)
+    assert isinstance(answer, CreateAiEventResponse)
+    assert answer.id == "evt_1"
+    assert answer.cost == 0.00042
+    (request,) = collector.requests
+    assert (request.method, request.path) == ("POST", "/api/events")
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["User-Agent"] == f"fluxgate-async/{fluxgate_async.__version__}"
+    assert re.fullmatch(r"[0-9a-f-]{36}", request.idempotency_key or "")
+    assert request.json == event
+
+
+async def test_status_defaults_to_success_without_touching_the_input(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A missing status is sent as SUCCESS and the caller's mapping is left as it was."""
+    event: dict[str, Any] = {"usage": {"inputTokens": 100, "outputTokens": 50}}
+    await fg.record_event(event)
+    assert collector.requests[0].json["status"] == "SUCCESS"
+    assert "status" not in event
+
+
+async def test_status_with_error_message_is_sent_as_an_object(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Both status forms reach the server in the seed's shape."""
+    collector.reply_with(
+        Reply(body={"id": "123", "createdAt": "2026-05-05T00:00:00Z", "cost": None})
+    )
+    answer = await fg.record_event(
+        LLMEvent(AiEventUsage(100, 0), status="ERROR", error_message="API call failed")
+    )
+    assert answer == CreateAiEventResponse("123", "2026-05-05T00:00:00Z", None)
+    await fg.record_event(
+        {"usage": {"inputTokens": 1, "outputTokens": 0}, "status": {"status": "BLOCKED"}}
+    )
+    assert collector.requests[0].json["status"] == {
+        "status": "ERROR",
+        "errorMessage": "API call failed",
+    }
+    assert collector.requests[1].json["status"] == "BLOCKED"
+
+
+async def test_each_event_gets_its_own_idempotency_key(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Two recordings of the same event are two events: two different keys."""
+    event = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(feature="f"))
+    await fg.record_event(event)
+    await fg.record_event(event)
+    keys = {r.idempotency_key for r in collector.requests}
+    assert len(keys) == 2
+    assert len(collector.events) == 2
+
+
+# --- failures give None, within the deadline (seed cases 7-9, fixed) ----------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(status=500, body={"id": "event-123", "createdAt": "x", "cost": 0.001}),
+        Reply(status=404, body={"error": "no such route"}),
+        Reply(body="<html><body>Bad Gateway</body></html>"),
+        Reply(body=b""),
+        Reply(body="invalid json"),
+        Reply(body=[{"id": "evt_1"}]),
+        Reply(body={"createdAt": "2026-05-05T00:00:00Z", "cost": 0.1}),
+        Reply(body={"id": 42, "createdAt": "x"}),
+        Reply(body=b"\xff\xfe"),
+        Reply(body="[" * 100_000),
+        Reply(body=b" " * (64 * 1024 + 1)),
+        Reply(status=302, headers={"Location": "http://127.0.0.1:1/"}),
+    ],
+    ids=[
+        "500-with-json",
+        "404",
+        "html",
+        "empty",
+        "garbage",
+        "json-array",
+        "no-id",
+        "int-id",
+        "not-utf8",
+        "deeply-nested",
+        "oversized",
+        "redirect",
+    ],
+)
+async def test_unusable_answers_return_none_and_log_why(
+    collector: FakeCollector, reply: Reply, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Non-2xx, non-JSON, non-object or id-less answers give None and a logged reason."""
+    collector.reply_with(reply)
+    async with FluxGate(API_KEY, endpoint=collector.url, max_retries=0) as fg:
+        with caplog.at_level(logging.WARNING, logger="fluxgate_async"):
+            assert await fg.record_event(SIMPLE) is None
+    assert "not recorded" in caplog.text
+    assert len(collector.requests) == 1
+
+
+async def test_a_server_that_never_answers_times_out_on_time(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hanging server gives None within `timeout` plus a small margin."""
+    collector.responder = lambda _: Reply(delay=30)
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=0.3) as fg:
+        started = time.monotonic()
+        assert await fg.record_event(SIMPLE) is None
+        elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 0.8
+    assert "no answer within 0.3s" in caplog.text
+
+
+async def test_unreachable_server_gives_none_after_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused connection is retried, then reported as None with the reason."""
+    async with FluxGate(API_KEY, endpoint="http://127.0.0.1:9/api/events", timeout=2) as fg:
+        assert await fg.record_event(SIMPLE) is None
+    assert "after 3 attempts" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+async def test_invalid_mapping_gives_none_with_the_field_named(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bad input is not sent; the log says which field is wrong."""
+    assert await fg.record_event({"usage": {"inputTokens": -5, "outputTokens": 1}}) is None
+    assert await fg.record_event({"usage": {"inputTokens": 1}}) is None
+    assert await fg.record_event("not an event") is None  # type: ignore[arg-type]
+    assert collector.requests == []
+    assert "invalid event" in caplog.text
+    assert "input_tokens must be a non-negative int, got -5" in caplog.text
+    assert "usage.outputTokens: required field missing" in caplog.text
+
+
+async def test_unexpected_errors_are_contained(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even a bug below record_event comes out as None and a log line, never an exception."""
+
+    class Exploding(dict[str, Any]):
+        def keys(self) -> Any:
+            raise RuntimeError(f"boom with {API_KEY}")
+
+    assert await fg.record_event(Exploding(usage={})) is None
+    assert "unexpected error" in caplog.text
+    assert "boom with ***" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+async def test_retry_then_success_keeps_one_idempotency_key(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A 503 then a dropped connection then success: three attempts, one key, one event."""
+    collector.reply_with(Reply(status=503, retry_after=0), Reply(drop=True))
+    answer = await fg.record_event(SIMPLE)
+    assert answer is not None
+    assert len(collector.requests) == 3
+    assert len({r.idempotency_key for r in collector.requests}) == 1
+    assert len(collector.events) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_retryable_statuses_are_retried(
+    fg: FluxGate, collector: FakeCollector, status: int
+) -> None:
+    """Each of the transient statuses gets another attempt."""
+    collector.reply_with(Reply(status=status, retry_after=0))
+    assert await fg.record_event(SIMPLE) is not None
+    assert [r.idempotency_key for r in collector.requests].count(
+        collector.requests[0].idempotency_key
+    ) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+async def test_other_client_errors_are_not_retried(
+    fg: FluxGate, collector: FakeCollector, status: int
+) -> None:
+    """A 4xx other than 408/429 means the request itself is wrong: one attempt only."""
+    collector.reply_with(Reply(status=status))
+    assert await fg.record_event(SIMPLE) is None
+    assert len(collector.requests) == 1
+
+
+async def test_max_retries_bounds_the_attempts(collector: FakeCollector) -> None:
+    """With max_retries=1 a persistently failing server sees exactly two attempts."""
+    collector.responder = lambda _: Reply(status=500, retry_after=0)
+    async with FluxGate(API_KEY, endpoint=collector.url, max_retries=1) as fg:
+        assert await fg.record_event(SIMPLE) is None
+    assert len(collector.requests) == 2
+
+
+async def test_retry_after_seconds_is_honoured(fg: FluxGate, collector: FakeCollector) -> None:
+    """The second attempt waits at least the Retry-After the server asked for."""
+    collector.reply_with(Reply(status=429, retry_after=0.4))
+    assert await fg.record_event(SIMPLE) is not None
+    first, second = collector.requests
+    assert second.received_at - first.received_at >= 0.4
+
+
+async def test_retry_after_http_date_is_honoured(collector: FakeCollector) -> None:
+    """An HTTP-date Retry-After is waited for too."""
+    when = datetime.now(UTC) + timedelta(seconds=2)
+    collector.reply_with(
+        Reply(status=503, retry_after=email.utils.format_datetime(when, usegmt=True))
+    )
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=4) as fg:
+        assert await fg.record_event(SIMPLE) is not None
+    first, second = collector.requests
+    # HTTP dates have whole seconds, so the wait is between one and two seconds.
+    assert second.received_at - first.received_at >= 0.9
+
+
+async def test_retry_after_past_the_deadline_gives_up_at_once(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Waiting longer than the time left is pointless: None now, not at the deadline."""
+    collector.reply_with(Reply(status=503, retry_after=30))
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=1.5) as fg:
+        started = time.monotonic()
+        assert await fg.record_event(SIMPLE) is None
+        assert time.monotonic() - started < 0.5
+    assert "would pass the deadline" in caplog.text
+    assert len(collector.requests) == 1
+
+
+# --- cancellation ---------------------------------------------------------------------------
+
+
+async def test_cancellation_propagates_while_waiting_for_the_server(
+    collector: FakeCollector,
+) -> None:
+    """Cancelling the caller cancels the call: CancelledError is never swallowed."""
+    collector.responder = lambda _: Reply(delay=30)
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=10) as fg:
+        task = asyncio.create_task(fg.record_event(SIMPLE))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_cancellation_propagates_during_backoff(collector: FakeCollector) -> None:
+    """A caller cancelled while the client sleeps before a retry is cancelled too."""
+    collector.reply_with(Reply(status=503, retry_after=5))
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=10) as fg:
+        task = asyncio.create_task(fg.record_event(SIMPLE))
+        await asyncio.sleep(0.3)
+        assert len(collector.requests) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+# --- logging (seed case 12) and secrets -----------------------------------------------------
+
+
+async def test_debug_logs_each_send_and_answer_without_the_key(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """debug=True logs initialisation, the body sent and the answer; never the key."""
+    collector.reply_with(Reply(status=401, body=f"invalid key {API_KEY}"))
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url, debug=True) as fg:
+            await fg.record_event(SIMPLE)
+            await fg.record_event(SIMPLE)
+    text = caplog.text
+    assert "FluxGate initialised" in text
+    assert "sending event" in text
+    assert '"inputTokens":100' in text
+    assert "recorded: CreateAiEventResponse" in text
+    assert "HTTP 401" in text
+    assert API_KEY not in text
+
+
+def test_debug_output_reaches_stderr_without_any_logging_setup() -> None:
+    """In a program that configured no logging, debug=True still prints to stderr."""
+    code = f"""
+import asyncio
+from fluxgate_async import FluxGate
+async def main():
+    async with FluxGate({API_KEY!r}, endpoint="http://127.0.0.1:9/e", debug=True, timeout=0.5,
+                        max_retries=0) as fg:
+        print(await fg.record_event({{"usage": {{"inputTokens": 1, "outputTokens": 2}}}}))
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "None"
+    assert "[fluxgate] DEBUG FluxGate initialised" in done.stderr
+    assert "[fluxgate] DEBUG FluxGate: sending event" in done.stderr
+    assert "not recorded" in done.stderr
+    assert API_KEY not in done.stderr
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+async def test_aclose_twice_and_use_after_close(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing is idempotent; recording afterwards gives None with a warning; re-entering fails."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert await fg.record_event(SIMPLE) is not None
+    await fg.aclose()
+    await fg.aclose()
+    assert fg.closed
+    assert repr(fg).endswith("closed>")
+    assert await fg.record_event(SIMPLE) is None
+    assert "closed client" in caplog.text
+    with pytest.raises(RuntimeError, match="closed"):
+        async with fg:
+            pass
+
+
+async def test_one_session_is_reused_for_keep_alive(collector: FakeCollector) -> None:
+    """Successive events reuse the pooled connection rather than reconnecting."""
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        for _ in range(3):
+            await fg.record_event(SIMPLE)
+    peers = {r.peer for r in collector.requests}
+    assert len(collector.requests) == 3
+    assert len(peers) == 1
+
+
+async def test_unclosed_client_warns_when_collected(collector: FakeCollector) -> None:
+    """Dropping a client with an open session emits ResourceWarning."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    await fg.record_event(SIMPLE)
+    with pytest.warns(ResourceWarning, match="never closed"):
+        del fg  # nothing else refers to it: collected here
+    await asyncio.sleep(0.05)  # let the loop close the orphaned session
+
+
+def test_half_built_client_does_not_crash_when_collected() -> None:
+    """A constructor that raised leaves nothing that fails or warns in __del__."""
+    with pytest.raises(ValueError, match="api_key"):
+        FluxGate("")
+    gc.collect()
+
+
+async def test_borrowed_session_is_used_and_left_open(collector: FakeCollector) -> None:
+    """A session passed in carries the requests and is still open after aclose."""
+    async with aiohttp.ClientSession() as session:
+        async with FluxGate(API_KEY, endpoint=collector.url, session=session) as fg:
+            assert await fg.record_event(SIMPLE) is not None
+        assert not session.closed
+        async with session.get(collector.url) as resp:  # still usable by its owner
+            assert resp.status == 405
+
+
+def test_client_works_across_two_event_loops(threaded_collector: FakeCollector) -> None:
+    """The same client records from two asyncio.run calls in a row, with no warnings."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+    first = asyncio.run(fg.record_event(SIMPLE))
+    second = asyncio.run(fg.record_event(SIMPLE))
+    assert first is not None
+    assert second is not None
+    assert first.id != second.id
+    asyncio.run(fg.aclose())
+    assert len(threaded_collector.events) == 2
+
+
+def test_loop_shutdown_closes_a_forgotten_session(threaded_collector: FakeCollector) -> None:
+    """A client never closed still has its sockets closed when asyncio.run ends its loop."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+    asyncio.run(fg.record_event(SIMPLE))
+    assert fg._transport is not None
+    assert not fg._transport.has_open_session
+    del fg
+    gc.collect()  # no ResourceWarning: nothing is left open
+
+
+# --- cases only a mock can produce -------------------------------------------------------------
+
+
+async def test_truncated_answer_is_retried_with_the_same_key(collector: FakeCollector) -> None:
+    """A body cut mid-way (ClientPayloadError) counts as a connection failure and is retried."""
+    # aioresponses fails the first attempt; the retry passes through to the real server.
+    with aioresponses(passthrough_unmatched=True) as mocked:
+        mocked.post(collector.url, exception=aiohttp.ClientPayloadError("truncated"))
+        async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+            answer = await fg.record_event(SIMPLE)
+        attempts = mocked.requests[("POST", URL(collector.url))]
+    assert len(attempts) == 2
+    failed = attempts[0]
+    assert answer is not None
+    assert answer.id == "evt_1"
+    (delivered,) = collector.requests
+    assert failed.kwargs["headers"]["Idempotency-Key"] == delivered.idempotency_key
+    assert json.loads(failed.kwargs["data"]) == delivered.json
+
+
+async def test_os_level_errors_are_contained(caplog: pytest.LogCaptureFixture) -> None:
+    """An OSError from the socket layer gives None and a logged reason."""
+    url = "https://fluxgate.test/api/events"
+    with aioresponses() as mocked:
+        mocked.post(url, exception=OSError("network is unreachable"), repeat=True)
+        async with FluxGate(API_KEY, endpoint=url, max_retries=0) as fg:
+            assert await fg.record_event(SIMPLE) is None
+    assert "network is unreachable" in caplog.text
+
+
+async def test_unserialisable_extra_gives_none_naming_the_field(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An extra value JSON cannot hold is reported, not sent, not raised."""
+    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"at": datetime.now(UTC)}))
+    assert await fg.record_event(bad) is None
+    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert collector.requests == []
+
+
+async def test_a_failing_session_close_does_not_break_shutdown(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while closing the HTTP session is logged, never raised into the app."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    await fg.record_event(SIMPLE)
+    assert fg._transport is not None
+    real_close = fg._transport.aclose
+
+    async def failing_close() -> None:
+        await real_close()
+        raise OSError("socket already gone")
+
+    monkeypatch.setattr(fg._transport, "aclose", failing_close)
+    await fg.aclose()
+    assert "error while closing the HTTP session" in caplog.text

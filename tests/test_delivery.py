@@ -1,0 +1,549 @@
+"""Background delivery: fire-and-forget recording that never hangs and never loses silently."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from typing import Any
+
+import attrs
+import pytest
+
+from fluxgate_async import (
+    AiEventMetadata,
+    AiEventUsage,
+    DeliveryStats,
+    DropReason,
+    FluxGate,
+    LLMEvent,
+)
+from fluxgate_async.testing import FakeCollector, RecordedRequest, Reply
+
+from .conftest import API_KEY
+
+DOWN = "http://127.0.0.1:9/api/events"  # nothing listens on the discard port
+
+
+def event(n: int = 1, **meta: Any) -> LLMEvent:
+    """A small valid event whose input token count identifies it."""
+    return LLMEvent(AiEventUsage(n, 1), metadata=AiEventMetadata(**meta) if meta else None)
+
+
+def accounted(stats: DeliveryStats) -> int:
+    """Every enqueued event, counted where it ended up."""
+    return (
+        stats.sent
+        + stats.failed
+        + stats.queued
+        + stats.in_flight
+        + stats.dropped.get(DropReason.SHUTDOWN, 0)
+    )
+
+
+async def wait_until(condition: Any, timeout: float = 3.0) -> None:
+    """Poll `condition` every 10 ms until true, failing after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polling state that has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def test_nowait_queues_and_flush_delivers(collector: FakeCollector) -> None:
+    """Queued events reach the server; flush returns True once all are acknowledged."""
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        assert all(fg.record_event_nowait(event(n)) for n in range(20))
+        assert fg.stats.enqueued == 20
+        assert await fg.flush(timeout=5) is True
+        stats = fg.stats
+    assert stats == DeliveryStats(enqueued=20, sent=20)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(20))
+    assert len({r.idempotency_key for r in collector.requests}) == 20
+
+
+async def test_nowait_takes_mappings_and_refuses_invalid_ones(collector: FakeCollector) -> None:
+    """The same inputs as record_event; invalid ones are refused at once and counted."""
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        assert fg.record_event_nowait({"usage": {"inputTokens": 3, "outputTokens": 4}})
+        assert not fg.record_event_nowait({"usage": {"inputTokens": -3, "outputTokens": 4}})
+        assert not fg.record_event_nowait(42)  # type: ignore[arg-type]
+        await fg.flush(5)
+        assert fg.stats.dropped == {DropReason.INVALID_EVENT: 2}
+    assert collector.events == [
+        {"usage": {"inputTokens": 3, "outputTokens": 4}, "status": "SUCCESS"}
+    ]
+
+
+async def test_flapping_server_delivers_every_event_exactly_once() -> None:
+    """5,000 events through 503s with Retry-After, dropped connections and successes."""
+    rng = random.Random(20261126)
+    failures: collections.Counter[str] = collections.Counter()
+
+    def flap(request: RecordedRequest) -> Reply:
+        key = request.idempotency_key or ""
+        # At most two failures per event, so three attempts always suffice.
+        if failures[key] < 2 and rng.random() < 0.3:
+            failures[key] += 1
+            return rng.choice([Reply(status=503, retry_after=0), Reply(drop=True)])
+        return Reply()
+
+    async with (
+        FakeCollector(responder=flap) as collector,
+        FluxGate(API_KEY, endpoint=collector.url, concurrency=16, max_retries=2, timeout=5) as fg,
+    ):
+        for n in range(5_000):
+            assert fg.record_event_nowait(event(n))
+        assert await fg.flush(timeout=90)
+        stats = fg.stats
+    assert stats.sent == 5_000
+    assert (stats.failed, stats.queued, stats.in_flight, stats.dropped_total) == (0, 0, 0, 0)
+    assert stats.retried == sum(failures.values()) > 0
+    per_key = collections.Counter(r.idempotency_key or "" for r in collector.requests)
+    assert len(per_key) == 5_000
+    # A key is seen again only because its earlier attempts failed.
+    assert all(seen == failures[key] + 1 for key, seen in per_key.items())
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(5_000))
+
+
+async def test_server_down_keeps_memory_bounded_and_close_on_time() -> None:
+    """With the server down the queue stops at its bound, refusals are counted by reason."""
+    lost: list[str] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=DOWN,
+        max_queue_size=100,
+        concurrency=4,
+        max_retries=50,
+        on_error=lambda _event, reason: lost.append(reason),
+    )
+    accepted = [fg.record_event_nowait(event(n)) for n in range(1_000)]
+    assert accepted.count(True) == 100
+    await asyncio.sleep(0.3)  # the senders take some and start failing
+    stats = fg.stats
+    assert stats.queued <= 100
+    assert stats.dropped == {DropReason.QUEUE_FULL: 900}
+    assert stats.retried > 0
+    started = time.monotonic()
+    await fg.aclose(timeout=1)
+    assert time.monotonic() - started < 1.5
+    stats = fg.stats
+    assert stats.sent == 0
+    assert stats.enqueued == 100 == accounted(stats)
+    assert stats.dropped[DropReason.SHUTDOWN] + stats.failed == 100
+    assert len(lost) == 1_000
+    assert collections.Counter(lost)[DropReason.QUEUE_FULL] == 900
+
+
+async def test_flush_on_a_hanging_server_returns_false_on_time(collector: FakeCollector) -> None:
+    """flush(timeout) gives up in time rather than hanging, and nothing is lost by it."""
+    collector.responder = lambda _: Reply(delay=30)
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=20) as fg:
+        fg.record_event_nowait(event())
+        started = time.monotonic()
+        assert await fg.flush(timeout=0.3) is False
+        assert 0.3 <= time.monotonic() - started < 0.8
+        assert fg.stats.in_flight == 1
+        await fg.aclose(timeout=0.2)
+        assert fg.stats.dropped == {DropReason.SHUTDOWN: 1}
+
+
+async def test_cancelling_a_flush_caller_propagates(collector: FakeCollector) -> None:
+    """A task waiting in flush is cancellable like any other await."""
+    collector.responder = lambda _: Reply(delay=30)
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=20) as fg:
+        fg.record_event_nowait(event())
+        waiter = asyncio.create_task(fg.flush())
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await fg.aclose(timeout=0.1)
+
+
+async def test_flush_with_nothing_queued_returns_at_once(fg: FluxGate) -> None:
+    """A flush with an empty queue does not wait."""
+    assert await fg.flush(timeout=0.01) is True
+
+
+async def test_events_from_a_cancelled_task_are_still_delivered(
+    collector: FakeCollector,
+) -> None:
+    """Recording works in a `finally` during cancellation, and the event survives the task."""
+    started = asyncio.Event()
+
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+
+        async def handler() -> None:
+            try:
+                fg.record_event_nowait(event(1))
+                started.set()
+                await asyncio.sleep(30)
+            finally:
+                fg.record_event_nowait(
+                    LLMEvent(AiEventUsage(2, 0), status="ERROR", error_message="cancelled")
+                )
+
+        task = asyncio.create_task(handler())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [1, 2]
+
+
+async def test_before_send_redacts_and_drops(collector: FakeCollector) -> None:
+    """before_send may return a changed copy, or None to drop, for both recording paths."""
+
+    def redact(ev: LLMEvent) -> LLMEvent | None:
+        if ev.metadata is not None and ev.metadata.feature == "internal":
+            return None
+        meta = ev.metadata or AiEventMetadata()
+        return attrs.evolve(ev, metadata=attrs.evolve(meta, user=None))
+
+    async with FluxGate(API_KEY, endpoint=collector.url, before_send=redact) as fg:
+        assert fg.record_event_nowait(event(1, user="alice@example.com", feature="chat"))
+        assert not fg.record_event_nowait(event(2, feature="internal"))
+        assert await fg.record_event(event(3, user="bob", feature="chat")) is not None
+        assert await fg.record_event(event(4, feature="internal")) is None
+        await fg.flush(5)
+        assert fg.stats.dropped == {DropReason.BEFORE_SEND: 1}
+    metas = sorted((e["usage"]["inputTokens"], e["metadata"]) for e in collector.events)
+    assert metas == [(1, {"feature": "chat"}), (3, {"feature": "chat"})]
+
+
+async def test_before_send_errors_are_contained_and_counted(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A before_send that raises or returns junk drops the event; the app is unaffected."""
+    calls = 0
+
+    def broken(ev: LLMEvent) -> LLMEvent | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("metadata")
+        return "not an event"  # type: ignore[return-value]
+
+    errors: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        before_send=broken,
+        on_error=lambda _e, reason: errors.append(reason),
+    ) as fg:
+        assert not fg.record_event_nowait(event())
+        assert not fg.record_event_nowait(event())
+        assert await fg.record_event(event()) is None
+        assert fg.stats.dropped == {DropReason.BEFORE_SEND_ERROR: 2}
+    assert errors == [DropReason.BEFORE_SEND_ERROR] * 2
+    assert collector.requests == []
+    assert "before_send raised" in caplog.text
+    assert "before_send must return an LLMEvent or None, got str" in caplog.text
+
+
+async def test_on_error_is_called_once_per_lost_event(collector: FakeCollector) -> None:
+    """Refused, rejected-by-server and unencodable events each reach on_error exactly once."""
+    collector.responder = lambda r: (
+        Reply(status=400) if r.json and r.json["usage"]["inputTokens"] % 2 else Reply()
+    )
+    lost: list[tuple[int, str]] = []
+
+    def on_error(ev: Any, reason: str) -> None:
+        n = ev.usage.input_tokens if isinstance(ev, LLMEvent) else -1
+        lost.append((n, reason))
+
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=on_error, max_queue_size=10
+    ) as fg:
+        for n in range(12):
+            fg.record_event_nowait(event(n))
+        fg.record_event_nowait(
+            LLMEvent(AiEventUsage(100, 0), metadata=AiEventMetadata(extra={"x": object()}))
+        )
+        assert await fg.flush(5)
+        stats = fg.stats
+    assert sorted(lost) == [
+        (1, "http_400"),
+        (3, "http_400"),
+        (5, "http_400"),
+        (7, "http_400"),
+        (9, "http_400"),
+        (10, DropReason.QUEUE_FULL),
+        (11, DropReason.QUEUE_FULL),
+        (100, DropReason.QUEUE_FULL),
+    ]
+    assert (stats.sent, stats.failed, stats.dropped) == (5, 5, {DropReason.QUEUE_FULL: 3})
+
+
+async def test_unencodable_event_fails_with_its_reason(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An extra value JSON cannot hold fails in the sender, named in the log and on_error."""
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"x": {1, 2}}))
+        assert fg.record_event_nowait(bad)
+        assert await fg.flush(5)
+        assert fg.stats.failed == 1
+    assert reasons == [DropReason.INVALID_EVENT]
+    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert collector.requests == []
+
+
+async def test_on_error_that_raises_is_contained(caplog: pytest.LogCaptureFixture) -> None:
+    """A broken on_error callback is logged and does not stop anything."""
+
+    def explode(_event: Any, _reason: str) -> None:
+        raise RuntimeError("callback bug")
+
+    async with FluxGate(API_KEY, endpoint=DOWN, max_queue_size=1, on_error=explode) as fg:
+        assert fg.record_event_nowait(event())
+        assert not fg.record_event_nowait(event())
+        await fg.aclose(timeout=0.1)
+    assert "on_error callback raised" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+async def test_disabled_client_sends_nothing(
+    collector: FakeCollector, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """enabled=False or FLUXGATE_ENABLED=0: no request at all, answers at once."""
+    if how == "environment":
+        monkeypatch.setenv("FLUXGATE_ENABLED", "0")
+        fg = FluxGate(API_KEY, endpoint=collector.url)
+    else:
+        fg = FluxGate(API_KEY, endpoint=collector.url, enabled=False)
+    async with fg:
+        assert repr(fg).endswith("disabled>")
+        assert await fg.record_event(event()) is None
+        assert fg.record_event_nowait(event()) is False
+        assert await fg.flush() is True
+        assert fg.stats.dropped == {DropReason.DISABLED: 1}
+    assert collector.requests == []
+
+
+def test_enabled_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit enabled=True overrides FLUXGATE_ENABLED=0; any other value enables."""
+    monkeypatch.setenv("FLUXGATE_ENABLED", "0")
+    assert FluxGate(API_KEY, enabled=True).config.enabled
+    monkeypatch.setenv("FLUXGATE_ENABLED", "yes")
+    assert FluxGate(API_KEY).config.enabled
+
+
+async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
+    """After a 429 with Retry-After, no sender posts anything until the pause is over."""
+    collector.reply_with(Reply(status=429, retry_after=0.5))
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=4) as fg:
+        fg.record_event_nowait(event(0))
+        await wait_until(lambda: fg.stats.retried == 1)
+        for n in range(1, 6):
+            fg.record_event_nowait(event(n))
+        assert await fg.flush(5)
+    limited, *rest = collector.requests
+    assert len(rest) == 6
+    assert all(r.received_at - limited.received_at >= 0.45 for r in rest)
+
+
+async def test_at_most_concurrency_posts_in_flight(collector: FakeCollector) -> None:
+    """With concurrency=3 and a slow server, requests arrive in waves of three."""
+    collector.responder = lambda _: Reply(delay=0.3)
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=3) as fg:
+        for n in range(9):
+            fg.record_event_nowait(event(n))
+        await wait_until(lambda: len(collector.requests) >= 3)
+        await asyncio.sleep(0.15)
+        assert len(collector.requests) == 3
+        assert fg.stats.in_flight == 3
+        assert fg.stats.queued == 6
+        assert await fg.flush(5)
+
+
+async def test_close_refuses_new_events_at_once(collector: FakeCollector) -> None:
+    """From the moment aclose starts, nowait refuses (closed) while the queue drains."""
+    collector.responder = lambda _: Reply(delay=0.2)
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    fg.record_event_nowait(event(1))
+    closing = asyncio.create_task(fg.aclose(timeout=5))
+    await asyncio.sleep(0.05)
+    assert fg.record_event_nowait(event(2)) is False
+    await closing
+    assert fg.record_event_nowait(event(3)) is False
+    assert fg.stats.dropped == {DropReason.CLOSED: 2}
+    assert fg.stats.sent == 1
+    assert len(collector.events) == 1
+
+
+async def test_cancelled_close_still_accounts_for_everything(collector: FakeCollector) -> None:
+    """Cancelling aclose propagates, and the events it cut off are counted as shutdown."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, timeout=20)
+    for n in range(3):
+        fg.record_event_nowait(event(n))
+    await wait_until(lambda: fg.stats.in_flight == 3)
+    closing = asyncio.create_task(fg.aclose(timeout=10))
+    await asyncio.sleep(0.1)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    stats = fg.stats
+    assert stats.dropped == {DropReason.SHUTDOWN: 3}
+    assert accounted(stats) == stats.enqueued == 3
+
+
+def test_queue_outlives_an_event_loop(
+    threaded_collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events queued in one asyncio.run and cut off by its end are sent by the next one."""
+    threaded_collector.reply_with(Reply(delay=0.5))
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+
+    async def first_run() -> None:
+        fg.record_event_nowait(event(1))
+        await asyncio.sleep(0.1)  # in flight when the loop ends
+
+    asyncio.run(first_run())
+    assert fg.stats.queued == 1
+    assert "event loop stopped with 1 event(s) undelivered" in caplog.text
+    assert fg.record_event_nowait(event(2))  # no loop running: queued for later
+
+    async def second_run() -> bool:
+        fg.record_event_nowait(event(3))
+        done = await fg.flush(5)
+        await fg.aclose()
+        return done
+
+    assert asyncio.run(second_run())
+    stats = fg.stats
+    assert (stats.enqueued, stats.sent, stats.dropped_total) == (3, 3, 0)
+    tokens = sorted(e["usage"]["inputTokens"] for e in threaded_collector.events)
+    assert tokens == [1, 2, 3]
+    # The event cut off in flight was re-sent with its original key.
+    keys = collections.Counter(r.idempotency_key for r in threaded_collector.requests)
+    assert sorted(keys.values()) == [1, 1, 2]
+
+
+async def test_collected_with_pending_events_warns_with_the_count(
+    collector: FakeCollector,
+) -> None:
+    """A client dropped with queued events says how many it lost."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, concurrency=1, timeout=20)
+    for n in range(3):
+        fg.record_event_nowait(event(n))
+    await asyncio.sleep(0.1)
+    with pytest.warns(ResourceWarning, match=r"3 event\(s\) still pending"):
+        del fg  # nothing else refers to it: collected here
+    await asyncio.sleep(0.05)  # the abandoned senders unwind
+
+
+async def test_stats_reconcile_at_quiet_points(collector: FakeCollector) -> None:
+    """Sent + failed + queued + in flight + shutdown drops always equals enqueued."""
+    collector.responder = lambda r: (
+        Reply(status=422) if len(collector.requests) % 3 == 0 else Reply()
+    )
+    async with FluxGate(API_KEY, endpoint=collector.url, max_queue_size=50) as fg:
+        for n in range(80):
+            fg.record_event_nowait(event(n))
+        assert accounted(fg.stats) == fg.stats.enqueued == 50
+        await fg.flush(5)
+        stats = fg.stats
+    assert accounted(stats) == stats.enqueued
+    assert stats.failed > 0
+    assert stats.dropped == {DropReason.QUEUE_FULL: 30}
+
+
+async def test_unexpected_errors_in_nowait_are_contained(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even a bug below record_event_nowait comes out as False and a log line."""
+
+    class Exploding(dict[str, Any]):
+        def keys(self) -> Any:
+            raise RuntimeError("boom")
+
+    assert fg.record_event_nowait(Exploding(usage={})) is False
+    assert "unexpected error, event not queued: boom" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_queue_size": 0}, "max_queue_size must be a positive int"),
+        ({"concurrency": 0}, "concurrency must be a positive int"),
+        ({"concurrency": 1.5}, "concurrency must be a positive int"),
+    ],
+)
+def test_invalid_delivery_settings_are_configuration_errors(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """Queue and concurrency bounds are checked at construction."""
+    with pytest.raises(ValueError, match=message):
+        FluxGate(API_KEY, **kwargs)
+
+
+@pytest.mark.parametrize("hook", ["before_send", "on_error"])
+def test_hooks_must_be_callable(hook: str) -> None:
+    """A hook that cannot be called is a TypeError naming it."""
+    with pytest.raises(TypeError, match=f"{hook} must be callable"):
+        FluxGate(API_KEY, **{hook: "print"})  # type: ignore[arg-type]
+
+
+async def test_debug_logs_background_failures_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Given-up background events are logged with their reason, never with the key."""
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=DOWN, max_retries=1) as fg:
+            fg.record_event_nowait(event())
+            assert await fg.flush(5)
+    assert "not recorded after 2 attempt(s)" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+async def test_each_background_attempt_has_a_deadline(collector: FakeCollector) -> None:
+    """A sender never waits on a hanging server longer than `timeout` per attempt."""
+    collector.responder = lambda _: Reply(delay=30)
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=0.2,
+        max_retries=0,
+        on_error=lambda _e, r: reasons.append(r),
+    ) as fg:
+        fg.record_event_nowait(event())
+        started = time.monotonic()
+        assert await fg.flush(3)
+        assert time.monotonic() - started < 0.6
+    assert reasons == ["timeout"]
+
+
+async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while sending fails that event and the next one still goes."""
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=1) as fg:
+        transport = fg._transport
+        assert transport is not None
+        real_post = transport.post
+        calls = 0
+
+        async def flaky_post(body: bytes, key: str) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("bug in the transport")
+            return await real_post(body, key)
+
+        monkeypatch.setattr(transport, "post", flaky_post)
+        fg.record_event_nowait(event(1))
+        fg.record_event_nowait(event(2))
+        assert await fg.flush(3)
+        stats = fg.stats
+    assert (stats.failed, stats.sent) == (1, 1)
+    assert "unexpected error delivering an event" in caplog.text
+    assert [e["usage"]["inputTokens"] for e in collector.events] == [2]

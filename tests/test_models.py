@@ -1,0 +1,150 @@
+"""The models refuse bad values at construction, naming the field."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import pytest
+
+from fluxgate_async import (
+    AiEventMetadata,
+    AiEventStatus,
+    AiEventUsage,
+    LLMEvent,
+    TrackedUser,
+)
+
+
+def test_status_is_a_str_enum_with_the_seven_seed_values() -> None:
+    """AiEventStatus holds exactly the TypeScript SDK's seven values and compares as str."""
+    assert [s.value for s in AiEventStatus] == [
+        "SUCCESS",
+        "ERROR",
+        "BLOCKED",
+        "MAX_TOKENS",
+        "CONTENT_FILTER",
+        "RECITATION",
+        "MALFORMED_REQUEST",
+    ]
+    assert AiEventStatus.ERROR == "ERROR"
+
+
+def test_event_defaults_to_success_and_accepts_plain_strings() -> None:
+    """A status given as a plain string becomes the enum; none given means SUCCESS."""
+    usage = AiEventUsage(1, 2)
+    assert LLMEvent(usage).status is AiEventStatus.SUCCESS
+    assert LLMEvent(usage, status="MAX_TOKENS").status is AiEventStatus.MAX_TOKENS
+
+
+def test_unknown_status_names_the_field_and_the_allowed_values() -> None:
+    """An unknown status is refused with the list of valid ones."""
+    with pytest.raises(ValueError, match=r"LLMEvent\.status must be one of SUCCESS, ERROR"):
+        LLMEvent(AiEventUsage(1, 2), status="OK")
+
+
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "cached_tokens"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (True, TypeError), (1.5, TypeError), ("10", TypeError)],
+)
+def test_token_counts_must_be_non_negative_ints(
+    field: str, value: object, error: type[Exception]
+) -> None:
+    """Negative, bool, float and string token counts are refused, naming the field."""
+    kwargs: dict[str, Any] = {"input_tokens": 1, "output_tokens": 1, field: value}
+    with pytest.raises(error, match=rf"AiEventUsage\.{field} must be a non-negative int"):
+        AiEventUsage(**kwargs)
+
+
+@pytest.mark.parametrize("field", ["latency_in_ms", "streaming_duration_in_ms"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-0.5, ValueError), (math.inf, ValueError), (math.nan, ValueError), (False, TypeError)],
+)
+def test_durations_must_be_non_negative_finite_numbers(
+    field: str, value: object, error: type[Exception]
+) -> None:
+    """Latencies refuse negatives, infinities, NaN and bools, naming the field."""
+    kwargs: dict[str, Any] = {field: value}
+    with pytest.raises(error, match=rf"AiEventUsage\.{field} must be a non-negative"):
+        AiEventUsage(1, 1, **kwargs)
+
+
+def test_zero_and_float_latencies_are_valid() -> None:
+    """Zero tokens and fractional milliseconds are legitimate measurements."""
+    usage = AiEventUsage(0, 0, latency_in_ms=0, streaming_duration_in_ms=12.5)
+    assert usage.streaming_duration_in_ms == 12.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": 4}, r"AiEventUsage\.model must be a str"),
+        ({"is_streamed": "yes"}, r"AiEventUsage\.is_streamed must be a bool"),
+    ],
+)
+def test_usage_checks_optional_field_types(kwargs: dict[str, Any], message: str) -> None:
+    """Optional usage fields refuse values of the wrong type."""
+    with pytest.raises(TypeError, match=message):
+        AiEventUsage(1, 1, **kwargs)
+
+
+def test_tracked_user_checks_its_fields() -> None:
+    """A user needs a string id and a numeric monthly revenue."""
+    with pytest.raises(TypeError, match=r"TrackedUser\.id must be a str"):
+        TrackedUser(123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"TrackedUser\.monthly_revenue"):
+        TrackedUser("u", monthly_revenue="99")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"user": 5}, TypeError, r"AiEventMetadata\.user must be a str or a TrackedUser"),
+        ({"timestamp": "2026-01-01"}, TypeError, r"AiEventMetadata\.timestamp must be a datetime"),
+        ({"extra": ["a"]}, TypeError, r"AiEventMetadata\.extra must be a mapping"),
+        ({"extra": {1: "a"}}, TypeError, r"AiEventMetadata\.extra keys must be str"),
+        ({"extra": {"sessionId": "s"}}, ValueError, r"'sessionId' collides with a named field"),
+        ({"extra": {"feature": "f"}}, ValueError, r"'feature' collides with a named field"),
+        ({"feature": 1}, TypeError, r"AiEventMetadata\.feature must be a str"),
+    ],
+)
+def test_metadata_refuses_bad_fields(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Metadata names the field that is wrong, including colliding extra keys."""
+    with pytest.raises(error, match=message):
+        AiEventMetadata(**kwargs)
+
+
+def test_metadata_extra_is_a_private_copy() -> None:
+    """Mutating the dict passed as `extra` later does not change the event."""
+    extra = {"plan": "pro"}
+    meta = AiEventMetadata(extra=extra)
+    extra["plan"] = "free"
+    assert meta.extra == {"plan": "pro"}
+    with pytest.raises(TypeError):
+        meta.extra["plan"] = "x"  # type: ignore[index]
+
+
+def test_event_checks_nested_types() -> None:
+    """An event needs AiEventUsage and AiEventMetadata instances, not look-alikes."""
+    with pytest.raises(TypeError, match=r"LLMEvent\.usage must be an AiEventUsage"):
+        LLMEvent({"inputTokens": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"LLMEvent\.metadata must be an AiEventMetadata"):
+        LLMEvent(AiEventUsage(1, 1), metadata={"feature": "x"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"LLMEvent\.error_message must be a str"):
+        LLMEvent(AiEventUsage(1, 1), error_message=404)  # type: ignore[arg-type]
+
+
+def test_models_are_frozen_values() -> None:
+    """Events are immutable and compare by value, so they can be shared across tasks."""
+    when = datetime(2026, 5, 5, tzinfo=UTC)
+    a = LLMEvent(AiEventUsage(1, 2), metadata=AiEventMetadata(timestamp=when))
+    b = LLMEvent(AiEventUsage(1, 2), metadata=AiEventMetadata(timestamp=when))
+    assert a == b
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        a.status = AiEventStatus.ERROR  # type: ignore[misc]

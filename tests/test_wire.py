@@ -1,0 +1,281 @@
+"""The wire format: the TypeScript SDK's JSON, both ways, and the API's two answer shapes."""
+
+from __future__ import annotations
+
+import json
+import string
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fluxgate_async import (
+    AiEventMetadata,
+    AiEventStatus,
+    AiEventUsage,
+    CreateAiEventResponse,
+    LLMEvent,
+    TrackedUser,
+)
+from fluxgate_async._wire import encode_event, parse_response, to_event, to_wire
+
+SEED_FULL_EVENT: dict[str, Any] = {
+    "usage": {
+        "inputTokens": 100,
+        "outputTokens": 50,
+        "cachedTokens": 20,
+        "model": "gpt-4",
+        "provider": "openai",
+        "latencyInMs": 1500,
+        "isStreamed": True,
+        "streamingDurationInMs": 2000,
+    },
+    "status": "SUCCESS",
+    "metadata": {
+        "feature": "chat",
+        "step": "generation",
+        "user": {
+            "id": "user-123",
+            "name": "Test User",
+            "email": "test@example.com",
+            "monthlyRevenue": 99.99,
+        },
+        "sessionId": "session-456",
+        "conversationId": "conv-789",
+        "customField": "custom value",
+    },
+}
+
+
+def test_full_seed_event_round_trips_to_the_same_json() -> None:
+    """The seed's 'complex metadata' event reads into models and writes back identically."""
+    event = to_event(SEED_FULL_EVENT)
+    assert event.metadata is not None
+    assert event.metadata.user == TrackedUser(
+        "user-123", name="Test User", email="test@example.com", monthly_revenue=99.99
+    )
+    assert event.metadata.extra == {"customField": "custom value"}
+    assert to_wire(event) == SEED_FULL_EVENT
+
+
+def test_models_write_camel_case_and_omit_none() -> None:
+    """Snake-case fields go out camelCase, and unset fields are left out entirely."""
+    event = LLMEvent(
+        AiEventUsage(10, 5, latency_in_ms=12.5, streaming_duration_in_ms=3),
+        metadata=AiEventMetadata(session_id="s", conversation_id="c", user="u"),
+    )
+    assert json.loads(encode_event(event)) == {
+        "usage": {
+            "inputTokens": 10,
+            "outputTokens": 5,
+            "latencyInMs": 12.5,
+            "streamingDurationInMs": 3,
+        },
+        "status": "SUCCESS",
+        "metadata": {"sessionId": "s", "conversationId": "c", "user": "u"},
+    }
+
+
+def test_status_with_a_message_is_the_object_form() -> None:
+    """An error message turns status into {status, errorMessage}, as the seed sends it."""
+    event = LLMEvent(AiEventUsage(100, 0), status="ERROR", error_message="API call failed")
+    assert to_wire(event)["status"] == {"status": "ERROR", "errorMessage": "API call failed"}
+
+
+def test_both_status_forms_read_back() -> None:
+    """A mapping may give status as a bare string or as the object form."""
+    usage = {"inputTokens": 1, "outputTokens": 0}
+    bare = to_event({"usage": usage, "status": "BLOCKED"})
+    assert (bare.status, bare.error_message) == (AiEventStatus.BLOCKED, None)
+    full = to_event({"usage": usage, "status": {"status": "ERROR", "errorMessage": "rate limited"}})
+    assert (full.status, full.error_message) == (AiEventStatus.ERROR, "rate limited")
+    assert to_event({"usage": usage}).status is AiEventStatus.SUCCESS
+
+
+def test_timestamp_is_iso_8601_both_ways() -> None:
+    """A datetime goes out as ISO 8601 and an ISO string (or datetime) comes back in."""
+    when = datetime(2026, 5, 5, 12, 30, tzinfo=UTC)
+    event = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(timestamp=when))
+    assert to_wire(event)["metadata"] == {"timestamp": "2026-05-05T12:30:00+00:00"}
+    mapping = {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"timestamp": when}}
+    parsed = to_event(mapping).metadata
+    assert parsed is not None
+    assert parsed.timestamp == when
+
+
+def test_to_event_returns_a_model_unchanged() -> None:
+    """A model passes through as the same object: no copy on the hot path."""
+    event = LLMEvent(AiEventUsage(1, 1))
+    assert to_event(event) is event
+
+
+def test_reading_a_mapping_leaves_it_untouched() -> None:
+    """The caller's mapping is not modified (the seed sets `status` in place)."""
+    mapping: dict[str, Any] = {"usage": {"inputTokens": 1, "outputTokens": 1}}
+    to_event(mapping)
+    assert mapping == {"usage": {"inputTokens": 1, "outputTokens": 1}}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"usage": {"inputTokens": -1, "outputTokens": 2}}, r"usage: .*input_tokens"),
+        ({"usage": {"outputTokens": 2}}, r"usage\.inputTokens: required field missing"),
+        ({"usage": {"inputTokens": 1, "outputTokens": 2, "tokens": 3}}, r"unknown field.*tokens"),
+        ({"usage": {"inputTokens": "1", "outputTokens": 2}}, r"input_tokens must be .* got str"),
+        ({"usage": 3}, r"usage must be an object"),
+        ({}, r"usage is required"),
+        ({"usage": {"inputTokens": 1, "outputTokens": 1}, "cost": 1}, r"unknown event field.*cost"),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "status": "FINE"},
+            r"status must be one of",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "status": {"state": "ERROR"}},
+            r"unknown status field.*state",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"user": {"name": "x"}}},
+            r"metadata\.user\.id: required field missing",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"user": 7}},
+            r"metadata\.user must be a string or an object",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": {"timestamp": "soon"}},
+            r"metadata\.timestamp must be an ISO 8601 string",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": ["x"]},
+            r"metadata must be an object",
+        ),
+        ([1, 2], r"an event must be an LLMEvent or a mapping"),
+    ],
+)
+def test_invalid_mappings_name_the_field(mapping: Any, message: str) -> None:
+    """Every way a mapping can be wrong gives an error that says where."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        to_event(mapping)
+
+
+def test_unserialisable_extra_names_the_field() -> None:
+    """A metadata.extra value JSON cannot hold is refused at encoding, naming extra."""
+    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"when": object()}))
+    with pytest.raises(TypeError, match=r"metadata\.extra is not JSON serialisable"):
+        encode_event(bad)
+    nan = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"score": float("nan")}))
+    with pytest.raises(ValueError, match=r"metadata\.extra is not JSON serialisable"):
+        encode_event(nan)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"id": "evt_1", "createdAt": "2026-05-05T00:00:00Z", "cost": 0.001},
+            CreateAiEventResponse("evt_1", "2026-05-05T00:00:00Z", 0.001),
+        ),
+        (
+            {"id": "evt_1", "createdAt": "t", "cost": None, "status": "SUCCESS", "x": [1]},
+            CreateAiEventResponse("evt_1", "t", None, "SUCCESS"),
+        ),
+        (
+            {"recordId": "rec_9", "totalCost": 2, "timestamp": 1_778_000_000_000, "status": "OK"},
+            CreateAiEventResponse("rec_9", "2026-05-05T16:53:20+00:00", 2.0, "OK"),
+        ),
+        (
+            {"id": "evt_1", "cost": "0.1", "status": 3},
+            CreateAiEventResponse("evt_1", "", None, None),
+        ),
+        ({"id": "evt_1", "cost": True}, CreateAiEventResponse("evt_1", "", None, None)),
+        (
+            {"recordId": "r", "timestamp": 10**30},
+            CreateAiEventResponse("r", "", None, None),
+        ),
+    ],
+)
+def test_parse_response_reads_both_api_shapes(
+    body: object, expected: CreateAiEventResponse
+) -> None:
+    """Documented and newer answers both parse; odd cost or status types read as None."""
+    assert parse_response(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body", [None, [], "evt", 1, {}, {"id": 5}, {"id": ""}, {"recordId": None}]
+)
+def test_parse_response_needs_a_string_id(body: object) -> None:
+    """Without a usable id there is no recorded event to report."""
+    assert parse_response(body) is None
+
+
+_text = st.text(string.ascii_letters + string.digits + " -_é", max_size=12)
+_count = st.integers(min_value=0, max_value=10**12)
+_duration = st.one_of(st.none(), _count, st.floats(min_value=0, max_value=1e9, allow_nan=False))
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**15), 10**15),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text,
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
+    max_leaves=6,
+)
+_users = st.one_of(
+    st.none(),
+    _text,
+    st.builds(
+        TrackedUser,
+        id=_text,
+        name=st.none() | _text,
+        email=st.none() | _text,
+        image=st.none() | _text,
+        monthly_revenue=_duration,
+    ),
+)
+_times = st.none() | st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
+)
+_events = st.builds(
+    LLMEvent,
+    usage=st.builds(
+        AiEventUsage,
+        input_tokens=_count,
+        output_tokens=_count,
+        cached_tokens=st.none() | _count,
+        model=st.none() | _text,
+        provider=st.none() | _text,
+        latency_in_ms=_duration,
+        is_streamed=st.none() | st.booleans(),
+        streaming_duration_in_ms=_duration,
+    ),
+    status=st.sampled_from(AiEventStatus),
+    error_message=st.none() | _text,
+    metadata=st.none()
+    | st.builds(
+        AiEventMetadata,
+        feature=st.none() | _text,
+        step=st.none() | _text,
+        user=_users,
+        session_id=st.none() | _text,
+        conversation_id=st.none() | _text,
+        timestamp=_times,
+        extra=st.dictionaries(
+            _text.filter(lambda k: k not in {"feature", "step", "user", "timestamp"}),
+            _json,
+            max_size=3,
+        ),
+    ),
+)
+
+
+@given(_events)
+def test_model_to_json_to_model_is_the_identity(event: LLMEvent) -> None:
+    """Any valid event survives encoding to JSON bytes and reading back unchanged."""
+    assert to_event(json.loads(encode_event(event))) == event
