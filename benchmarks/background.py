@@ -59,7 +59,7 @@ async def nowait(settings: Settings) -> Row:
     client_us = median(client_ns) / 1000
     queue_us = median(queue_ns) / 1000
     return Row(
-        f"record_event_nowait, median of {len(client_ns):,}",
+        "record_event_nowait, median of 100,000 calls",
         f"{client_us:.2f} µs/call",
         f"{queue_us:.2f} µs/call (asyncio.Queue.put_nowait)",
         client_us / queue_us,

@@ -101,7 +101,7 @@ async def queued(settings: Settings) -> Row:
     per_event = (client["peak_kb"] - client["baseline_kb"]) * 1024 / count
     per_list = (events["peak_kb"] - events["baseline_kb"]) * 1024 / count
     return Row(
-        f"memory, {count:,} events queued, server down",
+        "memory, 100,000 events queued, server down",
         f"{per_event:,.0f} B/event (peak RSS {client['peak_kb'] / 1024:,.0f} MiB)",
         f"{per_list:,.0f} B/event (the events in a list)",
         per_event / per_list if per_list > 0 else None,
