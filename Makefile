@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python examples/demo.py
+	$(BIN)/fluxgate-async demo
 
 test: lint typecheck docs pytest
 

@@ -9,11 +9,10 @@ A row is an async function `(Settings) -> Row` listed in `__main__.ROWS`. A row
 whose API is not in this build raises `UnavailableError` (see `_common.require`
 and `_common.optional_import`) and prints "n/a (not available)".
 
-The collector ingest row is a slot: a module `benchmarks/collector_ingest.py`
-that defines `async def run(settings: Settings) -> Row` fills it; until that
-module exists the row prints n/a. It starts its own collector and may ignore
-`settings.base_url`; it honours `settings.quick` (tiny counts) and
-`settings.rounds`.
+The collector ingest row comes from `benchmarks/collector_ingest.py` (also
+runnable alone): its `run(events=...)` starts the collector and a raw aiohttp
+server in their own processes and returns a dict of figures, which
+`__main__.collector_ingest` turns into a row.
 
 These are not tests and never run in `make test`; `tests/test_benchmarks.py`
 only runs every row with tiny counts so that they cannot rot.

@@ -56,7 +56,7 @@ async def overhead(settings: Settings) -> Row:
     added = wrapped_us - bare_us
     return Row(
         "wrapped OpenAI chat call, background mode",
-        f"+{added:,.0f} µs (median {wrapped_us:,.0f} µs/call)",
+        f"{added:+,.0f} µs (median {wrapped_us:,.0f} µs/call)",
         f"{bare_us:,.0f} µs/call (bare AsyncOpenAI)",
         wrapped_us / bare_us,
         f"<= {TARGET_US:.0f} µs added",

@@ -263,7 +263,7 @@ async def test_invalid_mapping_gives_none_with_the_field_named(
     assert await fg.record_event("not an event") is None  # type: ignore[arg-type]
     assert collector.requests == []
     assert "invalid event" in caplog.text
-    assert "input_tokens must be a non-negative int, got -5" in caplog.text
+    assert "usage.inputTokens: must be a non-negative int, got -5" in caplog.text
     assert "usage.outputTokens: required field missing" in caplog.text
 
 

@@ -547,3 +547,16 @@ async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
     assert (stats.failed, stats.sent) == (1, 1)
     assert "unexpected error delivering an event" in caplog.text
     assert [e["usage"]["inputTokens"] for e in collector.events] == [2]
+
+
+async def test_a_server_echoing_the_key_never_gets_it_logged(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rejection whose body repeats the API key is logged with the key masked."""
+    collector.reply_with(Reply(status=401, body=f"unknown key {API_KEY}"))
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+            fg.record_event_nowait(event())
+            assert await fg.flush(5)
+    assert "unknown key ***" in caplog.text
+    assert API_KEY not in caplog.text

@@ -121,10 +121,16 @@ def test_reading_a_mapping_leaves_it_untouched() -> None:
 @pytest.mark.parametrize(
     ("mapping", "message"),
     [
-        ({"usage": {"inputTokens": -1, "outputTokens": 2}}, r"usage: .*input_tokens"),
+        (
+            {"usage": {"inputTokens": -1, "outputTokens": 2}},
+            r"usage\.inputTokens: must be a non-negative int, got -1",
+        ),
         ({"usage": {"outputTokens": 2}}, r"usage\.inputTokens: required field missing"),
         ({"usage": {"inputTokens": 1, "outputTokens": 2, "tokens": 3}}, r"unknown field.*tokens"),
-        ({"usage": {"inputTokens": "1", "outputTokens": 2}}, r"input_tokens must be .* got str"),
+        (
+            {"usage": {"inputTokens": "1", "outputTokens": 2}},
+            r"usage\.inputTokens: must be .* got str",
+        ),
         ({"usage": 3}, r"usage must be an object"),
         ({}, r"usage is required"),
         ({"usage": {"inputTokens": 1, "outputTokens": 1}, "cost": 1}, r"unknown event field.*cost"),

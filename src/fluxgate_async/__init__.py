@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 
 from ._client import FluxGate
 from ._config import FluxGateConfig
+from ._context import tracking_context
 from ._models import (
     AiEventMetadata,
     AiEventStatus,
@@ -19,6 +20,8 @@ from ._models import (
     TrackedUser,
 )
 from ._stats import DeliveryStats, DropReason
+from ._track import TrackedCall
+from ._tracking import FluxGateCostTrackingResponse, tracking_of
 
 __version__ = _version("fluxgate-async")
 """The installed version of fluxgate-async."""
@@ -32,7 +35,11 @@ __all__ = [
     "DropReason",
     "FluxGate",
     "FluxGateConfig",
+    "FluxGateCostTrackingResponse",
     "LLMEvent",
+    "TrackedCall",
     "TrackedUser",
     "__version__",
+    "tracking_context",
+    "tracking_of",
 ]

@@ -8,8 +8,9 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
 import attrs
@@ -26,6 +27,7 @@ from ._delivery import OnError, Pipeline
 from ._models import CreateAiEventResponse, LLMEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
+from ._track import Mode, TrackedCall, track
 from ._transport import Attempt, Transport
 from ._wire import EventInput, encode_event, to_event
 
@@ -267,7 +269,7 @@ class FluxGate:
             )
             return None
         if result.response is None:
-            log.warning("FluxGate: event %s not recorded: %s", key, self._redact(result.detail))
+            log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
         else:
             log.debug("FluxGate: event %s recorded: %s", key, result.response)
         return result.response
@@ -284,8 +286,8 @@ class FluxGate:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
             when = deadline.when()
-            left = float("inf") if when is None else when - loop.time()
-            if delay >= left:
+            assert when is not None  # set by record_event's asyncio.timeout
+            if delay >= when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
@@ -293,6 +295,43 @@ class FluxGate:
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             await asyncio.sleep(delay)
             retry += 1
+
+    def track(
+        self,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        mode: Mode = "background",
+        **metadata: Any,
+    ) -> AbstractAsyncContextManager[TrackedCall]:
+        """Track a call to any LLM provider: time it, let the block set its usage, record it.
+
+        The seed's "Direct Integration", in one block. Latency is measured with
+        the monotonic clock from entering the block to leaving it. An exception
+        leaving the block is recorded as ERROR with its message (MALFORMED_REQUEST
+        for a 400-class HTTP error) and re-raised unchanged; a cancelled block
+        records ERROR "cancelled" and `CancelledError` propagates.
+
+        Example:
+            ```python
+            async with fg.track(model="my-model", provider="my-provider", feature="chat") as call:
+                reply = await my_llm.generate(prompt)
+                call.set_usage(reply.input_tokens, reply.output_tokens)
+            ```
+
+        Args:
+            model: The model called (the block may set `call.model` instead).
+            provider: The provider's name.
+            mode: `"background"` queues the event (the block's exit takes no
+                time); `"inline"` awaits FluxGate and sets `call.tracking`.
+            **metadata: `feature`, `user`, `session_id`, `step`,
+                `conversation_id` and any further fields, under those of an
+                enclosing `tracking_context`.
+
+        Raises:
+            ValueError, TypeError: An invalid `mode` or metadata value (at the call).
+        """
+        return track(self, model=model, provider=provider, mode=mode, metadata=metadata)
 
     def _redact(self, text: object) -> str:
         return str(text).replace(self._config.api_key, "***")

@@ -65,6 +65,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None] | None = None
         self._url = config.endpoint
+        self._secret = config.api_key
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {config.api_key}",
@@ -93,7 +94,17 @@ class Transport:
         return session
 
     async def post(self, body: bytes, idempotency_key: str) -> Attempt:
-        """POST one event body; never raises for what the network or server does."""
+        """POST one event body; never raises for what the network or server does.
+
+        The attempt's `detail` never contains the API key, even when the server
+        or an exception echoes it, so it is safe to log.
+        """
+        attempt = await self._post(body, idempotency_key)
+        if self._secret in attempt.detail:
+            return attrs.evolve(attempt, detail=attempt.detail.replace(self._secret, "***"))
+        return attempt
+
+    async def _post(self, body: bytes, idempotency_key: str) -> Attempt:
         session = self._current_session()
         headers = {**self._headers, "Idempotency-Key": idempotency_key}
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeGuard
@@ -230,14 +231,21 @@ def _problem(exc: BaseException, _type: Any) -> str:
     return str(exc)
 
 
+# A model validator's message starts "AiEventUsage.input_tokens must ...".
+_VALIDATOR_MESSAGE = re.compile(r"^[A-Z]\w*\.(\w+) (.*)$", re.DOTALL)
+
+
 def _describe(exc: cattrs.BaseValidationError, where: str) -> str:
-    """One line naming each bad field (by its wire name), from cattrs' nested errors."""
-    lines = cattrs.transform_error(exc, path=where, format_exception=_problem)
-    # cattrs reports paths with Python attribute names; the caller wrote camelCase.
-    return "; ".join(
-        f"{_camel_path(path)}: {problem}"
-        for problem, _, path in (line.rpartition(" @ ") for line in lines)
-    )
+    """One line naming each bad field by its wire path, from cattrs' nested errors."""
+    problems = []
+    for line in cattrs.transform_error(exc, path=where, format_exception=_problem):
+        problem, _, path = line.rpartition(" @ ")
+        validator = _VALIDATOR_MESSAGE.match(problem)
+        if validator:
+            # The models name the Python field; the caller wrote the camelCase key.
+            path, problem = f"{path}.{validator[1]}", validator[2]
+        problems.append(f"{_camel_path(path)}: {problem}")
+    return "; ".join(problems)
 
 
 def _camel_path(path: str) -> str:

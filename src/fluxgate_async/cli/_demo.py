@@ -1,0 +1,166 @@
+"""`fluxgate-async demo`: the whole loop on this machine, with a simulated workload.
+
+A collector starts on a free port with a temporary database; the real client
+records a day's worth of LLM calls to it, one step at a time; everything shuts
+down; the report is printed from the database.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+
+from .._client import FluxGate
+from .._models import AiEventMetadata, AiEventUsage, CreateAiEventResponse, LLMEvent, TrackedUser
+from ..collector import Collector
+from ..collector._store import connect_readonly, summarise
+from ._report import print_report
+
+__all__ = ["DEMO_STEPS", "Step", "StepOutcome", "run_demo"]
+
+_KEY = "demo-key"
+_MODELS = (
+    ("openai", "gpt-4o", 1.0),
+    ("openai", "gpt-4o-mini", 0.6),
+    ("anthropic", "claude-sonnet-4-5", 1.4),
+    ("google", "gemini-2.5-flash", 0.5),
+)
+_FEATURES = ("chat", "summarise", "search", "autocomplete")
+_USERS = (
+    TrackedUser("user-ada", name="Ada", email="ada@example.com", monthly_revenue=49.0),
+    TrackedUser("user-grace", name="Grace", monthly_revenue=99.0),
+    "user-linus",
+)
+
+
+@attrs.frozen
+class StepOutcome:
+    """What one step of the demo did: a line for the user, and how many events were lost."""
+
+    summary: str
+    lost: int = 0
+
+
+Step = Callable[[FluxGate, random.Random], Awaitable[StepOutcome]]
+"""One part of the workload: records events through the client and says how it went."""
+
+
+def _cost(answers: list[CreateAiEventResponse | None]) -> str:
+    return f"${sum(a.cost or 0.0 for a in answers if a is not None):.6f}"
+
+
+def _outcome(
+    label: str,
+    answer: CreateAiEventResponse | None,
+    describe: Callable[[CreateAiEventResponse], str],
+) -> StepOutcome:
+    if answer is None:
+        return StepOutcome(f"{label} not recorded", lost=1)
+    return StepOutcome(f"{label} {describe(answer)}")
+
+
+def _call(rng: random.Random, session: int) -> LLMEvent:
+    provider, model, speed = rng.choice(_MODELS)
+    prompt = rng.randint(200, 4000)
+    return LLMEvent(
+        AiEventUsage(
+            input_tokens=prompt,
+            output_tokens=rng.randint(20, 800),
+            cached_tokens=rng.choice((None, prompt // 2)),
+            model=model,
+            provider=provider,
+            latency_in_ms=round(rng.uniform(300, 2500) * speed, 1),
+        ),
+        metadata=AiEventMetadata(
+            feature=rng.choice(_FEATURES),
+            user=rng.choice(_USERS),
+            session_id=f"session-{session}",
+        ),
+    )
+
+
+async def awaited_calls(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """Forty successful calls, each awaited as a request handler would."""
+    answers = [await fg.record_event(_call(rng, n // 8)) for n in range(40)]
+    recorded = sum(a is not None for a in answers)
+    return StepOutcome(
+        f"awaited calls:    {recorded}/40 recorded, cost {_cost(answers)}", lost=40 - recorded
+    )
+
+
+async def background_calls(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """Sixty calls queued without waiting, as a busy endpoint would, then flushed."""
+    before = fg.stats
+    queued = sum(fg.record_event_nowait(_call(rng, 5 + n // 10)) for n in range(60))
+    settled = await fg.flush(timeout=10.0)
+    after = fg.stats
+    sent = after.sent - before.sent
+    failed = after.failed - before.failed
+    detail = f"{queued}/60 queued, {sent} delivered in the background, {failed} failed"
+    if not settled:
+        detail += ", flush timed out"
+    return StepOutcome(f"background calls: {detail}", lost=60 - sent)
+
+
+async def unknown_model(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """A call to an in-house model the price tables do not know."""
+    answer = await fg.record_event(
+        LLMEvent(
+            AiEventUsage(1200, 300, model="acme-llm-7b", provider="self-hosted"),
+            metadata=AiEventMetadata(feature="search", user="user-linus"),
+        )
+    )
+    return _outcome("unknown model:   ", answer, lambda a: f"cost {a.cost}, status {a.status}")
+
+
+async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """A call the provider failed: recorded with status ERROR and its message."""
+    answer = await fg.record_event(
+        LLMEvent(
+            AiEventUsage(850, 0, model="gpt-4o", provider="openai", latency_in_ms=30000.0),
+            status="ERROR",
+            error_message="provider timed out after 30s",
+            metadata=AiEventMetadata(feature="chat", user="user-ada"),
+        )
+    )
+    return _outcome("failed call:     ", answer, lambda a: f"recorded as {a.id}, status ERROR")
+
+
+DEMO_STEPS: tuple[Step, ...] = (awaited_calls, background_calls, unknown_model, failed_call)
+"""The workload, in order; each step is one kind of tracked call."""
+
+
+async def run_demo(steps: tuple[Step, ...] = DEMO_STEPS) -> int:
+    """Run the demo and print its report; return the exit status (1 if an event was lost).
+
+    Raises:
+        MissingExtraError: The `collector` extra is not installed.
+    """
+    rng = random.Random(2026)  # the same workload every run
+    with tempfile.TemporaryDirectory(prefix="fluxgate-demo-") as tmp:
+        db = Path(tmp) / "demo.sqlite"
+        lost = 0
+        async with Collector(db, api_keys=[_KEY]) as collector:
+            print(f"collector listening on {collector.base_url} (database {db})", flush=True)
+            async with FluxGate(_KEY, endpoint=collector.url) as fg:
+                for step in steps:
+                    outcome = await step(fg, rng)
+                    lost += outcome.lost
+                    print(outcome.summary, flush=True)
+        print("collector stopped; database closed\n", flush=True)
+        conn = connect_readonly(db)
+        try:
+            by_model = summarise(conn, "model")
+            by_feature = summarise(conn, "feature")
+        finally:
+            conn.close()
+    print_report(by_model, by="model", fmt="table")
+    print_report(by_feature, by="feature", fmt="table")
+    if lost:
+        print(f"{lost} event(s) were not recorded: see the warnings above", file=sys.stderr)
+    return 1 if lost else 0

@@ -1,0 +1,146 @@
+"""`Collector`: the collector app served on a TCP port, started and stopped from asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from ._app import DEFAULT_MAX_BODY_SIZE, create_app
+
+__all__ = ["DEFAULT_DB", "DEFAULT_HOST", "DEFAULT_PORT", "SHUTDOWN_TIMEOUT", "Collector", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+"""Where `fluxgate-async serve` listens: this machine only."""
+DEFAULT_PORT = 8787
+"""The port `fluxgate-async serve` listens on."""
+DEFAULT_DB = "fluxgate.sqlite"
+"""The database file `serve` and `report` use, in the current directory."""
+SHUTDOWN_TIMEOUT = 10.0
+"""Seconds requests in flight get to finish when the collector stops."""
+
+
+class Collector:
+    """A running local collector: FluxGate's API on `host:port`, events in a SQLite file.
+
+    Example:
+        ```python
+        async with Collector("events.sqlite", port=0) as collector, FluxGate(
+            "any-key", endpoint=collector.url
+        ) as fg:
+            print(await fg.record_event({"usage": {"inputTokens": 10, "outputTokens": 5}}))
+        ```
+
+    Args:
+        db: The SQLite file; created when missing.
+        host: The address to listen on.
+        port: The port; 0 picks a free one (see `port` once started).
+        api_keys: When not empty, requests must carry one of these as a Bearer token.
+        max_body_size: Bytes; a larger request body gets 413.
+
+    Raises:
+        ValueError: An API key is empty.
+        MissingExtraError: `genai-prices` is not installed.
+    """
+
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        api_keys: Iterable[str] = (),
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        self._runner: web.AppRunner | None = None
+        self._app = create_app(db, api_keys=api_keys, max_body_size=max_body_size)
+        self.host = host
+        """The address it listens on."""
+        self.port = port
+        """The port it listens on; the real one once started."""
+
+    def __repr__(self) -> str:
+        state = "running" if self._runner is not None else "stopped"
+        return f"<Collector http://{self.host}:{self.port} {state}>"
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port`, where `/healthz` and `/api/...` live."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The events endpoint, to pass as `FluxGate(endpoint=...)`."""
+        return f"{self.base_url}/api/events"
+
+    async def start(self) -> None:
+        """Open the database and start listening.
+
+        Raises:
+            OSError: The address cannot be listened on (port in use, unknown host).
+            sqlite3.Error: The database cannot be opened.
+        """
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        """Stop accepting, let requests in flight finish, close the database; idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def serve(
+    collector: Collector, *, on_ready: Callable[[Collector], object] | None = None
+) -> None:
+    """Run `collector` until SIGINT or SIGTERM, then shut it down cleanly.
+
+    Requests in flight finish (for up to `SHUTDOWN_TIMEOUT` seconds) and the
+    database is closed before this returns.
+
+    Args:
+        collector: A collector not yet started.
+        on_ready: Called once it listens, e.g. to print its URL.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with collector:
+            if on_ready is not None:
+                on_ready(collector)
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,48 @@
+"""Drop-in wrappers that track the official async SDKs' calls, streaming included.
+
+- `fluxgate_async.integrations.openai.track_openai` for `openai.AsyncOpenAI`
+  (and OpenAI-compatible hosts: Azure, Groq, OpenRouter, xAI, ...);
+- `fluxgate_async.integrations.anthropic.track_anthropic` for `anthropic.AsyncAnthropic`;
+- `fluxgate_async.integrations.google.track_genai` for `google.genai.Client`.
+
+Each module imports its SDK only when used: install the matching extra,
+`fluxgate-async[openai]`, `[anthropic]` or `[google]`.
+
+## What every wrapper does
+
+- It returns a proxy of your client: `isinstance` and type checkers see the
+  SDK's class, attributes and methods not tracked pass straight through,
+  `with`/`async with` hand back the tracked client, and your client itself is
+  not modified. Wrapping a tracked client again is refused.
+- Each tracked call records one event: tokens, model, provider, `latencyInMs`
+  (the whole call, monotonic clock) and a status, with the metadata given to
+  the wrapper, under that of the enclosing `fluxgate_async.tracking_context`
+  blocks (taken when the call starts).
+- `mode="background"` (the default) queues the event with
+  `FluxGate.record_event_nowait`: the call takes no longer than without
+  tracking. `mode="inline"` awaits `FluxGate.record_event` before the call
+  returns and attaches FluxGate's answer, read with `fluxgate_async.tracking_of`.
+- A provider exception is recorded (ERROR with its message; MALFORMED_REQUEST
+  for a 400, 404, 413 or 422 answer) and re-raised unchanged. A cancelled call
+  records ERROR "cancelled", with the usage seen so far, and `CancelledError`
+  propagates. A bug in tracking itself is logged on the `fluxgate_async`
+  logger and never reaches your call.
+
+## Streams
+
+A stream records `isStreamed: true`, `streamingDurationInMs` from its first
+chunk to its end and metadata `timeToFirstTokenMs` (call start to first chunk),
+and exactly one event, whichever way it ends:
+
+- read to its end: the final usage and status, in the wrapper's mode;
+- raising (an error event, a dropped connection): ERROR with its message and
+  the usage seen so far;
+- cancelled: ERROR "cancelled", with the usage seen so far;
+- left by `break`, `close()`, `aclose()` or leaving `async with`: the status of
+  a finish reason already seen, else ERROR "stream closed before its end";
+- garbage-collected unread: ERROR "stream collected before its end".
+
+The last three are always queued in the background, since nothing can wait
+for them; in inline mode `tracking_of(stream)` is set only when the stream is
+read to its end.
+"""

@@ -1,0 +1,1 @@
+"""Tests of the provider wrappers, against the real SDKs on loopback servers."""

@@ -1,0 +1,1 @@
+"""Never-executed modules that mypy checks from a user's side."""
