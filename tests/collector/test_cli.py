@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -294,6 +295,7 @@ def test_demo_runs_the_whole_loop() -> None:
     out = result.stdout
     assert "awaited calls:    40/40 recorded" in out
     assert "background calls: 60/60 queued, 60 delivered in the background, 0 failed" in out
+    assert re.search(r"streamed call:    40 chunks in [\d.]+ ms, cost \$0\.\d+", out)
     assert "unknown model:    cost None, status UNKNOWN_MODEL" in out
     assert "failed call:      recorded as evt_" in out
     assert "collector stopped; database closed" in out

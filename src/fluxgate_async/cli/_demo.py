@@ -7,15 +7,18 @@ down; the report is printed from the database.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import attrs
 
 from .._client import FluxGate
+from .._context import tracking_context
 from .._models import AiEventMetadata, AiEventUsage, CreateAiEventResponse, LLMEvent, TrackedUser
 from ..collector import Collector
 from ..collector._store import connect_readonly, summarise
@@ -131,7 +134,38 @@ async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
     return _outcome("failed call:     ", answer, lambda a: f"recorded as {a.id}, status ERROR")
 
 
-DEMO_STEPS: tuple[Step, ...] = (awaited_calls, background_calls, unknown_model, failed_call)
+async def _fake_stream(rng: random.Random, words: int) -> AsyncIterator[str]:
+    """A stand-in for a provider's streamed answer: words arriving a few ms apart."""
+    for n in range(words):
+        await asyncio.sleep(rng.uniform(0.001, 0.004))
+        yield f"word{n} "
+
+
+async def streamed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
+    """A streamed answer from a provider without a wrapper, tracked with `fg.track`."""
+    with tracking_context(feature="chat", user="user-grace", session_id="session-stream"):
+        async with fg.track(model="gpt-4o", provider="openai", mode="inline") as call:
+            started = time.monotonic()
+            chunks = [chunk async for chunk in _fake_stream(rng, 40)]
+            call.is_streamed = True
+            call.streaming_duration_in_ms = round((time.monotonic() - started) * 1000, 1)
+            call.set_usage(input_tokens=640, output_tokens=len(chunks))
+    tracking = call.tracking
+    if tracking is None or tracking.tracking_id is None:
+        return StepOutcome("streamed call:    not recorded", lost=1)
+    return StepOutcome(
+        f"streamed call:    {len(chunks)} chunks in {call.streaming_duration_in_ms} ms, "
+        f"cost ${tracking.cost or 0.0:.6f}"
+    )
+
+
+DEMO_STEPS: tuple[Step, ...] = (
+    awaited_calls,
+    background_calls,
+    streamed_call,
+    unknown_model,
+    failed_call,
+)
 """The workload, in order; each step is one kind of tracked call."""
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "refuse_tracked",
     "run_tracked",
     "safe_outcome",
+    "tracked_create",
 ]
 
 log = logging.getLogger("fluxgate_async")
@@ -284,3 +285,34 @@ class TrackedStream(Proxy):
             return
         if not timer.finished:
             self._fg_left_early(NEVER_CONSUMED)
+
+
+def tracked_create(
+    recorder: Recorder,
+    outcome: Callable[[Any], Outcome],
+    events: Callable[[], Accumulator] | None = None,
+) -> Override:
+    """An override tracking an SDK `create(model=..., stream=...)` method.
+
+    `outcome` reads a plain answer; `events` makes the accumulator that reads
+    the stream when the call passes `stream=True` (and is `None` for methods
+    that never stream).
+    """
+
+    def override(create: Any) -> Any:
+        @functools.wraps(create)
+        async def tracked(*args: Any, **kwargs: Any) -> Any:
+            streamed = events is not None and kwargs.get("stream") is True
+            return await run_tracked(
+                recorder,
+                kwargs.get("model"),
+                lambda: create(*args, **kwargs),
+                outcome,
+                (lambda stream, timer: TrackedStream(stream, timer, events()))
+                if events is not None and streamed
+                else None,
+            )
+
+        return tracked
+
+    return override

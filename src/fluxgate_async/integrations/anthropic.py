@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
 from .._track import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
-from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, run_tracked
+from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, tracked_create
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def track_anthropic(
 
         return tracked
 
-    create = _messages_create(recorder)
+    create = tracked_create(recorder, _message_outcome, _MessageEvents)
     return Proxy(  # type: ignore[return-value]  # a Proxy stands in for the client
         client,
         {
@@ -145,26 +145,6 @@ def track_anthropic(
             "copy": rewrap,
         },
     )
-
-
-def _messages_create(recorder: Recorder) -> Any:
-    def override(create: Any) -> Any:
-        @functools.wraps(create)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            streamed = kwargs.get("stream") is True
-            return await run_tracked(
-                recorder,
-                kwargs.get("model"),
-                lambda: create(*args, **kwargs),
-                _message_outcome,
-                (lambda stream, timer: TrackedStream(stream, timer, _MessageEvents()))
-                if streamed
-                else None,
-            )
-
-        return tracked
-
-    return override
 
 
 def _messages_stream(recorder: Recorder) -> Any:

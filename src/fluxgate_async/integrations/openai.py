@@ -101,7 +101,7 @@ import attrs
 
 from .._models import AiEventStatus
 from .._track import CANCELLED, Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
+from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked, tracked_create
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -222,8 +222,10 @@ def track_openai(
         client,
         {
             "chat": node({"completions": node({"create": _chat_create(recorder)})}),
-            "responses": node({"create": _responses_create(recorder)}),
-            "embeddings": node({"create": _embeddings_create(recorder)}),
+            "responses": node(
+                {"create": tracked_create(recorder, _response_outcome, _ResponseEvents)}
+            ),
+            "embeddings": node({"create": tracked_create(recorder, _embedding_outcome)}),
             "with_options": rewrap,
             "copy": rewrap,
         },
@@ -250,39 +252,6 @@ def _chat_create(recorder: Recorder) -> Any:
                 lambda: create(*args, **kwargs),
                 _chat_outcome,
                 lambda stream, timer: TrackedStream(stream, timer, _ChatChunks(injected)),
-            )
-
-        return tracked
-
-    return override
-
-
-def _responses_create(recorder: Recorder) -> Any:
-    def override(create: Any) -> Any:
-        @functools.wraps(create)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            streamed = kwargs.get("stream") is True
-            return await run_tracked(
-                recorder,
-                kwargs.get("model"),
-                lambda: create(*args, **kwargs),
-                _response_outcome,
-                (lambda stream, timer: TrackedStream(stream, timer, _ResponseEvents()))
-                if streamed
-                else None,
-            )
-
-        return tracked
-
-    return override
-
-
-def _embeddings_create(recorder: Recorder) -> Any:
-    def override(create: Any) -> Any:
-        @functools.wraps(create)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            return await run_tracked(
-                recorder, kwargs.get("model"), lambda: create(*args, **kwargs), _embedding_outcome
             )
 
         return tracked
