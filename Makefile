@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/fluxgate-async demo
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -35,6 +35,9 @@ typecheck: install
 pytest: install
 	$(BIN)/coverage erase
 	$(BIN)/pytest --cov --cov-report=term-missing
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 bench: install
 	$(BIN)/python -m benchmarks

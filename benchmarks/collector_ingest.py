@@ -113,6 +113,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if process.stderr is not None:
+        process.stderr.close()  # else a ResourceWarning when the Popen is collected
 
 
 async def _drive(endpoint: str, events: int, concurrency: int) -> tuple[float, int]:

@@ -1,0 +1,108 @@
+"""`python -m benchmarks [--quick] [--rounds N] [--only TEXT]`: measure and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import os
+import platform
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from . import awaited, background, memory, wrapped
+from ._common import Settings, UnavailableError, optional_import
+from ._server import ServerProcess
+from ._table import Row, median, render
+
+RowFunction = Callable[[Settings], Coroutine[Any, Any, Row]]
+
+
+async def collector_ingest(settings: Settings) -> Row:
+    """The collector's durable ingest rate, from `benchmarks/collector_ingest.py`.
+
+    Its `run(events=..., concurrency=...)` starts a raw aiohttp server and the
+    collector, each in its own process, drives both with the real client and
+    returns a dict of figures. It runs its own event loop, hence the thread; the
+    rounds alternate within each call (raw first, then the collector).
+    """
+    module = optional_import("benchmarks.collector_ingest")
+    events = settings.count(5_000, 200)
+    results = [await asyncio.to_thread(module.run, events=events) for _ in range(settings.rounds)]
+    collector = median([r["collector_events_per_s"] for r in results])
+    raw = median([r["raw_aiohttp_events_per_s"] for r in results])
+    target = float(module.TARGET_EVENTS_PER_S)
+    return Row(
+        "collector ingest, durable writes",
+        f"{collector:,.0f} events/s (stored in SQLite)",
+        f"{raw:,.0f} events/s (raw aiohttp, stores nothing)",
+        collector / raw,
+        f">= {target:,.0f} events/s",
+        collector >= target,
+    )
+
+
+ROWS: list[tuple[str, str, RowFunction]] = [
+    ("awaited record_event, sequential", ">= 0.9x", awaited.sequential),
+    ("awaited record_event, 32 concurrent", ">= 0.9x", awaited.concurrent),
+    ("record_event_nowait, median of 100,000 calls", "<= 5 µs", background.nowait),
+    ("background delivery, 8 POSTs in flight", ">= 1.0x", background.delivery),
+    ("memory, 100,000 events queued, server down", "<= 1024 B/event", memory.queued),
+    ("wrapped OpenAI chat call, background mode", "<= 100 µs added", wrapped.overhead),
+    ("collector ingest, durable writes", ">= 2,000 events/s", collector_ingest),
+]
+"""(name, target, function): the row's name in the table, and its target when it is n/a."""
+
+
+def machine() -> str:
+    """Date, cores, Python and CPU: the line to record beside the figures."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    return (
+        f"{today}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def run_row(name: str, target: str, function: RowFunction, settings: Settings) -> Row:
+    """Measure one row in a fresh event loop; n/a if its API is not in this build."""
+    try:
+        return dataclasses.replace(asyncio.run(function(settings)), name=name)
+    except UnavailableError as exc:
+        return Row.unavailable(name, target, str(exc))
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the benchmarks, print the table, and return it."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per row")
+    parser.add_argument("--only", default="", help="run the rows whose name contains this")
+    args = parser.parse_args(argv)
+    rows = []
+    with ServerProcess() as server:
+        settings = Settings(server.base_url, quick=args.quick, rounds=args.rounds)
+        print(f"Machine: {machine()}", flush=True)
+        for name, target, function in ROWS:
+            if args.only not in name:
+                continue
+            row = run_row(name, target, function, settings)
+            note = f" - {row.note}" if row.note else ""
+            print(f"  {row.name}: {row.client}{note}", flush=True)
+            rows.append(row)
+    table = render(rows)
+    print()
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Awaited `record_event` against a bare aiohttp loop posting the same bytes.
+
+The reference is the physical limit of the machine: one keep-alive session,
+a prebuilt body, fixed headers, and the answer read and parsed as JSON, with
+nothing else. Both sides run as many callers at once, in the same loop and
+against the same server, alternating round by round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from fluxgate_async import FluxGate
+from fluxgate_async._transport import USER_AGENT
+from fluxgate_async._wire import encode_event
+
+from ._common import API_KEY, EVENT, Settings
+from ._table import Row, median
+
+TARGET = 0.9
+
+
+async def _rate(callers: int, per_caller: int, call: Callable[[], Awaitable[None]]) -> float:
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await call()
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(callers):
+            group.create_task(caller())
+    return callers * per_caller / (time.perf_counter() - start)
+
+
+async def measure(settings: Settings, callers: int) -> tuple[float, float]:
+    """Median events/s of the client and of the bare loop, `callers` at once."""
+    per_caller = max(1, settings.count(3000, 20) // callers)
+    body = encode_event(EVENT)
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {API_KEY}",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": "00000000-0000-4000-8000-000000000000",
+    }
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with (
+        FluxGate(API_KEY, endpoint=settings.events_url) as fg,
+        aiohttp.ClientSession(timeout=timeout) as session,
+    ):
+
+        async def client_call() -> None:
+            if await fg.record_event(EVENT) is None:
+                msg = "record_event returned None: the benchmark server did not answer"
+                raise RuntimeError(msg)
+
+        async def bare_call() -> None:
+            async with session.post(settings.events_url, data=body, headers=headers) as resp:
+                resp.raise_for_status()
+                json.loads(await resp.read())
+
+        # Warm-up: open the connections and fill the caches on both sides.
+        await _rate(callers, max(1, per_caller // 10), client_call)
+        await _rate(callers, max(1, per_caller // 10), bare_call)
+        client: list[float] = []
+        bare: list[float] = []
+        for round_ in range(settings.rounds):
+            # Alternate who goes first, so that a slow spell of the machine hits both.
+            if round_ % 2:
+                bare.append(await _rate(callers, per_caller, bare_call))
+                client.append(await _rate(callers, per_caller, client_call))
+            else:
+                client.append(await _rate(callers, per_caller, client_call))
+                bare.append(await _rate(callers, per_caller, bare_call))
+    return median(client), median(bare)
+
+
+def _row(name: str, client: float, bare: float) -> Row:
+    ratio = client / bare
+    return Row(
+        name,
+        f"{client:,.0f} events/s",
+        f"{bare:,.0f} events/s (bare aiohttp)",
+        ratio,
+        f">= {TARGET}x",
+        ratio >= TARGET,
+    )
+
+
+async def sequential(settings: Settings) -> Row:
+    """One caller awaiting `record_event` after `record_event`."""
+    client, bare = await measure(settings, callers=1)
+    return _row("awaited record_event, sequential", client, bare)
+
+
+async def concurrent(settings: Settings) -> Row:
+    """32 callers awaiting `record_event` at once."""
+    client, bare = await measure(settings, callers=32)
+    return _row("awaited record_event, 32 concurrent", client, bare)

@@ -1,0 +1,52 @@
+"""The benchmarks still run: every row, with tiny counts (they measure nothing here)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from benchmarks.__main__ import ROWS, main, run_row
+from benchmarks._common import Settings, require
+from benchmarks._table import Row, render
+
+
+def test_quick_run_prints_one_table_with_every_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks --quick` measures the awaited rows and prints every row."""
+    table = main(["--quick", "--rounds", "1"])
+    assert table in capsys.readouterr().out
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(ROWS)
+    for name, _, _ in ROWS:
+        assert any(line.startswith(f"| {name}") for line in lines), name
+    awaited = [line for line in lines if line.startswith("| awaited record_event")]
+    assert len(awaited) == 2
+    for line in awaited:
+        assert re.search(r"\| \d+\.\d\dx ", line), line
+
+
+async def _needs_a_missing_api(settings: Settings) -> Row:
+    require(settings, "record_event_nowait")
+    raise AssertionError("unreachable: require() refuses first")
+
+
+def test_a_row_whose_api_is_missing_prints_not_available() -> None:
+    """A row whose API is not in the build is shown as n/a, and says what is missing."""
+    row = run_row("some row", ">= 1.0x", _needs_a_missing_api, Settings("http://127.0.0.1:9"))
+    assert row.client == "n/a (not available)"
+    assert row.note == "record_event_nowait"
+    assert "| some row | n/a (not available) |" in render([row]).replace("  ", " ")
+
+
+def test_render_aligns_columns_and_marks_targets() -> None:
+    """The table is Markdown with a ratio column and a yes/NO verdict per target."""
+    table = render(
+        [
+            Row("fast", "10 events/s", "9 events/s", 10 / 9, ">= 0.9x", True),
+            Row("slow", "1 events/s", "9 events/s", 1 / 9, ">= 0.9x", False),
+        ]
+    )
+    header, rule, fast, slow = table.splitlines()
+    assert len({len(header), len(rule), len(fast), len(slow)}) == 1
+    assert "1.11x" in fast
+    assert fast.rstrip(" |").endswith("yes")
+    assert slow.rstrip(" |").endswith("NO")
