@@ -209,8 +209,8 @@ class FakeCollector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), reply.delay)
         if reply.drop or self._closing.is_set():
-            assert request.transport is not None
-            request.transport.abort()
+            if request.transport is not None:  # None once the client has gone
+                request.transport.abort()
             # With handler_cancellation the lost connection cancels this handler;
             # waiting here keeps aiohttp from logging a failed response.
             await self._closing.wait()
