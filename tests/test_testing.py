@@ -82,3 +82,4 @@ async def test_closing_abandons_delayed_answers() -> None:
         await asyncio.sleep(0.2)
         await c.aclose()
         assert await asyncio.wait_for(pending, 3) is None
+    assert c.events == []  # cut off before answering: not accepted

@@ -212,8 +212,10 @@ class FakeCollector:
             if request.transport is not None:  # None once the client has gone
                 request.transport.abort()
             # With handler_cancellation the lost connection cancels this handler;
-            # waiting here keeps aiohttp from logging a failed response.
+            # waiting here keeps aiohttp from logging a failed response. Nothing
+            # was answered, so nothing is recorded as accepted.
             await self._closing.wait()
+            return web.Response(status=503)
         return await self._answer(reply, recorded, key)
 
     async def _answer(
