@@ -314,9 +314,20 @@ class FluxGate:
 
         Example:
             ```python
-            async with fg.track(model="my-model", provider="my-provider", feature="chat") as call:
-                reply = await my_llm.generate(prompt)
-                call.set_usage(reply.input_tokens, reply.output_tokens)
+            from fluxgate_async import FluxGate
+
+
+            async def generate(prompt: str) -> dict[str, int]:
+                # Stands in for your provider's client: it reports the tokens it used.
+                return {"input_tokens": len(prompt.split()), "output_tokens": 42}
+
+
+            async with (
+                FluxGate() as fg,
+                fg.track(model="my-model", provider="acme", feature="chat") as call,
+            ):
+                reply = await generate("Summarise the meeting notes")
+                call.set_usage(reply["input_tokens"], reply["output_tokens"])
             ```
 
         Args:

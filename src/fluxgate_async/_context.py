@@ -68,8 +68,16 @@ def tracking_context(
 
     Example:
         ```python
-        with tracking_context(feature="chat", user="user-123", session_id=sid):
-            reply = await openai_client.chat.completions.create(...)
+        from openai import AsyncOpenAI
+        from fluxgate_async import FluxGate, tracking_context
+        from fluxgate_async.integrations.openai import track_openai
+
+        async with FluxGate() as fg, track_openai(AsyncOpenAI(), fg) as client:
+            with tracking_context(feature="chat", user="user-123", session_id="s-42"):
+                with tracking_context(step="draft", plan="pro"):  # adds to the outer block
+                    reply = await client.chat.completions.create(
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi!"}]
+                    )
         ```
 
     Args:

@@ -37,9 +37,15 @@ class FluxGateCostTrackingResponse:
 
     Example:
         ```python
-        # client = track_openai(AsyncOpenAI(), fg, mode="inline")
-        reply = await client.chat.completions.create(...)
-        tracking = fluxgate_async.tracking_of(reply)
+        from openai import AsyncOpenAI
+        from fluxgate_async import FluxGate, tracking_of
+        from fluxgate_async.integrations.openai import track_openai
+
+        async with FluxGate() as fg, track_openai(AsyncOpenAI(), fg, mode="inline") as client:
+            reply = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi!"}]
+            )
+        tracking = tracking_of(reply)
         if tracking is not None:
             print(tracking.cost, tracking.tracking_id)
         ```
@@ -96,9 +102,23 @@ def tracking_of(response: object) -> FluxGateCostTrackingResponse | None:
 
     Example:
         ```python
-        reply = await client.messages.create(...)
-        print(fluxgate_async.tracking_of(reply))
+        from anthropic import AsyncAnthropic
+        from fluxgate_async import FluxGate, tracking_of
+        from fluxgate_async.integrations.anthropic import track_anthropic
+
+        async with (
+            FluxGate() as fg,
+            track_anthropic(AsyncAnthropic(), fg, mode="inline") as client,
+        ):
+            reply = await client.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=256,
+                messages=[{"role": "user", "content": "Hi!"}],
+            )
+        print(tracking_of(reply))
         # FluxGateCostTrackingResponse(status=<AiEventStatus.SUCCESS: 'SUCCESS'>, cost=0.0003, ...)
+        print(tracking_of("any other object"))
+        # None
         ```
     """
     found = getattr(response, TRACKING_ATTRIBUTE, None)

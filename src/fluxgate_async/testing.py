@@ -10,11 +10,20 @@ Example:
     from fluxgate_async import FluxGate
     from fluxgate_async.testing import FakeCollector, Reply
 
-    async def test_my_feature_records_usage():
+
+    async def my_feature(fg: FluxGate) -> None:
+        # The code under test: it records what its LLM call used.
+        await fg.record_event({"usage": {"inputTokens": 100, "outputTokens": 20}})
+
+
+    async def test_my_feature_records_usage() -> None:
         async with FakeCollector() as collector, FluxGate("test", endpoint=collector.url) as fg:
             collector.reply_with(Reply(status=503, retry_after=0))  # first attempt fails
             await my_feature(fg)
         assert collector.events[0]["usage"]["inputTokens"] == 100
+
+
+    await test_my_feature_records_usage()  # pytest-asyncio runs it in your suite
     ```
 """
 

@@ -9,12 +9,14 @@ Example:
     from fluxgate_async import FluxGate
     from fluxgate_async.collector import Collector
 
-    async with Collector("events.sqlite") as collector, FluxGate(
-        "local", endpoint=collector.url
-    ) as fg:
+    async with (
+        Collector("events.sqlite") as collector,
+        FluxGate("local", endpoint=collector.url) as fg,
+    ):
         answer = await fg.record_event(
             {"usage": {"inputTokens": 100, "outputTokens": 50, "model": "gpt-4o"}}
         )
+    print(answer)  # its id, and its cost as genai-prices prices it
     ```
 """
 

@@ -56,9 +56,24 @@ def create_app(
         MissingExtraError: `genai-prices` is not installed.
 
     Example:
+        `web.run_app(create_app("events.sqlite"), port=8787)` serves it until
+        interrupted. To serve it from your own code, run it with an `AppRunner`
+        and clean the runner up when done:
+
         ```python
         from aiohttp import web
-        web.run_app(create_app("events.sqlite"), host="127.0.0.1", port=8787)
+        from fluxgate_async import FluxGate
+        from fluxgate_async.collector import create_app
+
+        runner = web.AppRunner(create_app("events.sqlite"))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()  # port 0: any free port
+        host, port = runner.addresses[0]
+        try:
+            async with FluxGate("local", endpoint=f"http://{host}:{port}/api/events") as fg:
+                print(await fg.record_event({"usage": {"inputTokens": 10, "outputTokens": 5}}))
+        finally:
+            await runner.cleanup()  # stops serving, then closes the database
         ```
     """
     keys = tuple(api_keys)

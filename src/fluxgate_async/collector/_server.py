@@ -30,9 +30,14 @@ class Collector:
 
     Example:
         ```python
-        async with Collector("events.sqlite", port=0) as collector, FluxGate(
-            "any-key", endpoint=collector.url
-        ) as fg:
+        from fluxgate_async import FluxGate
+        from fluxgate_async.collector import Collector
+
+        async with (
+            Collector("events.sqlite", port=0) as collector,
+            FluxGate("any-key", endpoint=collector.url) as fg,
+        ):
+            print(collector.url)  # the free port it found
             print(await fg.record_event({"usage": {"inputTokens": 10, "outputTokens": 5}}))
         ```
 

@@ -7,10 +7,22 @@ Example:
 
     app = FastAPI(lifespan=fluxgate_lifespan())  # api_key from FLUXGATE_API_KEY
 
+
     @app.post("/chat")
-    async def chat(fluxgate: FluxGateDep) -> dict[str, str]:
+    async def chat(question: str, fluxgate: FluxGateDep) -> dict[str, str]:
+        answer = f"You asked: {question}"  # your LLM call goes here
         fluxgate.record_event_nowait({"usage": {"inputTokens": 12, "outputTokens": 30}})
-        return {"answer": "..."}
+        return {"answer": answer}
+    ```
+
+    Serve `app` with any ASGI server, or try it with FastAPI's `TestClient`,
+    which runs the lifespan too:
+
+    ```python
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as http:
+        print(http.post("/chat", params={"question": "Hi!"}).json())
     ```
 
 The lifespan opens the client at start-up and, at shutdown, delivers what is

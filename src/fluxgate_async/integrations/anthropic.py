@@ -7,8 +7,16 @@ from anthropic import AsyncAnthropic
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.anthropic import track_anthropic
 
-client = track_anthropic(AsyncAnthropic(), FluxGate(), feature="support")
-message = await client.messages.create(model="claude-sonnet-4-6", max_tokens=1024, messages=[...])
+async with (
+    FluxGate() as fg,
+    track_anthropic(AsyncAnthropic(), fg, feature="support") as client,
+):
+    message = await client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=1024,
+        messages=[{"role": "user", "content": "Hello!"}],
+    )
+    print(message.content[0].text)
 ```
 
 `client` is a drop-in: it is still an `AsyncAnthropic` to `isinstance` and to

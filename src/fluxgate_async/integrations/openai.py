@@ -7,12 +7,16 @@ from openai import AsyncOpenAI
 from fluxgate_async import FluxGate, tracking_context
 from fluxgate_async.integrations.openai import track_openai
 
-fg = FluxGate()
-client = track_openai(AsyncOpenAI(), fg, feature="chat")
-
-with tracking_context(user="user-123"):
-    reply = await client.chat.completions.create(model="gpt-4o", messages=[...])
+async with FluxGate() as fg, track_openai(AsyncOpenAI(), fg, feature="chat") as client:
+    with tracking_context(user="user-123"):
+        reply = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Hello!"}]
+        )
+    print(reply.choices[0].message.content)
 ```
+
+Leaving the block closes the OpenAI client, then delivers the event and closes
+the FluxGate client.
 
 `client` is a drop-in: it is still an `AsyncOpenAI` to `isinstance` and to type
 checkers, every call returns and raises exactly what it would without tracking,
