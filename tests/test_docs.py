@@ -1,10 +1,13 @@
-"""Every Python sample in README.md and docs/ runs, so the docs cannot rot.
+"""Every Python sample in README.md, docs/ and the docstrings runs, so the docs cannot rot.
 
 The convention, also stated in `docs/index.md` for contributors:
 
 - A ```` ```python ```` fence is run; other languages (`bash`, `text`, `typescript`) are not.
 - The samples of one page run in order in one namespace, like a REPL session, so a page
   may build on its earlier samples. Top-level `await` works, as in `python -m asyncio`.
+- The samples of one docstring (which the reference pages render) run the same way, in a
+  namespace of their own: each docstring's example is complete on its own. `>>>`
+  examples in docstrings are run by doctest.
 - `FLUXGATE_ENDPOINT` points at a `FakeCollector` started for the page and
   `FLUXGATE_API_KEY` is set, so `FluxGate()` works with no arguments; likewise
   `AsyncOpenAI()`, `AsyncAnthropic()` and `genai.Client()` reach a loopback fake
@@ -186,6 +189,10 @@ async def _gemini_content(request: web.Request) -> web.Response:
     return web.json_response(_CONTENT)
 
 
+async def _gemini_stream(request: web.Request) -> web.StreamResponse:
+    return await _sse(request, [(None, _CONTENT)])
+
+
 class ThreadedServers:
     """A `FakeCollector` and a fake of OpenAI, Anthropic and Gemini, in their own thread and loop.
 
@@ -228,6 +235,7 @@ class ThreadedServers:
         app.router.add_post("/v1/chat/completions", _openai_chat)
         app.router.add_post("/v1/messages", _anthropic_messages)
         app.router.add_post("/{version}/models/{model}:generateContent", _gemini_content)
+        app.router.add_post("/{version}/models/{model}:streamGenerateContent", _gemini_stream)
         self._providers = web.AppRunner(app, access_log=None)
         await self._providers.setup()
         site = web.TCPSite(self._providers, "127.0.0.1", 0)
@@ -278,8 +286,73 @@ def _pages_with_samples() -> Iterator[Any]:
             yield pytest.param(samples, id=str(path.relative_to(ROOT)))
 
 
+def _modules() -> Iterator[ModuleType]:
+    yield fluxgate_async
+    for info in pkgutil.walk_packages(fluxgate_async.__path__, "fluxgate_async."):
+        if not info.name.endswith(".__main__"):  # importing it runs the command line
+            yield importlib.import_module(info.name)
+
+
+def docstring_samples(source: str, path: Path) -> list[list[Sample]]:
+    """Return the fenced code blocks of each docstring of a module's source, in source order.
+
+    A docstring is a string standing alone as a statement: a module's, a class's,
+    a function's or an attribute's. Lines are counted in the source file.
+    """
+    docstrings = sorted(
+        (node.lineno, node.value.value)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+    groups = []
+    for first_line, text in docstrings:
+        # The text starts on the line of its opening quotes.
+        samples = [
+            attrs.evolve(sample, line=first_line + sample.line - 1)
+            for sample in extract_samples(text, path)
+        ]
+        if samples:
+            groups.append(samples)
+    return groups
+
+
+def _docstrings_with_samples() -> Iterator[Any]:
+    for module in _modules():
+        path = Path(inspect.getfile(module))
+        groups = [
+            [s for s in samples if s.runs] for samples in docstring_samples(path.read_text(), path)
+        ]
+        groups = [samples for samples in groups if samples]
+        if groups:
+            yield pytest.param(groups, id=module.__name__)
+
+
+def _run_against_fakes(
+    groups: list[list[Sample]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Run each group of samples in a namespace of its own, against one set of fake servers."""
+    monkeypatch.chdir(tmp_path)
+    with ThreadedServers() as servers:
+        _point_at(servers, monkeypatch)
+        for samples in groups:
+            run_samples(samples)
+    # Samples may show failures the client logs as warnings; an ERROR is a bug in the client.
+    errors = [r for r in caplog.records if r.name == "fluxgate_async" and r.levelno >= ERROR]
+    assert errors == []
+
+
 # google-genai subclasses aiohttp's ClientSession, which aiohttp deprecates; not ours to fix.
-@pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+_genai_warning = pytest.mark.filterwarnings(
+    "ignore:Inheritance class AiohttpClientSession:DeprecationWarning"
+)
+
+
+@_genai_warning
 @pytest.mark.parametrize("samples", list(_pages_with_samples()))
 def test_page_samples_run(
     samples: list[Sample],
@@ -288,13 +361,67 @@ def test_page_samples_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each page's Python samples run without error, and the client logs no error of its own."""
-    monkeypatch.chdir(tmp_path)
-    with ThreadedServers() as servers:
-        _point_at(servers, monkeypatch)
-        run_samples(samples)
-    # Samples may show failures the client logs as warnings; an ERROR is a bug in the client.
-    errors = [r for r in caplog.records if r.name == "fluxgate_async" and r.levelno >= ERROR]
-    assert errors == []
+    _run_against_fakes([samples], monkeypatch, tmp_path, caplog)
+
+
+@_genai_warning
+@pytest.mark.parametrize("docstrings", list(_docstrings_with_samples()))
+def test_docstring_samples_run(
+    docstrings: list[list[Sample]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each docstring's Python samples run on their own, as the reference pages show them."""
+    _run_against_fakes(docstrings, monkeypatch, tmp_path, caplog)
+
+
+def test_every_python_fence_of_the_package_is_a_docstring_sample() -> None:
+    """The docstring extractor finds every ```python fence in the package's source."""
+    for module in _modules():
+        path = Path(inspect.getfile(module))
+        source = path.read_text()
+        found = [
+            s
+            for samples in docstring_samples(source, path)
+            for s in samples
+            if s.language == "python"
+        ]
+        assert len(found) == source.count("```python"), module.__name__
+
+
+def test_a_failing_docstring_sample_fails_with_its_source_line() -> None:
+    """A docstring sample that raises fails the run, and the traceback names the module's line."""
+    source = textwrap.dedent(
+        '''\
+        """A module.
+
+        ```python
+        import math
+        ```
+        """
+
+
+        def area(radius: float) -> float:
+            """Return the area of a disc.
+
+            Example:
+                ```python
+                ok = 1
+                raise ValueError(ok)
+                ```
+            """
+            return math.pi * radius**2
+        '''
+    )
+    groups = docstring_samples(source, Path("m.py"))
+    assert [[(s.line, s.code) for s in samples] for samples in groups] == [
+        [(4, "import math\n")],
+        [(14, "ok = 1\nraise ValueError(ok)\n")],
+    ]
+    with pytest.raises(ValueError, match="1") as info:
+        run_samples(groups[1])
+    assert info.traceback[-1].lineno + 1 == 15
 
 
 def test_readme_quickstart_reaches_the_collector(
@@ -364,13 +491,6 @@ def test_top_level_await_shares_the_page_namespace() -> None:
     run_samples(extract_samples(text, Path("p.md")))
     with pytest.raises(AssertionError):
         run_samples(extract_samples(text.replace("42", "43"), Path("p.md")))
-
-
-def _modules() -> Iterator[ModuleType]:
-    yield fluxgate_async
-    for info in pkgutil.walk_packages(fluxgate_async.__path__, "fluxgate_async."):
-        if not info.name.endswith(".__main__"):  # importing it runs the command line
-            yield importlib.import_module(info.name)
 
 
 @pytest.mark.parametrize("module", list(_modules()), ids=lambda m: m.__name__)
