@@ -29,6 +29,7 @@ from fluxgate_async import (
     LLMEvent,
 )
 from fluxgate_async._config import DEFAULT_ENDPOINT
+from fluxgate_async._serving import start_app
 from fluxgate_async.testing import FakeCollector, Reply
 
 from .conftest import API_KEY
@@ -589,11 +590,7 @@ async def test_chunked_answers_are_read_up_to_the_limit(
 
     app = web.Application()
     app.router.add_post("/api/events", chunked)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await start_app(app, "127.0.0.1", 0, shutdown_timeout=1.0)
     try:
         async with FluxGate(API_KEY, endpoint=f"http://127.0.0.1:{port}/api/events") as fg:
             answer = await fg.record_event(SIMPLE)

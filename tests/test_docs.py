@@ -40,6 +40,7 @@ import pytest
 from aiohttp import web
 
 import fluxgate_async
+from fluxgate_async._serving import start_app
 from fluxgate_async.testing import FakeCollector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,13 +237,8 @@ class ThreadedServers:
         app.router.add_post("/v1/messages", _anthropic_messages)
         app.router.add_post("/{version}/models/{model}:generateContent", _gemini_content)
         app.router.add_post("/{version}/models/{model}:streamGenerateContent", _gemini_stream)
-        self._providers = web.AppRunner(app, access_log=None)
-        await self._providers.setup()
-        site = web.TCPSite(self._providers, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.providers_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        self._providers, port = await start_app(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+        self.providers_url = f"http://127.0.0.1:{port}"
 
     async def _stop(self) -> None:
         if self.collector is not None:

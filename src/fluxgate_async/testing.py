@@ -43,6 +43,8 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
+from ._serving import start_app
+
 __all__ = ["FakeCollector", "RecordedRequest", "Reply"]
 
 _AUTO: Any = object()
@@ -153,15 +155,9 @@ class FakeCollector:
         """Start serving on `127.0.0.1` and a free port."""
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/api/events", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        self._runner, self._port = await start_app(
+            app, "127.0.0.1", 0, shutdown_timeout=1.0, handler_cancellation=True
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self._port = server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
         """Stop serving; answers still being delayed are abandoned."""

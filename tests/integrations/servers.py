@@ -28,6 +28,8 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
+from fluxgate_async._serving import start_app
+
 __all__ = ["SSE", "Answer", "FakeOpenAI", "ProviderServer", "Received", "chat_chunks"]
 
 
@@ -102,15 +104,9 @@ class ProviderServer:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        self._runner, self._port = await start_app(
+            app, "127.0.0.1", 0, shutdown_timeout=0.5, handler_cancellation=True
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self._port = server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(

@@ -11,6 +11,7 @@ from typing import Self
 
 from aiohttp import web
 
+from .._serving import start_app
 from ._app import DEFAULT_MAX_BODY_SIZE, create_app
 
 __all__ = ["DEFAULT_DB", "DEFAULT_HOST", "DEFAULT_PORT", "SHUTDOWN_TIMEOUT", "Collector", "serve"]
@@ -91,20 +92,9 @@ class Collector:
             OSError: The address cannot be listened on (port in use, unknown host).
             sqlite3.Error: The database cannot be opened.
         """
-        runner = web.AppRunner(
-            self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        self._runner, self.port = await start_app(
+            self._app, self.host, self.port, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
         """Stop accepting, let requests in flight finish, close the database; idempotent."""
