@@ -19,7 +19,7 @@ from fluxgate_async import (
     LLMEvent,
     TrackedUser,
 )
-from fluxgate_async._wire import encode_event, parse_response, to_event, to_wire
+from fluxgate_async._wire import answer_to_json, encode_event, parse_response, to_event, to_wire
 
 SEED_FULL_EVENT: dict[str, Any] = {
     "usage": {
@@ -294,3 +294,9 @@ def test_cyclic_extra_is_refused_naming_the_field() -> None:
     bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"loop": loop}))
     with pytest.raises(ValueError, match=r"metadata\.extra is not JSON serialisable: it contains"):
         encode_event(bad)
+
+
+def test_answer_json_reads_back_as_the_same_answer() -> None:
+    """What the local servers answer is exactly what the client parses."""
+    answer = CreateAiEventResponse("evt_1", "2026-05-05T00:00:00+00:00", None, "UNKNOWN_MODEL")
+    assert parse_response(json.loads(json.dumps(answer_to_json(answer)))) == answer

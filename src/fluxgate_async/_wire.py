@@ -34,6 +34,7 @@ from ._models import (
 __all__ = [
     "EventInput",
     "InvalidEventError",
+    "answer_to_json",
     "converter",
     "encode_event",
     "parse_response",
@@ -345,3 +346,13 @@ def parse_response(body: object) -> CreateAiEventResponse | None:
         cost=float(cost) if _is_number(cost) else None,
         status=status if isinstance(status, str) else None,
     )
+
+
+def answer_to_json(answer: CreateAiEventResponse) -> dict[str, Any]:
+    """The API's documented answer, `{id, createdAt, cost, status}`, for servers that give it."""
+    return {
+        "id": answer.id,
+        "createdAt": answer.created_at,
+        "cost": answer.cost,
+        "status": answer.status,
+    }

@@ -43,7 +43,9 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
+from ._models import CreateAiEventResponse
 from ._serving import start_app
+from ._wire import answer_to_json
 
 __all__ = ["FakeCollector", "RecordedRequest", "Reply"]
 
@@ -230,12 +232,14 @@ class FakeCollector:
         body: Any = reply.body
         if body is _AUTO:
             body = (
-                {
-                    "id": f"evt_{next(self._ids)}",
-                    "createdAt": datetime.now(UTC).isoformat(),
-                    "cost": self._cost,
-                    "status": "SUCCESS",
-                }
+                answer_to_json(
+                    CreateAiEventResponse(
+                        f"evt_{next(self._ids)}",
+                        datetime.now(UTC).isoformat(),
+                        self._cost,
+                        "SUCCESS",
+                    )
+                )
                 if accepted
                 else {"error": f"scripted HTTP {reply.status}"}
             )

@@ -12,7 +12,6 @@ from fluxgate_async.cli import main
 from fluxgate_async.collector import (
     Collector,
     Price,
-    StoredAnswer,
     connect_readonly,
     create_app,
     price_usage,
@@ -31,10 +30,7 @@ async def run_locally(db: Path) -> None:
     conn.close()
     price: Price = price_usage(AiEventUsage(10, 5, model="gpt-4o"))
     cost: float | None = price.cost
-    answer = StoredAnswer(
-        id="evt_1", created_at="2026-01-01T00:00:00+00:00", cost=cost, status="SUCCESS"
-    )
-    print(rows, answer.to_json())
+    print(rows, cost)
 
 
 def embed() -> web.Application:

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from .._client import FluxGate
 from .._models import CreateAiEventResponse
-from .._wire import to_event
+from .._wire import answer_to_json, to_event
 from ..collector._pricing import require
 from ._errors import CommandError
 
@@ -70,8 +70,7 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _answer_json(answer: CreateAiEventResponse, line: int | None) -> str:
     out: dict[str, Any] = {} if line is None else {"line": line}
-    out.update(id=answer.id, createdAt=answer.created_at, cost=answer.cost, status=answer.status)
-    return json.dumps(out)
+    return json.dumps({**out, **answer_to_json(answer)})
 
 
 async def run_send(args: argparse.Namespace, *, endpoint: str, api_key: str) -> int:

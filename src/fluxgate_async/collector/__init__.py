@@ -23,7 +23,7 @@ Example:
 from ._app import DEFAULT_MAX_BODY_SIZE, MAX_TOKENS, create_app
 from ._pricing import PRICED, UNKNOWN_MODEL, MissingExtraError, Price, price_usage
 from ._server import DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT, Collector, serve
-from ._store import GROUPS, EventStore, StoredAnswer, connect_readonly, summarise
+from ._store import GROUPS, EventStore, connect_readonly, summarise
 
 __all__ = [
     "DEFAULT_DB",
@@ -38,7 +38,6 @@ __all__ = [
     "EventStore",
     "MissingExtraError",
     "Price",
-    "StoredAnswer",
     "connect_readonly",
     "create_app",
     "price_usage",

@@ -13,7 +13,7 @@ from typing import Final, NoReturn
 from aiohttp import web
 
 from .._models import LLMEvent, TrackedUser
-from .._wire import encode_event, to_event
+from .._wire import answer_to_json, encode_event, to_event
 from ._pricing import load_prices, price_usage
 from ._store import GROUPS, EventRecord, EventStore, normalise_since
 
@@ -185,7 +185,7 @@ async def _post_event(request: web.Request) -> web.Response:
         _fail(web.HTTPServiceUnavailable, "the event could not be stored; try again")
     if price.detail:
         log.info("collector: event %s not priced: %s", answer.id, price.detail)
-    return web.json_response(answer.to_json())
+    return web.json_response(answer_to_json(answer))
 
 
 def _since(request: web.Request) -> str | None:

@@ -23,11 +23,13 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from .._models import CreateAiEventResponse
+from .._wire import answer_to_json
+
 __all__ = [
     "GROUPS",
     "EventRecord",
     "EventStore",
-    "StoredAnswer",
     "connect_readonly",
     "list_events",
     "normalise_since",
@@ -94,25 +96,6 @@ class EventRecord:
     body: str
 
 
-@attrs.frozen
-class StoredAnswer:
-    """What the collector answers for a stored event: the API's `{id, createdAt, cost, status}`."""
-
-    id: str
-    created_at: str
-    cost: float | None
-    status: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The answer as the API's JSON object."""
-        return {
-            "id": self.id,
-            "createdAt": self.created_at,
-            "cost": self.cost,
-            "status": self.status,
-        }
-
-
 def _now() -> str:
     # Fixed width UTC, so text order is time order in SQL.
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -163,11 +146,11 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def _answer(row: Sequence[Any]) -> StoredAnswer:
-    return StoredAnswer(id=row[0], created_at=row[1], cost=row[2], status=row[3])
+def _answer(row: Sequence[Any]) -> CreateAiEventResponse:
+    return CreateAiEventResponse(id=row[0], created_at=row[1], cost=row[2], status=row[3])
 
 
-def _insert(conn: sqlite3.Connection, record: EventRecord) -> StoredAnswer:
+def _insert(conn: sqlite3.Connection, record: EventRecord) -> CreateAiEventResponse:
     if record.idempotency_key is not None:
         row = conn.execute(
             "SELECT id, created_at, cost, price_status FROM events WHERE idempotency_key = ?",
@@ -175,7 +158,7 @@ def _insert(conn: sqlite3.Connection, record: EventRecord) -> StoredAnswer:
         ).fetchone()
         if row is not None:
             return _answer(row)
-    answer = StoredAnswer(
+    answer = CreateAiEventResponse(
         id=f"evt_{uuid.uuid4().hex}",
         created_at=_now(),
         cost=record.cost,
@@ -218,7 +201,7 @@ def list_events(
         " WHERE created_at >= ? ORDER BY created_at, seq LIMIT ?",
         (since or "", limit),
     ).fetchall()
-    return [{**_answer(row).to_json(), "event": json.loads(row[4])} for row in rows]
+    return [{**answer_to_json(_answer(row)), "event": json.loads(row[4])} for row in rows]
 
 
 def summarise(
@@ -304,12 +287,14 @@ class EventStore:
             self._thread = None
             raise
 
-    async def add(self, record: EventRecord) -> StoredAnswer:
+    async def add(self, record: EventRecord) -> CreateAiEventResponse:
         """Store `record` unless its idempotency key is known; return the answer for it.
 
         Returns once the batch holding it is committed.
         """
-        answer: StoredAnswer = await self._submit(lambda conn: _insert(conn, record), write=True)
+        answer: CreateAiEventResponse = await self._submit(
+            lambda conn: _insert(conn, record), write=True
+        )
         return answer
 
     async def events(self, *, since: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
