@@ -597,3 +597,36 @@ async def test_chunked_answers_are_read_up_to_the_limit(
     finally:
         await runner.cleanup()
     assert (answer is not None) is recorded
+
+
+async def test_tracebacks_in_debug_logs_never_show_the_key(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that quotes the key, logged with its traceback, is masked too."""
+
+    class Exploding(dict[str, Any]):
+        def keys(self) -> Any:
+            raise RuntimeError(f"headers were {{'Authorization': 'Bearer {API_KEY}'}}")
+
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        assert await fg.record_event(Exploding(usage={})) is None
+    assert "unexpected error details" in caplog.text
+    assert "Bearer ***" in caplog.text
+    assert "Traceback" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("key", ["sk-abc\n", "sk abc", "sk-\x00abc"])
+def test_api_key_with_whitespace_or_control_characters_is_refused(key: str) -> None:
+    """A key that cannot travel in a header is a configuration error that does not quote it."""
+    with pytest.raises(ValueError, match="api_key must not contain") as raised:
+        FluxGate(key)
+    assert key not in str(raised.value)
+
+
+async def test_short_test_keys_do_not_garble_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A one-letter test key is not masked out of every word of every message."""
+    FluxGate("k")
+    with caplog.at_level(logging.WARNING, logger="fluxgate_async"):
+        logging.getLogger("fluxgate_async").warning("keep this working")
+    assert "keep this working" in caplog.text

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 import uuid
 import warnings
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from ._config import (
     FluxGateConfig,
 )
 from ._delivery import OnError, Pipeline
+from ._logging import hide_secret, log, show_debug_logs
 from ._models import CreateAiEventResponse, LLMEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
@@ -32,8 +31,6 @@ from ._transport import Attempt, Transport
 from ._wire import EventInput, encode_event, to_event
 
 __all__ = ["FluxGate"]
-
-log = logging.getLogger("fluxgate_async")
 
 
 class FluxGate:
@@ -54,7 +51,9 @@ class FluxGate:
     propagates. Only the constructor raises, for a missing or invalid setting.
 
     Args:
-        api_key: The FluxGate API key; defaults to `FLUXGATE_API_KEY`.
+        api_key: The FluxGate API key; defaults to `FLUXGATE_API_KEY`. It is
+            masked as `***` in everything the `fluxgate_async` logger emits,
+            tracebacks included (keys under 8 characters, test keys, are not).
         endpoint: Where events go; defaults to `FLUXGATE_ENDPOINT`, then
             `https://fluxgate.app/api/events`.
         timeout: Seconds one `record_event` call may take, retries included.
@@ -110,8 +109,9 @@ class FluxGate:
             before_send=before_send,
             on_error=on_error,
         )
+        hide_secret(self._config.api_key)
         if debug:
-            _show_debug_logs()
+            show_debug_logs()
         self._before_send = before_send
         self._transport = Transport(self._config, session)
         self._pipeline = Pipeline(
@@ -204,7 +204,7 @@ class FluxGate:
                 return False
             return pipeline.submit(prepared)
         except Exception as exc:  # the promise: tracking never breaks the host app
-            log.error("FluxGate: unexpected error, event not queued: %s", self._redact(exc))
+            log.error("FluxGate: unexpected error, event not queued: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return False
 
@@ -241,7 +241,7 @@ class FluxGate:
         try:
             return await self._record(event)
         except Exception as exc:  # the promise: tracking never breaks the host app
-            log.error("FluxGate: unexpected error, event not recorded: %s", self._redact(exc))
+            log.error("FluxGate: unexpected error, event not recorded: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
@@ -344,9 +344,6 @@ class FluxGate:
         """
         return track(self, model=model, provider=provider, mode=mode, metadata=metadata)
 
-    def _redact(self, text: object) -> str:
-        return str(text).replace(self._config.api_key, "***")
-
     async def aclose(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         """Deliver what is queued, then close; calling it again does nothing.
 
@@ -404,17 +401,3 @@ class FluxGate:
                 source=self,
                 stacklevel=1,
             )
-
-
-_debug_handler: logging.Handler | None = None
-
-
-def _show_debug_logs() -> None:
-    # `debug=True` promises visible output even in an app that configured no
-    # logging; an app that did configure logging keeps its own handlers.
-    global _debug_handler  # noqa: PLW0603 - one handler per process, installed once
-    log.setLevel(logging.DEBUG)
-    if _debug_handler is None and not log.hasHandlers():
-        _debug_handler = logging.StreamHandler(sys.stderr)
-        _debug_handler.setFormatter(logging.Formatter("[fluxgate] %(levelname)s %(message)s"))
-        log.addHandler(_debug_handler)

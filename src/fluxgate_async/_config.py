@@ -122,6 +122,10 @@ class FluxGateConfig:
         if not key.strip():
             msg = f"FluxGate requires an api_key (pass api_key= or set {ENV_API_KEY})"
             raise ValueError(msg)
+        if any(char.isspace() or not char.isprintable() for char in key):
+            # It could not be sent as a header, and the error would quote it.
+            msg = "api_key must not contain spaces, newlines or other control characters"
+            raise ValueError(msg)
         url = endpoint or os.environ.get(ENV_ENDPOINT) or DEFAULT_ENDPOINT
         _check_endpoint(url)
         _check_positive("timeout", timeout)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncGenerator
 from importlib.metadata import version
 
@@ -24,8 +23,6 @@ from ._retry import RETRYABLE_STATUSES, parse_retry_after
 from ._wire import parse_response
 
 __all__ = ["USER_AGENT", "Attempt", "Transport"]
-
-log = logging.getLogger("fluxgate_async")
 
 USER_AGENT = f"fluxgate-async/{version('fluxgate-async')}"
 """Sent as `User-Agent` with every event."""
@@ -65,7 +62,6 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None] | None = None
         self._url = config.endpoint
-        self._secret = config.api_key
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {config.api_key}",
@@ -94,17 +90,7 @@ class Transport:
         return session
 
     async def post(self, body: bytes, idempotency_key: str) -> Attempt:
-        """POST one event body; never raises for what the network or server does.
-
-        The attempt's `detail` never contains the API key, even when the server
-        or an exception echoes it, so it is safe to log.
-        """
-        attempt = await self._post(body, idempotency_key)
-        if self._secret in attempt.detail:
-            return attrs.evolve(attempt, detail=attempt.detail.replace(self._secret, "***"))
-        return attempt
-
-    async def _post(self, body: bytes, idempotency_key: str) -> Attempt:
+        """POST one event body; never raises for what the network or server does."""
         session = self._current_session()
         headers = {**self._headers, "Idempotency-Key": idempotency_key}
         try:
