@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from fluxgate_async import FluxGate
 from fluxgate_async.testing import FakeCollector
@@ -20,3 +23,26 @@ async def recorded(fg: FluxGate, collector: FakeCollector, count: int = 1) -> li
     assert await fg.flush(5)
     assert len(collector.events) == count, collector.events
     return collector.events
+
+
+async def cancel_when(task: asyncio.Task[Any], ready: Callable[[], bool]) -> None:
+    """Cancel `task` once `ready()` (polled for up to a second), and check it ends cancelled."""
+    for _ in range(100):
+        if ready():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def cancel_reading(stream: Any, chunks: int) -> list[Any]:
+    """Read `stream` in a task, cancel it once `chunks` arrived; return what it saw."""
+    seen: list[Any] = []
+
+    async def consume() -> None:
+        async for chunk in stream:
+            seen.append(chunk)
+
+    await cancel_when(asyncio.create_task(consume()), lambda: len(seen) >= chunks)
+    return seen

@@ -17,7 +17,7 @@ from fluxgate_async.integrations import anthropic as fg_anthropic
 from fluxgate_async.integrations.anthropic import track_anthropic
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import recorded
+from .helpers import cancel_reading, cancel_when, recorded
 from .servers import SSE, Answer, ProviderServer
 
 MODEL = "claude-sonnet-4-6-20260217"
@@ -373,20 +373,7 @@ async def test_cancelled_stream_records_cancelled(
     stream = await client.messages.create(
         model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES, stream=True
     )
-    seen: list[Any] = []
-
-    async def consume() -> None:
-        async for event in stream:
-            seen.append(event)
-
-    task = asyncio.create_task(consume())
-    for _ in range(100):
-        if len(seen) == 2:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_reading(stream, chunks=2)
     await stream.close()
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}
@@ -407,13 +394,7 @@ async def test_cancelled_helper_request_records_cancelled(
             pass
 
     task = asyncio.create_task(open_stream())
-    for _ in range(100):
-        if server.requests:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_when(task, lambda: bool(server.requests))
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from fluxgate_async._track import Mode
 from fluxgate_async.integrations.google import track_genai
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import recorded
+from .helpers import cancel_reading, recorded
 from .servers import SSE, Answer, ProviderServer
 
 # google-genai subclasses aiohttp.ClientSession, which aiohttp warns about: not ours to fix.
@@ -223,20 +222,7 @@ async def test_stream_cancelled_records_cancelled(
     stream = await client.aio.models.generate_content_stream(
         model="gemini-2.5-flash", contents="Hi"
     )
-    seen: list[Any] = []
-
-    async def consume() -> None:
-        async for chunk in stream:
-            seen.append(chunk)
-
-    task = asyncio.create_task(consume())
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_reading(stream, chunks=1)
     await stream.aclose()  # type: ignore[attr-defined]  # typed AsyncIterator, is a generator
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}

@@ -19,7 +19,7 @@ from fluxgate_async.integrations._proxy import TrackedStream
 from fluxgate_async.integrations.openai import detect_provider, track_openai
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import recorded
+from .helpers import cancel_reading, cancel_when, recorded
 from .servers import SSE, Answer, FakeOpenAI, chat_chunks, chat_completion
 
 MESSAGES: Any = [{"role": "user", "content": "Say hello"}]
@@ -439,13 +439,7 @@ async def test_cancelled_call_records_cancelled_and_propagates(
     task = asyncio.create_task(
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     )
-    for _ in range(100):
-        if server.requests:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_when(task, lambda: bool(server.requests))
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}
 
@@ -459,20 +453,7 @@ async def test_cancelled_stream_records_the_usage_seen_so_far(
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
-    got: list[Any] = []
-
-    async def consume() -> None:
-        async for chunk in stream:
-            got.append(chunk)
-
-    task = asyncio.create_task(consume())
-    for _ in range(100):
-        if len(got) == 2:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_reading(stream, chunks=2)
     await stream.close()
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "cancelled"}
