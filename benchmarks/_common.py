@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 from fluxgate_async import AiEventMetadata, AiEventUsage, FluxGate, LLMEvent
+from fluxgate_async._transport import USER_AGENT
 
 API_KEY = "bench-key"
 
@@ -22,6 +23,14 @@ EVENT = LLMEvent(
     ),
     metadata=AiEventMetadata(feature="chat", user="user-123", session_id="session-456"),
 )
+
+REFERENCE_HEADERS = {
+    "Content-Type": "application/json",
+    "Authorization": f"Bearer {API_KEY}",
+    "User-Agent": USER_AGENT,
+    "Idempotency-Key": "00000000-0000-4000-8000-000000000000",
+}
+"""What the bare aiohttp reference sends: the client's headers, with one constant key."""
 """A typical event: full usage, a feature, a user and a session."""
 
 

@@ -16,10 +16,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from fluxgate_async import FluxGate
-from fluxgate_async._transport import USER_AGENT
 from fluxgate_async._wire import encode_event
 
-from ._common import API_KEY, EVENT, Settings
+from ._common import API_KEY, EVENT, REFERENCE_HEADERS, Settings
 from ._table import Row, median
 
 TARGET = 0.9
@@ -41,12 +40,7 @@ async def measure(settings: Settings, callers: int) -> tuple[float, float]:
     """Median events/s of the client and of the bare loop, `callers` at once."""
     per_caller = max(1, settings.count(3000, 20) // callers)
     body = encode_event(EVENT)
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {API_KEY}",
-        "User-Agent": USER_AGENT,
-        "Idempotency-Key": "00000000-0000-4000-8000-000000000000",
-    }
+    headers = REFERENCE_HEADERS
     timeout = aiohttp.ClientTimeout(total=None)
     async with (
         FluxGate(API_KEY, endpoint=settings.events_url) as fg,

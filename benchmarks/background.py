@@ -13,10 +13,9 @@ import time
 
 import aiohttp
 
-from fluxgate_async._transport import USER_AGENT
 from fluxgate_async._wire import encode_event
 
-from ._common import API_KEY, EVENT, Settings, background_client
+from ._common import EVENT, REFERENCE_HEADERS, Settings, background_client
 from ._table import Row, median
 
 NOWAIT_TARGET_US = 5.0
@@ -76,12 +75,7 @@ async def delivery(settings: Settings) -> Row:
     """
     count = settings.count(5_000, 100)
     body = encode_event(EVENT)
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {API_KEY}",
-        "User-Agent": USER_AGENT,
-        "Idempotency-Key": "00000000-0000-4000-8000-000000000000",
-    }
+    headers = REFERENCE_HEADERS
     timeout = aiohttp.ClientTimeout(total=None)
     async with (
         background_client(
