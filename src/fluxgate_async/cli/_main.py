@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an API key to require; repeatable (default: ${ENV_API_KEYS}, comma-separated; "
         "none means any request is accepted)",
     )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a --host other than loopback with no API key, letting anyone who can "
+        "reach the port read and write events (refused without this flag)",
+    )
 
     send = commands.add_parser(
         "send",
@@ -141,7 +147,13 @@ def _run(args: argparse.Namespace) -> int:
         keys = args.api_key
         if keys is None:
             keys = [k.strip() for k in os.environ.get(ENV_API_KEYS, "").split(",") if k.strip()]
-        return run_serve(host=args.host, port=args.port, db=args.db, api_keys=keys)
+        return run_serve(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            api_keys=keys,
+            allow_anonymous=args.allow_anonymous,
+        )
     if args.command == "send":
         endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT
         api_key = args.api_key or os.environ.get(ENV_API_KEY) or "local"

@@ -24,15 +24,26 @@ def exposure_warning(host: str, api_keys: list[str]) -> str:
     )
 
 
-def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
+def run_serve(
+    *, host: str, port: int, db: str, api_keys: list[str], allow_anonymous: bool = False
+) -> int:
     """Serve until stopped; return the exit status.
 
     Raises:
-        CommandError: An API key is empty, the database cannot be opened, or the address
-            cannot be listened on.
+        CommandError: An API key is empty, `host` is beyond loopback with no key and no
+            `--allow-anonymous`, the database cannot be opened, or the address cannot be
+            listened on.
     """
+    if exposure_warning(host, api_keys) and not allow_anonymous:
+        msg = (
+            f"refusing to serve {host} without an API key: anyone who can reach it could "
+            "read and write events; give --api-key KEY, or --allow-anonymous to accept that"
+        )
+        raise CommandError(msg)
     try:
-        collector = Collector(db, host=host, port=port, api_keys=api_keys)
+        collector = Collector(
+            db, host=host, port=port, api_keys=api_keys, allow_anonymous=allow_anonymous
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
