@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from docs_hooks.http_api import describe_type, document, render
 from hypothesis import HealthCheck, settings
 
 from fluxgate_async.collector import DEFAULT_MAX_BODY_SIZE
@@ -111,6 +112,39 @@ def test_document_describes_every_route_the_collector_serves(db: Path) -> None:
         for method in operations
     }
     assert documented == served
+
+
+def test_http_api_page_shows_every_operation_parameter_and_schema() -> None:
+    """The docs page rendered from the document has each route, parameter, status and schema."""
+    spec = document()
+    page = render(spec)
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert f"## `{method.upper()} {path}`" in page
+            for parameter in operation.get("parameters", ()):
+                assert f"| `{parameter['name']}` | {parameter['in']} |" in page
+            for status in operation["responses"]:
+                assert f"| {status} | " in page
+    for name, schema in spec["components"]["schemas"].items():
+        assert f"### {name}" in page
+        for field in schema.get("properties", {}):
+            assert f"| `{field}` |" in page
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"type": "integer", "minimum": 1, "maximum": 1000}, "integer from 1 to 1,000"),
+        ({"anyOf": [{"$ref": "#/components/schemas/X"}, {"type": "null"}]}, "[X](#x) or null"),
+        ({"type": "array", "items": {"type": "string"}}, "array of string"),
+        ({"type": "string", "pattern": "^a$"}, "string matching `^a$`"),
+        ({"enum": ["a", "b"]}, "one of `a`, `b`"),
+        ({}, "any JSON value"),
+    ],
+)
+def test_types_read_as_words(schema: dict[str, Any], words: str) -> None:
+    """The page writes each JSON Schema type in plain words."""
+    assert describe_type(schema) == words
 
 
 @keyed.parametrize()

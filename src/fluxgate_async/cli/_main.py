@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help=f"an API key to require; repeatable (default: ${ENV_API_KEYS}, comma-separated; "
-        "none means any request is accepted)",
+        "none means any request is accepted, on loopback or with --allow-anonymous)",
     )
     serve.add_argument(
         "--allow-anonymous",

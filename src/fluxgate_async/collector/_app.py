@@ -57,7 +57,8 @@ def create_app(
     """Build the collector's `aiohttp.web` application, storing events in the SQLite file `db`.
 
     The database is opened when the app starts and closed, after the last
-    request, when it stops.
+    request, when it stops. The app describes its own API as an OpenAPI 3.1
+    document at `/openapi.json`.
 
     Args:
         db: The SQLite file; created when missing.

@@ -53,6 +53,10 @@ def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {_JSON: {"schema": schema}}}
 
 
+def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
 def _error(description: str) -> dict[str, Any]:
     return _json_body(_ref("Error"), description)
 
@@ -60,6 +64,7 @@ def _error(description: str) -> dict[str, Any]:
 _TOKENS: Final = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}
 _MILLISECONDS: Final = {"type": "number", "minimum": 0}
 _TEXT: Final = _nullable({"type": "string"})
+_COUNT: Final = {"type": "integer", "minimum": 0}
 
 # ISO 8601 as Python reads it (`datetime.fromisoformat`): a date, or a date and time.
 _SINCE: Final = {
@@ -82,7 +87,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "Every error answer: one line naming the problem and the field.",
             "required": ["error"],
-            "properties": {"error": {"type": "string"}},
+            "properties": {"error": _described({"type": "string"}, "What is wrong, and where.")},
         },
         "AiEventStatus": {
             "type": "string",
@@ -95,14 +100,22 @@ def _schemas() -> dict[str, Any]:
             "required": ["inputTokens", "outputTokens"],
             "additionalProperties": False,
             "properties": {
-                "inputTokens": _TOKENS,
-                "outputTokens": _TOKENS,
-                "cachedTokens": _nullable(_TOKENS),
-                "model": _TEXT,
-                "provider": _TEXT,
-                "latencyInMs": _nullable(_MILLISECONDS),
-                "isStreamed": _nullable({"type": "boolean"}),
-                "streamingDurationInMs": _nullable(_MILLISECONDS),
+                "inputTokens": _described(_TOKENS, "Prompt tokens, cached ones included."),
+                "outputTokens": _described(_TOKENS, "Completion tokens, reasoning included."),
+                "cachedTokens": _described(
+                    _nullable(_TOKENS), "Prompt tokens read from the provider's cache."
+                ),
+                "model": _described(_TEXT, "The model, as the provider names it."),
+                "provider": _described(_TEXT, "`openai`, `anthropic`, `google`, ..."),
+                "latencyInMs": _described(
+                    _nullable(_MILLISECONDS), "From request to complete answer."
+                ),
+                "isStreamed": _described(
+                    _nullable({"type": "boolean"}), "Whether the answer was streamed."
+                ),
+                "streamingDurationInMs": _described(
+                    _nullable(_MILLISECONDS), "From the first streamed chunk to the last."
+                ),
             },
         },
         "TrackedUser": {
@@ -111,11 +124,13 @@ def _schemas() -> dict[str, Any]:
             "required": ["id"],
             "additionalProperties": False,
             "properties": {
-                "id": {"type": "string"},
+                "id": _described({"type": "string"}, "Your id for the user."),
                 "name": _TEXT,
                 "email": _TEXT,
                 "image": _TEXT,
-                "monthlyRevenue": _nullable({"type": "number", "minimum": 0}),
+                "monthlyRevenue": _described(
+                    _nullable({"type": "number", "minimum": 0}), "US dollars a month."
+                ),
             },
         },
         "AiEventMetadata": {
@@ -123,12 +138,18 @@ def _schemas() -> dict[str, Any]:
             "description": "Who and what the call was for. Any further key is kept as sent; "
             "the snake_case spellings of the named keys are refused.",
             "properties": {
-                "feature": _TEXT,
-                "step": _TEXT,
-                "user": {"anyOf": [{"type": "string"}, _ref("TrackedUser"), {"type": "null"}]},
+                "feature": _described(_TEXT, "The product feature the call served."),
+                "step": _described(_TEXT, "The step of that feature (an agent's tool, ...)."),
+                "user": {
+                    "description": "The end user: an id, or a TrackedUser.",
+                    "anyOf": [{"type": "string"}, _ref("TrackedUser"), {"type": "null"}],
+                },
                 "sessionId": _TEXT,
                 "conversationId": _TEXT,
-                "timestamp": _nullable({"type": "string", "format": "date-time"}),
+                "timestamp": _described(
+                    _nullable({"type": "string", "format": "date-time"}),
+                    "When the call was made (ISO 8601).",
+                ),
             },
             "propertyNames": {"not": {"enum": ["session_id", "conversation_id"]}},
         },
@@ -138,7 +159,7 @@ def _schemas() -> dict[str, Any]:
             "required": ["usage"],
             "additionalProperties": False,
             "properties": {
-                "usage": _ref("AiEventUsage"),
+                "usage": _described(_ref("AiEventUsage"), "Tokens, model and timing."),
                 "status": {
                     "description": "The outcome; `SUCCESS` when left out. The object form "
                     "carries the error message.",
@@ -155,7 +176,9 @@ def _schemas() -> dict[str, Any]:
                         {"type": "null"},
                     ],
                 },
-                "metadata": _nullable(_ref("AiEventMetadata")),
+                "metadata": _described(
+                    _nullable(_ref("AiEventMetadata")), "Feature, user, session, and your own keys."
+                ),
             },
         },
         "EventAnswer": {
@@ -163,9 +186,13 @@ def _schemas() -> dict[str, Any]:
             "description": "What the collector answers for a stored event.",
             "required": ["id", "createdAt", "cost", "status"],
             "properties": {
-                "id": {"type": "string"},
-                "createdAt": {"type": "string", "format": "date-time"},
-                "cost": _nullable({"type": "number", "minimum": 0}),
+                "id": _described({"type": "string"}, "The stored event's id, `evt_...`."),
+                "createdAt": _described(
+                    {"type": "string", "format": "date-time"}, "When it was stored, in UTC."
+                ),
+                "cost": _described(
+                    _nullable({"type": "number", "minimum": 0}), "US dollars; null if unpriced."
+                ),
                 "status": {
                     "type": "string",
                     "enum": [PRICED, UNKNOWN_MODEL],
@@ -181,7 +208,7 @@ def _schemas() -> dict[str, Any]:
                 {
                     "type": "object",
                     "required": ["event"],
-                    "properties": {"event": _ref("LLMEvent")},
+                    "properties": {"event": _described(_ref("LLMEvent"), "The event as sent.")},
                 },
             ],
         },
@@ -189,7 +216,9 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["events"],
             "properties": {
-                "events": {"type": "array", "items": _ref("StoredEvent")},
+                "events": _described(
+                    {"type": "array", "items": _ref("StoredEvent")}, "Oldest first."
+                ),
                 "nextCursor": {
                     **_TEXT,
                     "description": "Pass as `cursor` to get the next page; null on the last.",
@@ -209,13 +238,16 @@ def _schemas() -> dict[str, Any]:
                 "errors",
             ],
             "properties": {
-                "calls": {"type": "integer", "minimum": 1},
-                "inputTokens": {"type": "integer", "minimum": 0},
-                "outputTokens": {"type": "integer", "minimum": 0},
-                "tokens": {"type": "integer", "minimum": 0},
-                "cost": _nullable({"type": "number", "minimum": 0}),
-                "unpriced": {"type": "integer", "minimum": 0},
-                "errors": {"type": "integer", "minimum": 0},
+                "calls": _described({"type": "integer", "minimum": 1}, "Events in the group."),
+                "inputTokens": _described(_COUNT, "Their prompt tokens."),
+                "outputTokens": _described(_COUNT, "Their completion tokens."),
+                "tokens": _described(_COUNT, "Prompt and completion tokens."),
+                "cost": _described(
+                    _nullable({"type": "number", "minimum": 0}),
+                    "US dollars of the priced events; null when none is priced.",
+                ),
+                "unpriced": _described(_COUNT, "Events whose model has no known price."),
+                "errors": _described(_COUNT, "Events whose status is not `SUCCESS`."),
             },
             "additionalProperties": _TEXT,
         },
@@ -223,14 +255,18 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["groupBy", "rows"],
             "properties": {
-                "groupBy": {"type": "string", "enum": list(GROUPS)},
-                "rows": {"type": "array", "items": _ref("SummaryRow")},
+                "groupBy": _described(
+                    {"type": "string", "enum": list(GROUPS)}, "The `group_by` asked for."
+                ),
+                "rows": _described(
+                    {"type": "array", "items": _ref("SummaryRow")}, "Costliest first."
+                ),
             },
         },
         "Health": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}},
+            "properties": {"status": _described({"type": "string"}, "`ok` when healthy.")},
         },
     }
 

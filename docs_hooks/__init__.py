@@ -1,0 +1,1 @@
+"""MkDocs hooks that generate reference pages at build time."""
