@@ -95,8 +95,8 @@ def test_served_document_is_the_one_built_in_code(
     assert keyed_paths["/healthz"]["get"]["security"] == []
 
 
-def test_document_describes_every_route_the_collector_serves(db: Path) -> None:
-    """Each JSON route of the app is in the document, and each documented route exists."""
+def test_document_describes_every_api_route_the_collector_serves(db: Path) -> None:
+    """Each route under /api/ is in the document, and each documented route is served."""
     from fluxgate_async.collector import create_app
 
     app = create_app(db)
@@ -111,7 +111,8 @@ def test_document_describes_every_route_the_collector_serves(db: Path) -> None:
         for path, operations in document["paths"].items()
         for method in operations
     }
-    assert documented == served
+    assert documented <= served
+    assert {(method, path) for method, path in served if path.startswith("/api/")} <= documented
 
 
 def test_http_api_page_shows_every_operation_parameter_and_schema() -> None:
