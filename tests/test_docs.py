@@ -9,7 +9,7 @@ Pages (README.md and docs/):
   variables the page tells its reader to set, in an `export NAME=...` line of a shell fence.
   Each such variable points at a loopback fake (see `docs_fakes.py`): `FLUXGATE_ENDPOINT` at a
   `FakeCollector`, `OPENAI_BASE_URL` and the like at a fake of that provider.
-- A fence with a title (```` ```python title="app.py" ````, ```` ```toml title="pyproject.toml" ````)
+- A fence with a title (```` ```python title="app.py" ````, or `toml title="pyproject.toml"`)
   is a file the reader saves under that name: it is written beside each of the page's samples,
   so that they can import it or read it. A Python sample titled `test_*.py` is run with pytest.
 - A sample fails if it exits non-zero, or prints a traceback, a warning or a client bug on

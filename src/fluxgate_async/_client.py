@@ -306,7 +306,7 @@ class FluxGate:
     ) -> AbstractAsyncContextManager[TrackedCall]:
         """Track a call to any LLM provider: time it, let the block set its usage, record it.
 
-        The seed's "Direct Integration", in one block. Latency is measured with
+        The TypeScript SDK's "Direct Integration", in one block. Latency is measured with
         the monotonic clock from entering the block to leaving it. An exception
         leaving the block is recorded as ERROR with its message (MALFORMED_REQUEST
         for a 400-class HTTP error) and re-raised unchanged; a cancelled block
