@@ -226,7 +226,7 @@ def sample_runs(
     selected: list[PageSample] = [
         item.callspec.params["item"]
         for item in request.session.items
-        if getattr(item, "originalname", "") == "test_page_sample_runs"
+        if isinstance(item, pytest.Function) and item.originalname == "test_page_sample_runs"
     ]
     values = docs_servers.environment()
     base = tmp_path_factory.mktemp("samples")
