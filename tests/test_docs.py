@@ -203,6 +203,12 @@ def run_page_sample(item: PageSample, env: dict[str, str], workdir: Path) -> Run
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def _page_sample(value: object) -> PageSample:
+    """The `item` parameter of a page sample test."""
+    assert isinstance(value, PageSample)
+    return value
+
+
 def _page_sample_params() -> Iterator[Any]:
     for path in PAGES:
         for item in page_samples(path):
@@ -223,8 +229,8 @@ def sample_runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Future[Run]]]:
     """Start every selected page sample at once, a few at a time; each test waits for its own."""
-    selected: list[PageSample] = [
-        item.callspec.params["item"]
+    selected = [
+        _page_sample(item.callspec.params["item"])
         for item in request.session.items
         if isinstance(item, pytest.Function) and item.originalname == "test_page_sample_runs"
     ]

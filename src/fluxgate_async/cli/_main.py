@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an API key to require; repeatable (default: ${ENV_API_KEYS}, comma-separated; "
         "none means any request is accepted)",
     )
+    serve.add_argument("--quiet", action="store_true", help="do not print a line for each request")
 
     send = commands.add_parser(
         "send",
@@ -141,7 +142,9 @@ def _run(args: argparse.Namespace) -> int:
         keys = args.api_key
         if keys is None:
             keys = [k.strip() for k in os.environ.get(ENV_API_KEYS, "").split(",") if k.strip()]
-        return run_serve(host=args.host, port=args.port, db=args.db, api_keys=keys)
+        return run_serve(
+            host=args.host, port=args.port, db=args.db, api_keys=keys, quiet=args.quiet
+        )
     if args.command == "send":
         endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT
         api_key = args.api_key or os.environ.get(ENV_API_KEY) or "local"

@@ -75,6 +75,11 @@ class Collector:
         return f"<Collector http://{self.host}:{self.port} {state}>"
 
     @property
+    def app(self) -> web.Application:
+        """The `aiohttp.web` application it serves; add middlewares before `start()`."""
+        return self._app
+
+    @property
     def base_url(self) -> str:
         """`http://host:port`, where `/healthz` and `/api/...` live."""
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -73,6 +73,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._extras import require_extra
 from .._models import AiEventStatus
 from .._track import Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
@@ -130,7 +131,7 @@ def track_genai(
         ValueError: An unknown `mode`, an invalid metadata value, or a client
             that is already tracked.
     """
-    from google import genai  # noqa: PLC0415 - the `google` extra is needed only here
+    genai = require_extra("google.genai", extra="google", needed_by="track_genai")
 
     refuse_tracked(client, "track_genai")
     given: object = client  # checked at run time, whatever the annotation says
