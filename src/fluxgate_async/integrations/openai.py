@@ -105,7 +105,7 @@ import attrs
 
 from .._extras import require_extra
 from .._models import AiEventStatus
-from .._track import CANCELLED, Mode, Outcome, Recorder
+from .._recording import CANCELLED, Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked, tracked_create
 from ._usage import count, extra_counts
 
