@@ -12,10 +12,16 @@ Pages (README.md and docs/):
 - A fence with a title (```` ```python title="app.py" ````, or `toml title="pyproject.toml"`)
   is a file the reader saves under that name: it is written beside each of the page's samples,
   so that they can import it or read it. A Python sample titled `test_*.py` is run with pytest.
-- A sample fails if it exits non-zero, or prints a traceback, a warning or a client bug on
-  stderr. Samples run in parallel, against one set of fakes.
+- A sample fails if it exits non-zero, or prints a traceback, a warning or a client bug.
+  A ```` ```text title="Output" ```` fence right after a sample is what it prints (stdout and
+  stderr together), `...` standing for any text, as in doctest. Samples run in parallel,
+  against one set of fakes.
 - A fence written ```` ```python {.pending} ```` shows an API that is not released yet: it is
   rendered with a "coming soon" mark and not run.
+
+pydantic's pytest-examples runs samples inside the test process, with the test's imports and
+environment; a reader's run is a fresh interpreter with the page's variables only, so this
+module runs them that way itself.
 
 Docstrings: the samples of one docstring run in order, in a namespace of their own, in this
 process, with the same fakes; `>>>` examples are run by doctest.
@@ -132,31 +138,48 @@ class PageSample:
     sample: Sample
     environment: frozenset[str]
     files: tuple[Sample, ...]
+    output: str | None = None
+    """What the page says it prints, if it says."""
 
 
 @attrs.frozen
 class Run:
-    """How a sample's program ended."""
+    """How a sample's program ended, and what it printed (stdout and stderr, interleaved)."""
 
     returncode: int
-    stdout: str
-    stderr: str
+    output: str
 
     @property
     def problem(self) -> str:
         """Why the run failed, or `""`."""
         if self.returncode != 0:
             return f"exit status {self.returncode}"
-        found = _PROBLEM.search(self.stderr)
-        return f"{found[0]!r} on stderr" if found else ""
+        found = _PROBLEM.search(self.output)
+        return f"{found[0]!r} in its output" if found else ""
 
 
 def page_samples(path: Path) -> list[PageSample]:
     """The samples of a page that run, with the environment and files the page gives."""
-    samples = extract_samples(path.read_text(), path)
+    return page_samples_of(path.read_text(), path)
+
+
+def page_samples_of(text: str, path: Path = ROOT / "page.md") -> list[PageSample]:
+    """The samples of a page's text that run, with the environment and files the page gives."""
+    samples = extract_samples(text, path)
     environment = page_environment(samples)
     files = tuple(s for s in samples if s.title and "pending" not in s.classes)
-    return [PageSample(s, environment, files) for s in samples if s.runs]
+    items = []
+    for n, sample in enumerate(samples):
+        after = samples[n + 1] if n + 1 < len(samples) else None
+        if sample.runs:
+            shown = after is not None and after.language == "text" and after.title == "Output"
+            items.append(PageSample(sample, environment, files, after.code if shown else None))
+    return items
+
+
+def matches(expected: str, output: str) -> bool:
+    """Whether `output` is what the page shows, `...` standing for any text."""
+    return doctest.OutputChecker().check_output(expected, output, doctest.ELLIPSIS)
 
 
 def sample_environment(names: frozenset[str], values: dict[str, str]) -> dict[str, str]:
@@ -193,14 +216,15 @@ def run_page_sample(item: PageSample, env: dict[str, str], workdir: Path) -> Run
             command,
             cwd=workdir,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             timeout=SAMPLE_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        return Run(-1, str(exc.stdout or ""), f"timed out after {SAMPLE_TIMEOUT} s")
-    return Run(done.returncode, done.stdout, done.stderr)
+        return Run(-1, f"{exc.stdout or ''}\ntimed out after {SAMPLE_TIMEOUT} s")
+    return Run(done.returncode, done.stdout)
 
 
 def _page_sample(value: object) -> PageSample:
@@ -255,7 +279,9 @@ def sample_runs(
 def test_page_sample_runs(item: PageSample, sample_runs: dict[str, Future[Run]]) -> None:
     """Each Python sample of a page runs on its own, as saved to a file, and ends cleanly."""
     run = sample_runs[item.sample.where].result(timeout=SAMPLE_TIMEOUT * 4)
-    assert not run.problem, f"{item.sample.where}: {run.problem}\n{run.stdout}\n{run.stderr}"
+    assert not run.problem, f"{item.sample.where}: {run.problem}\n{run.output}"
+    if item.output is not None:
+        assert matches(item.output, run.output), f"{item.sample.where} printed:\n{run.output}"
 
 
 def test_page_samples_are_clean_python(tmp_path: Path) -> None:
@@ -301,13 +327,26 @@ def test_a_sample_sees_only_the_variables_its_page_sets(tmp_path: Path) -> None:
     try:
         code = "import os\nprint(sorted(k for k in os.environ if k.startswith('FLUXGATE')))\n"
         sample = Sample(Path("p.md"), 1, "python", frozenset(), code)
-        names = frozenset({"FLUXGATE_API_KEY"})
-        env = sample_environment(names, {"FLUXGATE_API_KEY": "k"})
+        names = frozenset({"FLUXGATE_API_KEY", "FLUXGATE_ENDPOINT"})
+        env = sample_environment(names, {"FLUXGATE_API_KEY": "k", "FLUXGATE_ENDPOINT": "e"})
         run = run_page_sample(PageSample(sample, names, ()), env, tmp_path / "run")
     finally:
         del os.environ["FLUXGATE_DOCS_PROBE"]
     assert run.problem == ""
-    assert run.stdout == "['FLUXGATE_API_KEY']\n"
+    assert run.output == "['FLUXGATE_API_KEY', 'FLUXGATE_ENDPOINT']\n"
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ({"FLUXGATE_API_KEY"}, "sets FLUXGATE_API_KEY but not FLUXGATE_ENDPOINT"),
+        ({"AWS_SECRET"}, "the page sets ['AWS_SECRET'], which the docs tests cannot point"),
+    ],
+)
+def test_a_page_environment_the_tests_cannot_fake_fails(names: set[str], message: str) -> None:
+    """A page that would send samples to a real service, or set an unknown variable, fails."""
+    with pytest.raises(pytest.fail.Exception, match=re.escape(message)):
+        sample_environment(frozenset(names), {"FLUXGATE_API_KEY": "k"})
 
 
 def test_a_failing_page_sample_fails_with_its_page_line(tmp_path: Path) -> None:
@@ -317,7 +356,7 @@ def test_a_failing_page_sample_fails_with_its_page_line(tmp_path: Path) -> None:
     )
     run = run_page_sample(PageSample(sample, frozenset(), ()), {}, tmp_path / "run")
     assert run.problem == "exit status 1"
-    assert "line 5, in <module>" in run.stderr
+    assert "line 5, in <module>" in run.output
 
 
 def test_a_warning_on_stderr_fails_a_sample_that_exits_cleanly(tmp_path: Path) -> None:
@@ -360,7 +399,35 @@ def test_titled_files_are_saved_beside_the_sample_and_tests_run_with_pytest(
     item = PageSample(samples[2], frozenset(), tuple(samples))
     run = run_page_sample(item, {"PATH": os.environ["PATH"]}, tmp_path / "run")
     assert run.problem == "exit status 1"
-    assert "1 failed" in run.stdout
+    assert "1 failed" in run.output
+
+
+def test_a_page_shows_what_a_sample_prints() -> None:
+    """A text fence titled Output right after a sample is its expected output, `...` and all."""
+    text = textwrap.dedent(
+        """\
+        ```python
+        print("id evt_123 stored")
+        ```
+
+        ```text title="Output"
+        id evt_... stored
+        ```
+
+        ```python
+        print(1)
+        ```
+
+        ```text
+        not an output: no title
+        ```
+        """
+    )
+    [first, second] = page_samples_of(text)
+    assert first.output == "id evt_... stored\n"
+    assert second.output is None
+    assert matches(first.output, "id evt_123 stored\n")
+    assert not matches(first.output, "id 123 stored\n")
 
 
 def test_extract_samples_reads_languages_markers_and_indentation() -> None:

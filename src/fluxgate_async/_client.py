@@ -315,6 +315,8 @@ class FluxGate:
 
         Example:
             ```python
+            import asyncio
+
             from fluxgate_async import FluxGate
 
 
@@ -323,12 +325,16 @@ class FluxGate:
                 return {"input_tokens": len(prompt.split()), "output_tokens": 42}
 
 
-            async with (
-                FluxGate() as fg,
-                fg.track(model="my-model", provider="acme", feature="chat") as call,
-            ):
-                reply = await generate("Summarise the meeting notes")
-                call.set_usage(reply["input_tokens"], reply["output_tokens"])
+            async def main() -> None:
+                async with (
+                    FluxGate() as fg,
+                    fg.track(model="my-model", provider="acme", feature="chat") as call,
+                ):
+                    reply = await generate("Summarise the meeting notes")
+                    call.set_usage(reply["input_tokens"], reply["output_tokens"])
+
+
+            asyncio.run(main())
             ```
 
         Args:

@@ -7,19 +7,18 @@ from google import genai
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.google import track_genai
 
-async with FluxGate() as fg:
-    client = track_genai(genai.Client(), fg, feature="summaries")
-    try:
-        reply = await client.aio.models.generate_content(
-            model="gemini-2.5-flash", contents="Summarise: tokens are billed."
-        )
-        print(reply.text)
-        async for chunk in await client.aio.models.generate_content_stream(
-            model="gemini-2.5-flash", contents="And once more, streamed."
-        ):
-            print(chunk.text, end="")
-    finally:
-        await client.aio.aclose()
+async with (
+    FluxGate() as fg,
+    track_genai(genai.Client(), fg, feature="summaries").aio as client,
+):
+    reply = await client.models.generate_content(
+        model="gemini-2.5-flash", contents="Summarise: tokens are billed."
+    )
+    print(reply.text)
+    async for chunk in await client.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="And once more, streamed."
+    ):
+        print(chunk.text, end="")
 ```
 
 `client` is a drop-in: it is still a `genai.Client` to `isinstance` and to type
