@@ -172,8 +172,12 @@ def page_samples_of(text: str, path: Path = ROOT / "page.md") -> list[PageSample
     for n, sample in enumerate(samples):
         after = samples[n + 1] if n + 1 < len(samples) else None
         if sample.runs:
-            shown = after is not None and after.language == "text" and after.title == "Output"
-            items.append(PageSample(sample, environment, files, after.code if shown else None))
+            shown = (
+                after.code
+                if after and (after.language, after.title) == ("text", "Output")
+                else None
+            )
+            items.append(PageSample(sample, environment, files, shown))
     return items
 
 
@@ -223,7 +227,9 @@ def run_page_sample(item: PageSample, env: dict[str, str], workdir: Path) -> Run
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        return Run(-1, f"{exc.stdout or ''}\ntimed out after {SAMPLE_TIMEOUT} s")
+        # Even with text=True, what was printed before the timeout comes as bytes.
+        printed = (exc.stdout or b"").decode(errors="replace")
+        return Run(-1, f"{printed}\ntimed out after {SAMPLE_TIMEOUT} s")
     return Run(done.returncode, done.stdout)
 
 
