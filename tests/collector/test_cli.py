@@ -18,6 +18,7 @@ import pytest
 from fluxgate_async import FluxGate
 from fluxgate_async.cli import main
 from fluxgate_async.cli._demo import DEMO_STEPS, StepOutcome, run_demo
+from fluxgate_async.cli._report import print_report
 from fluxgate_async.cli._serve import exposure_warning
 
 from .conftest import CollectorProcess, free_port, run_cli
@@ -273,8 +274,9 @@ def test_report_json_and_csv(filled_db: Path, capsys: pytest.CaptureFixture[str]
     [
         (
             ["--db", "/no/such.sqlite"],
-            "no collector database at '/no/such.sqlite': give the file `fluxgate-async serve` "
-            "writes to with --db",
+            "no collector database at '/no/such.sqlite': pass --db with the file a collector "
+            "writes to, or start one that writes there with "
+            "`fluxgate-async serve --db /no/such.sqlite`",
         ),
         (["--since", "last week"], "since must be an ISO 8601"),
     ],
@@ -414,3 +416,13 @@ def test_serve_quiet_prints_no_request_lines(collector_process: CollectorProcess
     code, out, _ = collector_process.stop()
     assert code == 0
     assert [line for line in out.splitlines() if "/healthz" in line] == []
+
+
+def test_csv_costs_are_decimals(capsys: pytest.CaptureFixture[str]) -> None:
+    """CSV writes a small cost as 0.000009, not 9e-06, and a missing one as an empty cell."""
+    row = {"calls": 1, "inputTokens": 3, "outputTokens": 0, "tokens": 3, "unpriced": 0, "errors": 0}
+    rows = [{"model": "tiny", **row, "cost": 9e-06}, {"model": "acme", **row, "cost": None}]
+    print_report(rows, by="model", fmt="csv")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "tiny,1,3,0,3,0.000009,0,0"
+    assert lines[2] == "acme,1,3,0,3,,0,0"

@@ -34,8 +34,8 @@ def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
         conn = connect_readonly(db)
     except FileNotFoundError as exc:
         msg = (
-            f"{exc}: give the file `fluxgate-async serve` writes to with --db, "
-            "or start a collector there with `fluxgate-async serve --db PATH`"
+            f"{exc}: pass --db with the file a collector writes to, or start one that "
+            f"writes there with `fluxgate-async serve --db {db}`"
         )
         raise CommandError(msg) from None
     except Exception as exc:  # sqlite3 says "file is not a database" in many ways
