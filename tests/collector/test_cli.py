@@ -12,6 +12,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -420,7 +421,8 @@ def test_serve_quiet_prints_no_request_lines(collector_process: CollectorProcess
 
 def test_csv_costs_are_decimals(capsys: pytest.CaptureFixture[str]) -> None:
     """CSV writes a small cost as 0.000009, not 9e-06, and a missing one as an empty cell."""
-    row = {"calls": 1, "inputTokens": 3, "outputTokens": 0, "tokens": 3, "unpriced": 0, "errors": 0}
+    row: dict[str, Any] = {"calls": 1, "inputTokens": 3, "outputTokens": 0, "tokens": 3}
+    row |= {"unpriced": 0, "errors": 0}
     rows = [{"model": "tiny", **row, "cost": 9e-06}, {"model": "acme", **row, "cost": None}]
     print_report(rows, by="model", fmt="csv")
     lines = capsys.readouterr().out.splitlines()
