@@ -15,13 +15,21 @@ from typing import Any
 
 import pytest
 import schemathesis
-from docs_hooks.http_api import describe_type, document, render
+from docs_hooks import HTTP_API_MARKER, on_page_markdown
 from hypothesis import HealthCheck, settings
 
 from fluxgate_async.collector import DEFAULT_MAX_BODY_SIZE
+from fluxgate_async.collector._http_reference import (
+    describe_type,
+    documented_api,
+    http_api_reference,
+    openapi_json,
+)
 from fluxgate_async.collector._openapi import openapi_document
 
 from .conftest import CollectorProcess
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 KEY = "schema-key"
 EXAMPLES = 150
@@ -123,8 +131,8 @@ def test_document_describes_every_api_route_the_collector_serves(db: Path) -> No
 
 def test_http_api_page_shows_every_operation_parameter_and_schema() -> None:
     """The docs page rendered from the document has each route, parameter, status and schema."""
-    spec = document()
-    page = render(spec)
+    spec = documented_api()
+    page = http_api_reference()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert f"## `{method.upper()} {path}`" in page
@@ -136,6 +144,16 @@ def test_http_api_page_shows_every_operation_parameter_and_schema() -> None:
         assert f"### {name}" in page
         for field in schema.get("properties", {}):
             assert f"| `{field}` |" in page
+
+
+def test_the_docs_page_gets_the_reference_at_build_time() -> None:
+    """The HTTP API page holds the marker, which the site's hook replaces with the reference."""
+    page = (ROOT / "docs" / "reference" / "http-api.md").read_text()
+    assert HTTP_API_MARKER in page
+    built = on_page_markdown(page)
+    assert HTTP_API_MARKER not in built
+    assert http_api_reference() in built
+    assert json.loads(openapi_json()) == documented_api()
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""MkDocs hook: the collector's HTTP API reference, rendered from its OpenAPI document.
+"""The HTTP API reference page, written from the collector's OpenAPI document.
 
-The page and the document it offers for download are made at every docs build
-from `openapi_document`, the same function behind the collector's
-`GET /openapi.json`, so the reference cannot drift from what is served.
+The docs build puts it in `docs/reference/http-api.md`, and the same function
+behind `GET /openapi.json` makes the document, so the page cannot drift from
+what a collector serves.
 """
 
 from __future__ import annotations
@@ -10,33 +10,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mkdocs.config.defaults import MkDocsConfig
-from mkdocs.structure.files import File, Files
+from ._app import DEFAULT_MAX_BODY_SIZE
+from ._openapi import openapi_document
 
-from fluxgate_async.collector import DEFAULT_MAX_BODY_SIZE
-from fluxgate_async.collector._openapi import OPENAPI_PATH, openapi_document
-
-PAGE = "reference/http-api.md"
-DOCUMENT = "reference/openapi.json"
-
-_INTRO = f"""\
-# HTTP API
-
-The local collector (`fluxgate-async serve`) speaks FluxGate's event API. This page is
-generated from its OpenAPI 3.1 document, which a running collector serves at
-`{OPENAPI_PATH}` (no key needed) and which is also here:
-[openapi.json](openapi.json). Point any OpenAPI tool at either.
-
-When the collector was started with `--api-key` (or `FLUXGATE_API_KEYS`), every `/api/`
-route asks for `Authorization: Bearer <key>` and answers `401` without it; started without
-keys, it asks for none (and refuses to listen beyond loopback unless `--allow-anonymous` is
-given). Every error answer is JSON, `{{"error": "..."}}`, naming the problem and the field.
-"""
+__all__ = ["describe_type", "documented_api", "http_api_reference", "openapi_json"]
 
 
-def document() -> dict[str, Any]:
+def documented_api() -> dict[str, Any]:
     """The document of a collector started with keys and the default body limit."""
     return openapi_document(max_body_size=DEFAULT_MAX_BODY_SIZE, keys_required=True)
+
+
+def openapi_json() -> str:
+    """`documented_api()` as the JSON text a collector serves, indented for reading."""
+    return json.dumps(documented_api(), indent=2) + "\n"
 
 
 def _anchor(name: str) -> str:
@@ -132,9 +119,10 @@ def _schema(name: str, schema: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render(spec: dict[str, Any]) -> str:
-    """The Markdown page for the OpenAPI document `spec`."""
-    lines = [_INTRO]
+def http_api_reference(spec: dict[str, Any] | None = None) -> str:
+    """The Markdown reference of every route and schema of `spec` (default: `documented_api()`)."""
+    spec = documented_api() if spec is None else spec
+    lines: list[str] = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             lines += _operation(path, method, operation)
@@ -142,11 +130,3 @@ def render(spec: dict[str, Any]) -> str:
     for name, schema in spec["components"]["schemas"].items():
         lines += _schema(name, schema)
     return "\n".join(lines)
-
-
-def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add the HTTP API page and the OpenAPI document to the site."""
-    spec = document()
-    files.append(File.generated(config, PAGE, content=render(spec)))
-    files.append(File.generated(config, DOCUMENT, content=json.dumps(spec, indent=2) + "\n"))
-    return files

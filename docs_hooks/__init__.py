@@ -1,1 +1,0 @@
-"""MkDocs hooks that generate reference pages at build time."""
