@@ -272,25 +272,49 @@ async def test_on_error_is_called_once_per_lost_event(collector: FakeCollector) 
         (9, "http_400"),
         (10, DropReason.QUEUE_FULL),
         (11, DropReason.QUEUE_FULL),
-        (100, DropReason.QUEUE_FULL),
+        (100, DropReason.INVALID_EVENT),
     ]
-    assert (stats.sent, stats.failed, stats.dropped) == (5, 5, {DropReason.QUEUE_FULL: 3})
+    assert (stats.sent, stats.failed, stats.dropped) == (
+        5,
+        5,
+        {DropReason.QUEUE_FULL: 2, DropReason.INVALID_EVENT: 1},
+    )
 
 
-async def test_unencodable_event_fails_with_its_reason(
+async def test_unencodable_event_is_refused_when_recorded(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An extra value JSON cannot hold fails in the sender, named in the log and on_error."""
+    """An extra value JSON cannot hold is refused at once: False, counted, named, on_error."""
     reasons: list[str] = []
     async with FluxGate(
         API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
     ) as fg:
         bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"x": {1, 2}}))
+        assert fg.record_event_nowait(bad) is False
+        assert await fg.flush(5)
+        assert fg.stats.dropped == {DropReason.INVALID_EVENT: 1}
+        assert fg.stats.enqueued == 0
+    assert reasons == [DropReason.INVALID_EVENT]
+    assert "metadata.x: set is not JSON; pass a list" in caplog.text
+    assert collector.requests == []
+
+
+async def test_a_value_changed_after_recording_fails_in_the_sender(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list filled with bytes after the event was queued fails, counted, reported, named."""
+    reasons: list[str] = []
+    items: list[object] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"items": items}))
         assert fg.record_event_nowait(bad)
+        items.append(b"late")
         assert await fg.flush(5)
         assert fg.stats.failed == 1
     assert reasons == [DropReason.INVALID_EVENT]
-    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert "metadata.items[0]: bytes is not JSON; pass a str" in caplog.text
     assert collector.requests == []
 
 
@@ -457,15 +481,21 @@ async def test_stats_reconcile_at_quiet_points(collector: FakeCollector) -> None
 
 
 async def test_unexpected_errors_in_nowait_are_contained(
-    fg: FluxGate, caplog: pytest.LogCaptureFixture
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Even a bug below record_event_nowait comes out as False and a log line."""
+    """Even a bug below record_event_nowait comes out as False, a log line, a count, on_error."""
+    reasons: list[str] = []
 
-    class Exploding(dict[str, Any]):
-        def keys(self) -> Any:
-            raise RuntimeError("boom")
+    def buggy(*_args: object) -> None:
+        raise RuntimeError("boom")
 
-    assert fg.record_event_nowait(Exploding(usage={})) is False
+    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        assert fg.record_event_nowait(event(1)) is False
+        assert fg.stats.dropped == {DropReason.INTERNAL_ERROR: 1}
+    assert reasons == [DropReason.INTERNAL_ERROR]
     assert "unexpected error, event not queued: boom" in caplog.text
 
 
