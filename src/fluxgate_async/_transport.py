@@ -71,10 +71,12 @@ class Transport:
     """Posts event bodies to the endpoint over one keep-alive session per event loop."""
 
     def __init__(self, config: FluxGateConfig, session: aiohttp.ClientSession | None) -> None:
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard: AsyncGenerator[None] | None = None
+        self._borrowed = session
+        # One session per event loop: a session may only be used in its own loop,
+        # and two threads may each run a loop that uses the client.
+        self._sessions: dict[
+            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]
+        ] = {}
         self._url = config.endpoint
         self._headers = {
             "Content-Type": "application/json",
@@ -88,23 +90,24 @@ class Transport:
     @property
     def has_open_session(self) -> bool:
         """Whether this transport owns a session that is still open."""
-        return self._owns_session and self._session is not None and not self._session.closed
+        return any(not session.closed for session, _ in list(self._sessions.values()))
 
     def _current_session(self) -> aiohttp.ClientSession:
+        if self._borrowed is not None:
+            return self._borrowed
         loop = asyncio.get_running_loop()
-        session = self._session
-        if not self._owns_session:
-            assert session is not None  # borrowed sessions are given at construction
-            return session
-        if session is None or session.closed or self._loop is not loop:
-            # Our session is bound to a loop that has ended (a second `asyncio.run`,
-            # pytest-asyncio's loop per test): start afresh in this one.
+        entry = self._sessions.get(loop)
+        if entry is None or entry[0].closed:
+            # A new loop (a second `asyncio.run`, pytest-asyncio's loop per test,
+            # another thread's): start afresh in it, and forget loops that ended.
+            for ended in [other for other in list(self._sessions) if other.is_closed()]:
+                self._sessions.pop(ended, None)
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
             guard = _close_with_loop(session)
             with contextlib.suppress(StopIteration):
                 guard.asend(None).send(None)
-            self._session, self._loop, self._guard = session, loop, guard
-        return session
+            entry = self._sessions[loop] = (session, guard)
+        return entry[0]
 
     async def post(self, body: bytes, idempotency_key: str) -> Attempt:
         """POST one event body; never raises for what the network or server does."""
@@ -149,19 +152,18 @@ class Transport:
 
     def forget_parent(self) -> None:
         """In a forked child: leave the parent's session alone and start a fresh one when used."""
-        if self._owns_session and self._session is not None:
-            _inherited.append((self._session, self._guard))
-            self._session, self._loop, self._guard = None, None, None
+        _inherited.append(self._sessions)
+        self._sessions = {}
 
     async def aclose(self) -> None:
-        """Close the owned session, if any; a borrowed session is left open."""
-        guard, self._guard = self._guard, None
-        if guard is None or not self._owns_session:
-            return
-        if self._loop is asyncio.get_running_loop():
-            await guard.aclose()
-        # Otherwise the session belongs to a loop that has ended and whose
-        # shutdown already closed it.
+        """Close the owned session of this loop; a borrowed session is left open.
+
+        Sessions of loops that have ended were closed by their shutdown; one
+        of a loop still running in another thread is closed by that loop's end.
+        """
+        entry = self._sessions.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
 
 
 class _Inflater:
