@@ -602,7 +602,7 @@ class _Unprintable:
 async def test_a_status_whose_repr_raises_is_counted_and_reported(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """nowait returns False, stats.dropped counts it, on_error hears of it."""
+    """The nowait call returns False, stats.dropped counts it, on_error hears of it."""
     reasons: list[str] = []
     async with FluxGate(
         API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)

@@ -97,7 +97,7 @@ def test_a_forked_child_never_resends_what_the_parent_queued(
 def test_a_multiprocessing_fork_child_sends_only_its_own(
     threaded_collector: FakeCollector,
 ) -> None:
-    """multiprocessing with the fork start method: parent's events once, child's once."""
+    """A multiprocessing fork child: the parent's events once, the child's once."""
     global _client  # noqa: PLW0603 - what the forked child reads
     fg = _client = FluxGate(API_KEY, endpoint=threaded_collector.url)
     for n in range(3):

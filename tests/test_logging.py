@@ -139,7 +139,8 @@ async def test_a_closed_client_says_nothing_at_exit() -> None:
         import asyncio
         from fluxgate_async import FluxGate
         async def main():
-            async with FluxGate({KEY!r}, endpoint="http://127.0.0.1:9/api/events", max_retries=0) as fg:
+            down = "http://127.0.0.1:9/api/events"
+            async with FluxGate({KEY!r}, endpoint=down, max_retries=0) as fg:
                 fg.record_event_nowait({{"usage": {{"inputTokens": 1, "outputTokens": 1}}}})
         asyncio.run(main())
         """

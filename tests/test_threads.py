@@ -98,11 +98,18 @@ async def test_threads_and_the_loop_recording_together_while_the_loop_is_busy(
         fg.record_event_nowait(event(100_000))
         done = threading.Event()
         results: list[bool] = []
-        worker = threading.Thread(target=lambda: (results.extend(hammer(fg, 100)), done.set()))
+
+        def record() -> None:
+            results.extend(hammer(fg, 100))
+            done.set()
+
+        worker = threading.Thread(target=record)
         worker.start()
         mine = 0
         while not done.is_set():
-            time.sleep(0.002)  # busy: the loop is not running its callbacks
+            busy_until = time.monotonic() + 0.002
+            while time.monotonic() < busy_until:  # busy: the loop runs no callback meanwhile
+                pass
             mine += fg.record_event_nowait(event(200_000 + mine))
             await asyncio.sleep(0)
         worker.join(5)
@@ -137,9 +144,7 @@ async def test_a_full_queue_refuses_threads_truthfully(collector: FakeCollector)
     assert peak <= 20 + THREADS
 
 
-async def test_stats_and_flush_from_another_thread(
-    fg: FluxGate, collector: FakeCollector
-) -> None:
+async def test_stats_and_flush_from_another_thread(fg: FluxGate, collector: FakeCollector) -> None:
     """A thread with its own loop reads stats and awaits flush while the home loop runs."""
     collector.responder = lambda _: Reply(delay=0.1)
     for n in range(5):

@@ -191,4 +191,3 @@ async def test_an_error_answer_is_quoted_short_and_scrubbed(
     assert "Authorization: Bearer ***" in line
     assert API_KEY[:8] not in line
     assert len(line) < 400
-

@@ -109,7 +109,7 @@ def _assert_stored_once(collector: FakeCollector, sent: list[int]) -> None:
 def test_uvicorn_with_two_workers_stores_every_event_once(
     threaded_collector: FakeCollector,
 ) -> None:
-    """uvicorn --workers 2: events from both workers and both kinds of endpoint, SIGTERM delivers."""
+    """Uvicorn with two workers: both workers and both kinds of endpoint, SIGTERM delivers."""
     threaded_collector.responder = lambda _: Reply(delay=0.2)
     command = ["uvicorn", "tests.contrib.workers_app:app", "--workers", "2"]
     command += ["--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
@@ -120,7 +120,7 @@ def test_uvicorn_with_two_workers_stores_every_event_once(
 def test_gunicorn_preload_workers_never_send_the_masters_events(
     threaded_collector: FakeCollector,
 ) -> None:
-    """gunicorn --preload forks two workers from a master that queued an event at import."""
+    """Gunicorn --preload forks two workers from a master that queued an event at import."""
     threaded_collector.responder = lambda _: Reply(delay=0.2)
     command = ["gunicorn", "tests.contrib.workers_app:app", "--preload", "--workers", "2"]
     command += ["--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "127.0.0.1:{port}"]
