@@ -198,3 +198,16 @@ async def test_a_second_loop_in_another_thread_records_with_its_own_session(
     assert answer is not None
     assert await fg.flush(5)
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+
+
+async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
+    collector: FakeCollector,
+) -> None:
+    """A client closed from a thread with its own loop: the home loop delivers, then it is shut."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    for n in range(3):
+        assert fg.record_event_nowait(event(n))
+    await asyncio.to_thread(lambda: asyncio.run(fg.aclose()))
+    assert fg.closed
+    assert fg.stats.sent == 3
+    assert fg.record_event_nowait(event(9)) is False

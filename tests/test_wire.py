@@ -322,6 +322,10 @@ class _Plan(enum.StrEnum):
     PRO = "pro"
 
 
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
 def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
     """datetime/date as ISO 8601 text, Decimal as a number, UUID as its text."""
     when = datetime(2026, 11, 27, 8, 30, tzinfo=UTC)
@@ -333,6 +337,8 @@ def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
         id=ident,
         nested={"list": [when, Decimal(2)]},
         plan=_Plan.PRO,
+        level=_Level.HIGH,
+        flags=(True, None),
     )
     check_event(ev, 1024)
     sent = json.loads(encode_event(ev))["metadata"]
@@ -343,6 +349,8 @@ def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
         "id": "12345678-1234-5678-1234-567812345678",
         "nested": {"list": ["2026-11-27T08:30:00+00:00", 2.0]},
         "plan": "pro",
+        "level": 3,
+        "flags": [True, None],
     }
 
 
@@ -403,3 +411,14 @@ def test_an_event_over_the_size_limit_names_its_biggest_field() -> None:
     status = LLMEvent(AiEventUsage(1, 1), status="ERROR", error_message="e" * 3000)
     with pytest.raises(EventTooLargeError, match=r"biggest field is errorMessage \(3,002 bytes\)"):
         check_event(status, 2000)
+
+
+def test_nesting_deeper_than_a_hundred_levels_is_refused() -> None:
+    """A value nested 150 deep is refused with its path, before the encoder recurses."""
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(150):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(InvalidEventError, match=r"nested more than 100 levels deep$"):
+        check_event(_with_extra(deep=deep), 1024 * 1024)

@@ -33,6 +33,8 @@ USER_AGENT = f"fluxgate-async/{version('fluxgate-async')}"
 
 _SNIPPET_BYTES = 200
 _CHUNK_BYTES = 16 * 1024
+# How long closing waits for another thread's loop to close its session.
+_CLOSE_SECONDS = 2.0
 
 
 @attrs.frozen
@@ -156,14 +158,21 @@ class Transport:
         self._sessions = {}
 
     async def aclose(self) -> None:
-        """Close the owned session of this loop; a borrowed session is left open.
+        """Close the owned sessions; a borrowed session is left open.
 
-        Sessions of loops that have ended were closed by their shutdown; one
-        of a loop still running in another thread is closed by that loop's end.
+        A session belongs to its loop: one of another thread's running loop is
+        closed on that loop. Sessions of loops that have ended were closed by
+        their shutdown.
         """
-        entry = self._sessions.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[1].aclose()
+        current = asyncio.get_running_loop()
+        for loop, (_, guard) in list(self._sessions.items()):
+            self._sessions.pop(loop, None)
+            if loop is current:
+                await guard.aclose()
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(guard.aclose(), loop)
+                async with asyncio.timeout(_CLOSE_SECONDS):
+                    await asyncio.wrap_future(future)
 
 
 class _Inflater:
