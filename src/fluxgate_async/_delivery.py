@@ -60,13 +60,16 @@ _T = TypeVar("_T")
 
 
 class _Item:
-    __slots__ = ("event", "key", "seq")
+    __slots__ = ("event", "key", "number", "seq")
 
-    def __init__(self, event: LLMEvent, key: str) -> None:
+    def __init__(self, event: LLMEvent, number: int) -> None:
         self.event = event
-        # Chosen when the event is queued and kept for every attempt, so the
-        # server records the event once however often (or by whom) it is sent.
-        self.key = key
+        # The key is chosen when the event is queued (its number, under the
+        # client's prefix) and kept for every attempt, so the server records the
+        # event once however often it is sent. It is written out at the first
+        # attempt: formatting costs more than the rest of queueing.
+        self.number = number
+        self.key: str | None = None
         self.seq = 0
 
 
@@ -80,10 +83,15 @@ class _Keys:
     def __init__(self) -> None:
         self._prefix = str(uuid.uuid4())[:24]
         # next() on a count is atomic under the GIL: threads share it safely.
-        self._numbers = itertools.count(1)
+        self.numbers = itertools.count(1)
+
+    def key(self, number: int) -> str:
+        """The key of the event numbered `number`."""
+        return f"{self._prefix}{number & 0xFFFFFFFFFFFF:012x}"
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._numbers) & 0xFFFFFFFFFFFF:012x}"
+        """A key for an event sent at once."""
+        return self.key(next(self.numbers))
 
 
 class Pipeline:
@@ -166,7 +174,7 @@ class Pipeline:
         if len(self._pending) + len(self._inbox) >= self._max_queue_size:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
-        item = _Item(event, self.keys.next())
+        item = _Item(event, next(self.keys.numbers))
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
@@ -189,7 +197,7 @@ class Pipeline:
             elif len(self._pending) + len(self._inbox) >= self._max_queue_size:
                 refused = DropReason.QUEUE_FULL
             else:
-                self._inbox.append(_Item(event, self.keys.next()))
+                self._inbox.append(_Item(event, next(self.keys.numbers)))
                 refused = ""
                 wake = home is not None and self._woken is not home
                 if wake:
@@ -309,6 +317,9 @@ class Pipeline:
             log.warning("FluxGate: invalid event, not sent: %s", exc)
             self._fail(item, DropReason.INVALID_EVENT)
             return
+        if item.key is None:
+            item.key = self.keys.key(item.number)
+        key = item.key
         loop = asyncio.get_running_loop()
         retry = 0
         while True:
@@ -317,19 +328,19 @@ class Pipeline:
                 await asyncio.sleep(pause)
             try:
                 async with asyncio.timeout(self._timeout):
-                    result = await self._transport.post(body, item.key)
+                    result = await self._transport.post(body, key)
             except TimeoutError:
                 result = Attempt(
                     reason="timeout", detail=f"no answer within {self._timeout}s", retryable=True
                 )
             if result.response is not None:
                 self._sent += 1
-                log.debug("FluxGate: event %s recorded: %s", item.key, result.response)
+                log.debug("FluxGate: event %s recorded: %s", key, result.response)
                 return
             if not result.retryable or retry >= self._max_retries:
                 log.warning(
                     "FluxGate: event %s not recorded after %d attempt(s): %s",
-                    item.key,
+                    key,
                     retry + 1,
                     result.detail,
                 )
@@ -340,7 +351,7 @@ class Pipeline:
             if result.reason == "http_429" and result.retry_after is not None:
                 # Rate limited: every sender waits, not just this event.
                 self._resume_at = max(self._resume_at, loop.time() + delay)
-            log.debug("FluxGate: event %s: %s; retrying in %.2fs", item.key, result.detail, delay)
+            log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             self._retried += 1
             await asyncio.sleep(delay)
             retry += 1

@@ -3,8 +3,10 @@
 `record_event_nowait` answers at once whether an event will be sent, so what
 encoding would find wrong is found before the event is queued: a value JSON
 cannot carry, text that is not valid Unicode, an event over the size limit.
-The check walks the event and its metadata without writing any JSON; only an
-event that may be near the size limit is encoded to measure it exactly.
+An `LLMEvent` is looked at once, when it is built (it is a frozen value), and
+keeps the answer; the client reads it when the event is recorded. The look
+writes no JSON; only an event that may be near the size limit is encoded, when
+recorded, to measure it exactly.
 
 Values users put in metadata all the time are written as JavaScript's
 `JSON.stringify` would: `datetime` and `date` as ISO 8601 text, `Decimal` as a
@@ -18,10 +20,12 @@ import math
 import uuid
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._logging import shorten
-from ._models import LLMEvent, TrackedUser
+
+if TYPE_CHECKING:
+    from ._models import LLMEvent, TrackedUser
 
 __all__ = ["EventTooLargeError", "InvalidEventError", "field_name", "json_default", "size_bound"]
 
@@ -185,6 +189,36 @@ def size_bound(event: LLMEvent) -> int:
     Raises:
         InvalidEventError: A value JSON cannot carry; the message names its field.
     """
+    # The common event, on the hot path of record_event_nowait: ASCII text in the
+    # named fields and no extra fields. Joining its text and asking once is far
+    # cheaper than a look at each field; anything else gets that look.
+    usage, meta = event.usage, event.metadata
+    if meta is None:
+        text = "".join(filter(None, (usage.model, usage.provider, event.error_message)))
+    elif not meta.extra and (meta.user is None or isinstance(meta.user, str)):
+        text = "".join(
+            filter(
+                None,
+                (
+                    usage.model,
+                    usage.provider,
+                    event.error_message,
+                    meta.feature,
+                    meta.step,
+                    meta.session_id,
+                    meta.conversation_id,
+                    meta.user,
+                ),
+            )
+        )
+    else:
+        return _field_by_field(event)
+    if text.isascii():
+        return _FRAME_BYTES + len(text) * _BYTES_PER_CHAR
+    return _field_by_field(event)
+
+
+def _field_by_field(event: LLMEvent) -> int:
     usage = event.usage
     size = (
         _FRAME_BYTES

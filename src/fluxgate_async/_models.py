@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ._encoding import InvalidEventError, size_bound
 from ._logging import quote
 
 __all__ = [
@@ -263,6 +264,19 @@ class LLMEvent:
     status: AiEventStatus = attrs.field(default=AiEventStatus.SUCCESS, converter=_to_status)
     error_message: str | None = attrs.field(default=None, validator=_check_optional_str)
     metadata: AiEventMetadata | None = attrs.field(default=None, validator=_check_metadata)
+    # Whether the event can be sent as JSON, and at most how big it is: found
+    # once when the event is built, read each time it is recorded (cheaply, on
+    # the hot path of record_event_nowait). Not part of the value.
+    _json_size: int = attrs.field(init=False, repr=False, eq=False, hash=False)
+    _json_problem: str | None = attrs.field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            size, problem = size_bound(self), None
+        except InvalidEventError as exc:
+            size, problem = 0, str(exc)
+        object.__setattr__(self, "_json_size", size)
+        object.__setattr__(self, "_json_problem", problem)
 
 
 @attrs.frozen

@@ -336,7 +336,10 @@ def check_event(event: LLMEvent, max_bytes: int) -> None:
         EventTooLargeError: The encoded event is over `max_bytes`; the message
             names its biggest field.
     """
-    if size_bound(event) <= max_bytes:
+    problem = event._json_problem
+    if problem is not None:
+        raise InvalidEventError(problem)
+    if event._json_size <= max_bytes:
         return
     size = len(encode_event(event))
     if size > max_bytes:
