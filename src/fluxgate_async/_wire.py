@@ -55,7 +55,7 @@ __all__ = [
 
 
 EventInput: TypeAlias = LLMEvent | Mapping[str, Any]
-"""What `record_event` takes: a model, or a mapping shaped like the seed's `LLMEvent`."""
+"""What `record_event` takes: an `LLMEvent`, or a mapping of the API's JSON (camelCase keys)."""
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)
