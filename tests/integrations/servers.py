@@ -129,10 +129,7 @@ class ProviderServer:
                 path=request.path,
                 query=dict(request.query),
                 headers=dict(request.headers),
-                # Multipart uploads (images, audio) are kept out of `json`.
-                json=json.loads(raw)
-                if raw and request.content_type == "application/json"
-                else None,
+                json=json.loads(raw) if is_json else None,
             )
         )
         if self._answers:
