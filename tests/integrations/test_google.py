@@ -413,7 +413,7 @@ async def test_an_sdk_error_before_sending_records_nothing(
         await client.aio.models.generate_content(
             model="gemini-2.5-flash",
             contents="Hi",
-            config={"temperature": "hot"},  # type: ignore[typeddict-item]
+            config={"temperature": "hot"},  # type: ignore[arg-type]
         )
     assert server.requests == []
     assert type(tracked.value).__module__.startswith("pydantic")
