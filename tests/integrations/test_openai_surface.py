@@ -502,3 +502,29 @@ async def test_chat_stream_from_the_helper_hides_the_usage_chunk(
         plain = [event.type async for event in untracked]
     assert seen == plain
     await recorded(fg, collector)
+
+
+async def test_compaction_and_decisions_record_their_usage(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`responses.compact` and `decisions.create` each record their usage."""
+    client = track_openai(raw, fg)
+    usage = response_body()["usage"]
+    server.answer(
+        Answer(
+            body={
+                "id": "cmp_1",
+                "object": "response.compaction",
+                "created_at": 1741476542,
+                "output": [],
+                "usage": usage,
+            }
+        ),
+        Answer(body={"answers": [], "model": "gpt-6-luna", "usage": usage}),
+    )
+    await client.responses.compact(model="gpt-4.1", previous_response_id="resp_1")
+    decision = await client.decisions.create(input="hi", model="gpt-6-luna", questions=[])
+    assert decision.model == "gpt-6-luna"
+    events = await recorded(fg, collector, 2)
+    assert [tokens(e) for e in events] == [(36, 87, 4, False)] * 2
+    assert [e["usage"]["model"] for e in events] == ["gpt-4.1", "gpt-6-luna"]

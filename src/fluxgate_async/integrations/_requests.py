@@ -58,6 +58,9 @@ log = logging.getLogger("fluxgate_async")
 NOT_READ = "response closed before its body was read"
 """The error message of a raw response closed (or collected) before its body was read."""
 
+_UNSEEN = object()
+_FORWARDED = object()
+"""In a `TrackedClient`'s cache: an attribute read from the client every time."""
 # Client attributes made from the client itself, rebuilt over the view.
 _CLIENT_VIEWS = frozenset({"with_raw_response", "with_streaming_response"})
 
@@ -165,8 +168,10 @@ class TrackedClient(Proxy):
 
     def __getattr__(self, name: str) -> Any:
         cache: dict[str, Any] = self._fg_cache
-        found = cache.get(name)
-        if found is not None:
+        found = cache.get(name, _UNSEEN)
+        if found is _FORWARDED:
+            return getattr(self._fg_target, name)
+        if found is not _UNSEEN:
             return found
         if name in self._fg_overrides:
             return super().__getattr__(name)
@@ -181,6 +186,8 @@ class TrackedClient(Proxy):
             if name in _CLIENT_VIEWS or isinstance(value, self._fg_sdk.resource):
                 found = type(value)(self)
             else:
+                # Data (options, the HTTP client, ...): read from the client each time.
+                cache[name] = _FORWARDED
                 return value
         cache[name] = found
         return found

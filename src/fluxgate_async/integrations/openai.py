@@ -522,8 +522,11 @@ _CHAT_STREAM = Route(
 )
 _RESPONSES = Route(read=_response_outcome, events=_ResponseEvents)
 _POST_ROUTES = {
+    "/responses/compact": Route(read=_response_outcome),
+    "/decisions": Route(read=_response_outcome),
     "/embeddings": Route(read=_embedding_outcome),
     "/images/generations": Route(read=_tokens_outcome, events=_UsageEvents),
     "/images/edits": Route(read=_tokens_outcome, events=_UsageEvents),
+    "/images/variations": Route(read=_tokens_outcome),
     "/audio/transcriptions": Route(read=_tokens_outcome, events=_UsageEvents),
 }
