@@ -573,7 +573,7 @@ async def test_a_bug_routing_a_request_leaves_it_untracked(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """If routing a request fails on a bug of ours, the call still runs, untracked, and is logged."""
+    """If routing a request fails on a bug of ours, the call runs untracked, and it is logged."""
 
     def broken(background: object) -> Any:
         def route(*args: object) -> None:
