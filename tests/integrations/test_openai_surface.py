@@ -595,3 +595,43 @@ async def test_a_bug_routing_a_request_leaves_it_untracked(
 def test_a_half_built_raw_response_wrapper_is_collected_quietly() -> None:
     """A raw response wrapper whose construction never finished is collected without error."""
     TrackedResponse.__new__(TrackedResponse).__del__()
+
+
+@pytest.mark.parametrize("how", ["iter_bytes", "iter_text", "iter_lines"])
+async def test_streaming_response_read_raw_records_once(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, how: str
+) -> None:
+    """A streaming response read as raw bytes, text or lines records its usage once."""
+    client = track_openai(raw, fg)
+    server.answer_chat(prompt_tokens=12, completion_tokens=4)
+    server.answer(Answer(events=response_events(response_body())))
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        whole = [piece async for piece in getattr(response, how)()]
+    async with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hi", stream=True
+    ) as streamed:
+        pieces = [piece async for piece in getattr(streamed, how)()]
+    assert whole
+    assert pieces
+    events = await recorded(fg, collector, 2)
+    assert [tokens(e) for e in events] == [(12, 4, 0, False), (36, 87, 4, True)]
+    assert events[1]["metadata"]["reasoningTokens"] == 12
+
+
+async def test_raw_lines_left_early_record_the_usage_seen(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Raw lines of a stream left early record ERROR with the model seen so far, once."""
+    client = track_openai(raw, fg)
+    server.answer(Answer(events=response_events(response_body())))
+    async with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hi", stream=True
+    ) as streamed:
+        async for line in streamed.iter_lines():
+            if line.startswith("data:"):
+                break
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
+    assert event["usage"]["model"] == "gpt-4.1-2025-04-14"
