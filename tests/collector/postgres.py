@@ -5,8 +5,9 @@ as the current user, and PostgreSQL refuses to run as root, which is what CI
 runs as here. This runs them as the `postgres` user through `runuser` when
 root, and as the current user otherwise.
 
-Never skipped: missing binaries fail the test run with a message saying what
-to install.
+Never skipped: missing binaries raise `PostgresUnavailableError`, which fails
+the tests that need it with a message saying what to install. `make bench`
+uses it too, for the PostgreSQL ingest row.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 START_DEADLINE = 30.0
 SERVER_USER = "postgres"
+
+
+class PostgresUnavailableError(RuntimeError):
+    """The PostgreSQL server programs are missing, or the server would not start."""
 
 
 def _find(program: str) -> str:
     found = shutil.which(program)
     if found is None:
-        pytest.fail(
+        msg = (
             f"PostgreSQL's {program} is not on PATH: the collector tests need the PostgreSQL "
             "server programs (Debian: apt-get install postgresql)"
         )
+        raise PostgresUnavailableError(msg)
     # On Debian, PATH holds links into the version's own bin directory.
     return str(Path(found).resolve())
 
@@ -53,7 +57,8 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
-            pytest.fail(f"{' '.join(command)} failed: {result.stdout}{result.stderr}{log}")
+            msg = f"{' '.join(command)} failed: {result.stdout}{result.stderr}{log}"
+            raise PostgresUnavailableError(msg)
 
     def start(self) -> None:
         """initdb, then start the server and wait until it accepts connections."""

@@ -83,7 +83,8 @@ _GROUP_SQL: Final = {
 }
 
 BATCH_LIMIT = 512
-"""Most writes committed in one transaction."""
+"""Writes committed in one transaction, at most, unless one turn of the event loop submitted
+more (they are handed over together)."""
 BUSY_TIMEOUT_MS = 5000
 """How long a write waits for another process's lock on the file before it fails."""
 
@@ -149,18 +150,12 @@ def _answer(row: Sequence[Any]) -> CreateAiEventResponse:
 
 
 def _insert(conn: sqlite3.Connection, record: EventRecord) -> CreateAiEventResponse:
-    if record.idempotency_key is not None:
-        row = conn.execute(
-            "SELECT id, created_at, cost, price_status FROM events WHERE idempotency_key = ?",
-            (record.idempotency_key,),
-        ).fetchone()
-        if row is not None:
-            return _answer(row)
     answer = record.answer()
-    conn.execute(
+    inserted = conn.execute(
         "INSERT INTO events (id, idempotency_key, created_at, provider, model, feature, user_id,"
         " status, input_tokens, output_tokens, cached_tokens, latency_ms, cost, price_status, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (idempotency_key) DO NOTHING",
         (
             answer.id,
             record.idempotency_key,
@@ -178,8 +173,15 @@ def _insert(conn: sqlite3.Connection, record: EventRecord) -> CreateAiEventRespo
             record.price_status,
             record.body,
         ),
-    )
-    return answer
+    ).rowcount
+    if inserted:
+        return answer
+    # A known key: the answer first given for it.
+    row = conn.execute(
+        "SELECT id, created_at, cost, price_status FROM events WHERE idempotency_key = ?",
+        (record.idempotency_key,),
+    ).fetchone()
+    return _answer(row)
 
 
 def _page(
@@ -267,7 +269,10 @@ class SQLiteEventStore(EventStore):
         self.path = Path(path)
         """The database file."""
         self._readonly = readonly
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[_Job] | object] = queue.SimpleQueue()
+        # Jobs submitted during one turn of the event loop, handed over together: waking
+        # the thread once per turn rather than once per request keeps it off the GIL.
+        self._pending: list[_Job] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._opened: _FileIdentity | None = None
@@ -351,8 +356,14 @@ class SQLiteEventStore(EventStore):
             raise RuntimeError(msg)
         assert self._loop is not None
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(run, future, write))
+        if not self._pending:
+            self._loop.call_soon(self._hand_over)
+        self._pending.append(_Job(run, future, write))
         return await future
+
+    def _hand_over(self) -> None:
+        self._jobs.put(self._pending)
+        self._pending = []
 
     async def aclose(self) -> None:
         """Finish the queued work, then close the database; calling it again does nothing."""
@@ -361,6 +372,7 @@ class SQLiteEventStore(EventStore):
         self._closed = True
         thread, self._thread = self._thread, None
         if thread is not None:
+            self._hand_over()  # jobs submitted in this very turn of the loop
             self._jobs.put(_STOP)
             await asyncio.to_thread(thread.join)
 
@@ -418,18 +430,20 @@ class SQLiteEventStore(EventStore):
             first = self._jobs.get()
             if first is _STOP:
                 return
-            batch = [first]
+            assert isinstance(first, list)
+            batch = list(first)
             # Everything that queued up during the last commit joins this one.
             while len(batch) < BATCH_LIMIT:
                 try:
-                    job = self._jobs.get_nowait()
+                    jobs = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if jobs is _STOP:
                     stop = True
                     break
-                batch.append(job)
-            yield [job for job in batch if isinstance(job, _Job)]
+                assert isinstance(jobs, list)
+                batch.extend(jobs)
+            yield batch
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         writes = [job for job in batch if job.write]
