@@ -33,6 +33,8 @@ async def collector_ingest(settings: Settings) -> Row:
     collector = median([r["collector_events_per_s"] for r in results])
     raw = median([r["raw_aiohttp_events_per_s"] for r in results])
     target = float(module.TARGET_EVENTS_PER_S)
+    cpu = median([r["collector_cpu_us_per_event"] for r in results])
+    raw_cpu = median([r["raw_aiohttp_cpu_us_per_event"] for r in results])
     return Row(
         "collector ingest, durable writes",
         f"{collector:,.0f} events/s (stored in SQLite)",
@@ -40,6 +42,7 @@ async def collector_ingest(settings: Settings) -> Row:
         collector / raw,
         f">= {target:,.0f} events/s",
         collector >= target,
+        note=f"server CPU per event: collector {cpu:,.0f} µs, raw aiohttp {raw_cpu:,.0f} µs",
     )
 
 
@@ -59,6 +62,8 @@ async def collector_postgres(settings: Settings) -> Row:
     one = median([r["one_instance_events_per_s"] for r in results])
     raw = median([r["raw_aiohttp_events_per_s"] for r in results])
     target = float(module.TARGET_SCALING)
+    one_cpu = median([r["one_instance_cpu_us_per_event"] for r in results])
+    two_cpu = median([r["two_instances_cpu_us_per_event"] for r in results])
     return Row(
         "collector ingest, PostgreSQL, 2 instances",
         f"{two:,.0f} events/s (2 collectors, one database)",
@@ -66,6 +71,7 @@ async def collector_postgres(settings: Settings) -> Row:
         two / one,
         f">= {target:.1f}x",
         two / one >= target,
+        note=f"collectors' CPU per event: one {one_cpu:,.0f} µs, two {two_cpu:,.0f} µs",
     )
 
 

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import socket
 import sqlite3
@@ -36,6 +37,7 @@ TARGET_EVENTS_PER_S = 5000.0
 TARGET_SCALING = 1.5
 """Two collectors on one PostgreSQL against one: the rate they reach together."""
 _STARTUP_DEADLINE = 20.0
+_WARM_UP = 200
 
 # A server that answers like the API and stores nothing: the floor for HTTP + JSON.
 _RAW_SERVER = """
@@ -127,7 +129,7 @@ async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[f
 
     Returns (seconds, recorded).
     """
-    warm_up, workload = _events(200), _events(events)
+    warm_up, workload = _events(_WARM_UP), _events(events)
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(FluxGate("bench-key", endpoint=url, timeout=30.0))
@@ -154,32 +156,49 @@ def _serve(db: str) -> tuple[list[str], int]:
     return [sys.executable, "-m", "fluxgate_async", "serve", "--port", str(port), "--db", db], port
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; Linux only, else 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(
     servers: list[tuple[list[str], int]], events: int, concurrency: int
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
+    """Run the servers, drive them; return (seconds, recorded, server CPU µs per event).
+
+    The CPU figure (warm-up included) says what one event costs a server whatever else
+    the machine is doing, which the rate alone does not on a busy machine.
+    """
     processes = [_start(command, port) for command, port in servers]
     try:
         endpoints = [f"http://127.0.0.1:{port}/api/events" for _, port in servers]
-        return asyncio.run(_drive(endpoints, events, concurrency))
+        seconds, recorded = asyncio.run(_drive(endpoints, events, concurrency))
+        cpu = sum(_cpu_seconds(process.pid) for process in processes)
+        return seconds, recorded, cpu / (events + _WARM_UP) * 1e6
     finally:
         for process in processes:
             _stop(process)
 
 
-def _raw(events: int, concurrency: int) -> float:
+def _raw(events: int, concurrency: int) -> tuple[float, float]:
     port = _free_port()
-    seconds, recorded = _measure(
+    seconds, recorded, cpu = _measure(
         [([sys.executable, "-c", _RAW_SERVER, str(port)], port)], events, concurrency
     )
-    return recorded / seconds
+    return recorded / seconds, cpu
 
 
 def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
     """Measure the raw server and the collector on SQLite; return events/s, ratio, target."""
-    raw_rate = _raw(events, concurrency)
+    raw_rate, raw_cpu = _raw(events, concurrency)
     with tempfile.TemporaryDirectory(prefix="fluxgate-bench-") as tmp:
         db = Path(tmp) / "bench.sqlite"
-        collector_s, collector_ok = _measure([_serve(str(db))], events, concurrency)
+        collector_s, collector_ok, collector_cpu = _measure([_serve(str(db))], events, concurrency)
         conn = sqlite3.connect(db)
         try:
             stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -193,6 +212,8 @@ def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
         "collector_events_per_s": round(collector_rate, 1),
         "raw_aiohttp_events_per_s": round(raw_rate, 1),
         "ratio": round(collector_rate / raw_rate, 3),
+        "collector_cpu_us_per_event": round(collector_cpu, 1),
+        "raw_aiohttp_cpu_us_per_event": round(raw_cpu, 1),
         "collector_stored": stored,
         "collector_recorded": collector_ok,
         "target_events_per_s": TARGET_EVENTS_PER_S,
@@ -204,13 +225,13 @@ def run_postgres(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
     """Measure one, then two collectors on one throwaway PostgreSQL, and the raw server."""
     from tests.collector.postgres import PostgresCluster
 
-    raw_rate = _raw(events, concurrency)
+    raw_rate, _ = _raw(events, concurrency)
     cluster = PostgresCluster(_free_port())
     cluster.start()
     try:
         url = cluster.url()
-        one_s, one_ok = _measure([_serve(url)], events, concurrency)
-        two_s, two_ok = _measure([_serve(url), _serve(url)], events, concurrency)
+        one_s, one_ok, one_cpu = _measure([_serve(url)], events, concurrency)
+        two_s, two_ok, two_cpu = _measure([_serve(url), _serve(url)], events, concurrency)
         stored = asyncio.run(_count_postgres(url))
     finally:
         cluster.stop("immediate")
@@ -224,6 +245,8 @@ def run_postgres(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
         "two_instances_events_per_s": round(two_rate, 1),
         "raw_aiohttp_events_per_s": round(raw_rate, 1),
         "scaling": round(two_rate / one_rate, 3),
+        "one_instance_cpu_us_per_event": round(one_cpu, 1),
+        "two_instances_cpu_us_per_event": round(two_cpu, 1),
         "stored": stored,
         "recorded": one_ok + two_ok,
         "target_scaling": TARGET_SCALING,

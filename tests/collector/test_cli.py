@@ -402,7 +402,7 @@ def test_serve_on_postgres_hides_the_password(pg_url: str) -> None:
     proc = CollectorProcess(None, env={"FLUXGATE_DB": url})
     proc.start()
     code, out, err = proc.stop()
-    assert code == 0
+    assert code == 0, err
     assert "not-checked-by-trust" not in out + err
     assert f"database {url.replace('not-checked-by-trust', '***')}" in out
 

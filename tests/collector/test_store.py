@@ -492,3 +492,25 @@ def test_every_store_is_an_event_store(tmp_path: Path) -> None:
     assert isinstance(open_store(tmp_path / "x.sqlite"), SQLiteEventStore)
     assert isinstance(open_store("postgres://u@h/d"), EventStore)
     assert type(open_store("postgresql://u@h/d")).__name__ == "PostgresEventStore"
+
+
+async def test_an_unexpected_writer_failure_fails_its_batch_only(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one PostgreSQL batch answers its requests with an error; the writers go on."""
+    from fluxgate_async.collector._postgres import PostgresEventStore
+
+    real_commit = PostgresEventStore._commit
+    failures = [ZeroDivisionError("bug")]
+
+    async def commit_once_failing(self: PostgresEventStore, records: list[EventRecord]) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_commit(self, records)
+
+    monkeypatch.setattr(PostgresEventStore, "_commit", commit_once_failing)
+    async with open_store(pg_url) as store:
+        with pytest.raises(StoreUnavailableError, match="ZeroDivisionError"):
+            await store.add(_record("first"))
+        assert (await store.add(_record("second"))).id
+        assert len(await store.events()) == 1

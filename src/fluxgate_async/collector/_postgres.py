@@ -171,9 +171,9 @@ class PostgresEventStore(EventStore):
         self._dsn = dsn
         self._readonly = readonly
         self._pool: asyncpg.Pool | None = None
-        self._queue: asyncio.Queue[tuple[EventRecord, asyncio.Future[CreateAiEventResponse]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[
+            tuple[EventRecord, asyncio.Future[CreateAiEventResponse]] | None
+        ] = asyncio.Queue()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -214,7 +214,8 @@ class PostgresEventStore(EventStore):
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> Any:
-        if self._pool is None or self._closed:
+        # Not `_closed`: while closing, the writers still commit what was queued.
+        if self._pool is None:
             msg = "the event store is not open"
             raise RuntimeError(msg)
         async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
@@ -311,15 +312,27 @@ class PostgresEventStore(EventStore):
             raise StoreUnavailableError(msg) from None
 
     async def _write_batches(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:  # `aclose`: everything queued before it is done
+                return
+            batch = [first]
             while len(batch) < BATCH_LIMIT and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
             try:
                 answers = await self._commit([record for record, _ in batch])
             except StoreUnavailableError as exc:
                 log.error("collector: commit failed, %d events not stored: %s", len(batch), exc)
                 outcomes: Sequence[CreateAiEventResponse | BaseException] = [exc] * len(batch)
+            except Exception as exc:  # the writer must survive, and every request get its answer
+                log.exception("collector: commit failed, %d events not stored", len(batch))
+                error = StoreUnavailableError(f"the events could not be stored: {exc!r}")
+                outcomes = [error] * len(batch)
             else:
                 outcomes = answers
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -329,8 +342,6 @@ class PostgresEventStore(EventStore):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
-            for _ in batch:
-                self._queue.task_done()
 
     async def _commit(self, records: list[EventRecord]) -> list[CreateAiEventResponse]:
         answers = [record.answer() for record in records]
@@ -377,15 +388,12 @@ class PostgresEventStore(EventStore):
         """Commit the queued events, then close the pool; calling it again does nothing."""
         if self._closed:
             return
-        if self._writers:
-            # Bounded: each queued event either commits or fails within the timeouts.
-            await self._queue.join()
         self._closed = True
-        for writer in self._writers:
-            writer.cancel()
-        for writer in self._writers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+        # One stop mark per writer, behind every queued event: each writer ends once
+        # what was queued before it is committed or failed, within the timeouts.
+        for _ in self._writers:
+            self._queue.put_nowait(None)
+        await asyncio.gather(*self._writers)
         await self._close_pool()
 
     async def _close_pool(self) -> None:
