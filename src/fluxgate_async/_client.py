@@ -23,10 +23,11 @@ from ._config import (
 )
 from ._delivery import OnError, Pipeline
 from ._logging import hide_secret, log, show_debug_logs
+from ._manual_tracking import TrackedCall, track
 from ._models import CreateAiEventResponse, LLMEvent
+from ._recording import Mode
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
-from ._track import Mode, TrackedCall, track
 from ._transport import Attempt, Transport
 from ._wire import EventInput, encode_event, to_event
 
@@ -306,7 +307,7 @@ class FluxGate:
     ) -> AbstractAsyncContextManager[TrackedCall]:
         """Track a call to any LLM provider: time it, let the block set its usage, record it.
 
-        The seed's "Direct Integration", in one block. Latency is measured with
+        The TypeScript SDK's "Direct Integration", in one block. Latency is measured with
         the monotonic clock from entering the block to leaving it. An exception
         leaving the block is recorded as ERROR with its message (MALFORMED_REQUEST
         for a 400-class HTTP error) and re-raised unchanged; a cancelled block
@@ -314,6 +315,8 @@ class FluxGate:
 
         Example:
             ```python
+            import asyncio
+
             from fluxgate_async import FluxGate
 
 
@@ -322,12 +325,16 @@ class FluxGate:
                 return {"input_tokens": len(prompt.split()), "output_tokens": 42}
 
 
-            async with (
-                FluxGate() as fg,
-                fg.track(model="my-model", provider="acme", feature="chat") as call,
-            ):
-                reply = await generate("Summarise the meeting notes")
-                call.set_usage(reply["input_tokens"], reply["output_tokens"])
+            async def main() -> None:
+                async with (
+                    FluxGate() as fg,
+                    fg.track(model="my-model", provider="acme", feature="chat") as call,
+                ):
+                    reply = await generate("Summarise the meeting notes")
+                    call.set_usage(reply["input_tokens"], reply["output_tokens"])
+
+
+            asyncio.run(main())
             ```
 
         Args:

@@ -7,10 +7,16 @@ import csv
 import json
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ..collector._pricing import require
-from ..collector._store import StoreUnavailableError, normalise_since, open_store
+from ..collector._store import (
+    POSTGRES_SCHEMES,
+    StoreUnavailableError,
+    normalise_since,
+    open_store,
+)
 from ._errors import CommandError
 
 __all__ = ["EVENT_COLUMNS", "print_report", "run_report"]
@@ -18,7 +24,8 @@ __all__ = ["EVENT_COLUMNS", "print_report", "run_report"]
 _COLUMNS = ("calls", "inputTokens", "outputTokens", "tokens", "cost", "unpriced", "errors")
 # The table leaves out `tokens` (input + output) to fit 80 columns; JSON and CSV have it.
 _TABLE_COLUMNS = tuple(c for c in _COLUMNS if c != "tokens")
-_HEADERS = {"inputTokens": "input", "outputTokens": "output"}
+# `errors` counts failed calls (the events' status); `unpriced` counts events with no price.
+_HEADERS = {"inputTokens": "input", "outputTokens": "output", "errors": "failed"}
 
 EXPORT_PAGE_SIZE = 1000
 """Events read per page when exporting; each page follows the previous one's cursor."""
@@ -53,6 +60,12 @@ def run_report(*, db: str, by: str, since: str | None, fmt: str, events: bool = 
         cutoff = normalise_since(since) if since else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
+        msg = (
+            f"no collector database at {db!r}: pass --db with the file a collector writes to, "
+            f"or start one that writes there with `fluxgate-async serve --db {db}`"
+        )
+        raise CommandError(msg)
     if events:
         return asyncio.run(_export(db, cutoff, fmt))
     rows = asyncio.run(_summary(db, by, cutoff))
@@ -89,7 +102,7 @@ async def _export(db: str, since: str | None, fmt: str) -> int:
         writer.writerow(EVENT_COLUMNS)
     async for events in _pages(db, since):
         if fmt == "csv":
-            writer.writerows(_event_row(event) for event in events)
+            writer.writerows([_csv_cell(cell) for cell in _event_row(event)] for event in events)
         else:
             sys.stdout.writelines(json.dumps(event, ensure_ascii=False) + "\n" for event in events)
     return 0
@@ -125,13 +138,18 @@ def print_report(rows: list[dict[str, Any]], *, by: str, fmt: str) -> None:
     elif fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow([by, *_COLUMNS])
-        writer.writerows([[row[by], *(row[c] for c in _COLUMNS)] for row in rows])
+        writer.writerows([[row[by], *(_csv_cell(row[c]) for c in _COLUMNS)] for row in rows])
     else:
         _print_table(rows, by)
 
 
+def _csv_cell(value: object) -> object:
+    # Costs as plain decimals (0.000009), never in exponent form (9e-06), for spreadsheets.
+    return f"{value:.10f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+
+
 def _cost(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.6f}"
+    return "n/a" if value is None else f"${value:,.6f}"
 
 
 def _print_table(rows: list[dict[str, Any]], by: str) -> None:

@@ -26,8 +26,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from .._extras import require_extra
 from .._models import CreateAiEventResponse
-from ._pricing import MissingExtraError
 from ._store import (
     EventPage,
     EventRecord,
@@ -136,12 +136,7 @@ def _from_json_text(value: str | None) -> str | None:
 
 
 def _import_asyncpg() -> Any:
-    try:
-        import asyncpg  # noqa: PLC0415 - the `postgres` extra is needed only here
-    except ImportError as exc:
-        msg = "a postgresql:// database needs asyncpg: pip install 'fluxgate-async[postgres]'"
-        raise MissingExtraError(msg) from exc
-    return asyncpg
+    return require_extra("asyncpg", extra="postgres", needed_by="a postgresql:// database")
 
 
 class PostgresEventStore(EventStore):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import importlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from .._extras import MissingExtraError, require_extra
 from .._models import AiEventUsage
 
 __all__ = [
@@ -31,10 +31,6 @@ UNKNOWN_MODEL = "UNKNOWN_MODEL"
 """Answer status of an event whose model `genai-prices` does not know: its cost is `null`."""
 
 
-class MissingExtraError(ImportError):
-    """A command needs a package of the `collector` extra that is not installed."""
-
-
 @attrs.frozen
 class Price:
     """The cost of one event, or why there is none.
@@ -50,18 +46,13 @@ class Price:
     detail: str = ""
 
 
-def require(module: str) -> Any:
-    """Import `module`, a dependency of the `collector` extra.
+def require(module: str, needed_by: str = "this command") -> Any:
+    """Import `module`, a dependency of the `collector` extra that `needed_by` uses.
 
     Raises:
         MissingExtraError: It is not installed; the message says how to install it.
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        package = module.partition(".")[0]
-        msg = f"this command needs the {package!r} package: pip install 'fluxgate-async[collector]'"
-        raise MissingExtraError(msg) from exc
+    return require_extra(module, extra="collector", needed_by=needed_by)
 
 
 @functools.cache
@@ -75,7 +66,7 @@ def load_prices() -> Callable[..., Any]:
     Raises:
         MissingExtraError: `genai-prices` is not installed.
     """
-    prices = require("genai_prices")
+    prices = require("genai_prices", needed_by="the local collector, to price events,")
 
     def calc(
         input_tokens: int, output_tokens: int, cached: int, model: str, provider: str | None
