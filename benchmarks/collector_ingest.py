@@ -153,7 +153,9 @@ async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[f
 
 def _serve(db: str) -> tuple[list[str], int]:
     port = _free_port()
-    return [sys.executable, "-m", "fluxgate_async", "serve", "--port", str(port), "--db", db], port
+    # --quiet: no line per request, as the raw server prints none.
+    command = [sys.executable, "-m", "fluxgate_async", "serve", "--quiet"]
+    return [*command, "--port", str(port), "--db", db], port
 
 
 def _cpu_seconds(pid: int) -> float:
