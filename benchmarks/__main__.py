@@ -33,6 +33,8 @@ async def collector_ingest(settings: Settings) -> Row:
     collector = median([r["collector_events_per_s"] for r in results])
     raw = median([r["raw_aiohttp_events_per_s"] for r in results])
     target = float(module.TARGET_EVENTS_PER_S)
+    cpu = median([r["collector_cpu_us_per_event"] for r in results])
+    raw_cpu = median([r["raw_aiohttp_cpu_us_per_event"] for r in results])
     return Row(
         "collector ingest, durable writes",
         f"{collector:,.0f} events/s (stored in SQLite)",
@@ -40,6 +42,36 @@ async def collector_ingest(settings: Settings) -> Row:
         collector / raw,
         f">= {target:,.0f} events/s",
         collector >= target,
+        note=f"server CPU per event: collector {cpu:,.0f} µs, raw aiohttp {raw_cpu:,.0f} µs",
+    )
+
+
+async def collector_postgres(settings: Settings) -> Row:
+    """Two collectors sharing one PostgreSQL against one, from `run_postgres()`.
+
+    Each round starts a throwaway PostgreSQL cluster (the tests' own), measures
+    the raw aiohttp server, one collector, then two with the client's workers
+    split between them.
+    """
+    module = optional_import("benchmarks.collector_ingest")
+    events = settings.count(5_000, 200)
+    results = [
+        await asyncio.to_thread(module.run_postgres, events=events) for _ in range(settings.rounds)
+    ]
+    two = median([r["two_instances_events_per_s"] for r in results])
+    one = median([r["one_instance_events_per_s"] for r in results])
+    raw = median([r["raw_aiohttp_events_per_s"] for r in results])
+    target = float(module.TARGET_SCALING)
+    one_cpu = median([r["one_instance_cpu_us_per_event"] for r in results])
+    two_cpu = median([r["two_instances_cpu_us_per_event"] for r in results])
+    return Row(
+        "collector ingest, PostgreSQL, 2 instances",
+        f"{two:,.0f} events/s (2 collectors, one database)",
+        f"{one:,.0f} events/s (1 collector); raw aiohttp {raw:,.0f} events/s",
+        two / one,
+        f">= {target:.1f}x",
+        two / one >= target,
+        note=f"collectors' CPU per event: one {one_cpu:,.0f} µs, two {two_cpu:,.0f} µs",
     )
 
 
@@ -50,7 +82,8 @@ ROWS: list[tuple[str, str, RowFunction]] = [
     ("background delivery, 8 POSTs in flight", ">= 1.0x", background.delivery),
     ("memory, 100,000 events queued, server down", "<= 1024 B/event", memory.queued),
     ("wrapped OpenAI chat call, background mode", "<= 100 µs added", wrapped.overhead),
-    ("collector ingest, durable writes", ">= 2,000 events/s", collector_ingest),
+    ("collector ingest, durable writes", ">= 5,000 events/s", collector_ingest),
+    ("collector ingest, PostgreSQL, 2 instances", ">= 1.5x", collector_postgres),
 ]
 """(name, target, function): the row's name in the table, and its target when it is n/a."""
 

@@ -1,20 +1,24 @@
-"""Ingest rate of the local collector (durable SQLite writes) beside a raw aiohttp server.
+"""Ingest rate of the collector (durable writes) beside a raw aiohttp server.
 
-Both servers run in their own process, as in real use; the real client drives
+Every server runs in its own process, as in real use; the real client drives
 them over loopback with `concurrency` events in flight. The raw server answers
 the API's JSON and stores nothing, so the ratio is what durability and pricing
-cost.
+cost. On PostgreSQL (a throwaway cluster started for the run) one collector is
+measured, then two sharing the database with the client's workers split
+between them, as behind a load balancer.
 
-    python -m benchmarks.collector_ingest [--events 5000] [--concurrency 64]
+    python -m benchmarks.collector_ingest [--events 5000] [--concurrency 64] [--postgres]
 
-`run()` returns the numbers for the benchmark suite.
+`run()` and `run_postgres()` return the numbers for the benchmark suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import socket
 import sqlite3
@@ -29,8 +33,11 @@ from typing import Any
 
 from fluxgate_async import FluxGate
 
-TARGET_EVENTS_PER_S = 2000.0
+TARGET_EVENTS_PER_S = 5000.0
+TARGET_SCALING = 1.5
+"""Two collectors on one PostgreSQL against one: the rate they reach together."""
 _STARTUP_DEADLINE = 20.0
+_WARM_UP = 200
 
 # A server that answers like the API and stores nothing: the floor for HTTP + JSON.
 _RAW_SERVER = """
@@ -117,61 +124,89 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.stderr.close()  # else a ResourceWarning when the Popen is collected
 
 
-async def _drive(endpoint: str, events: int, concurrency: int) -> tuple[float, int]:
-    """Send `events` events with `concurrency` in flight; return (seconds, recorded)."""
-    warm_up, workload = _events(200), _events(events)
-    async with FluxGate("bench-key", endpoint=endpoint, timeout=30.0) as fg:
-        for event in warm_up:  # open the connection pool, load the price tables
-            await fg.record_event(event)
+async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[float, int]:
+    """Send `events` events with `concurrency` in flight, spread over `endpoints`.
+
+    Returns (seconds, recorded).
+    """
+    warm_up, workload = _events(_WARM_UP), _events(events)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(FluxGate("bench-key", endpoint=url, timeout=30.0))
+            for url in endpoints
+        ]
+        for n, event in enumerate(warm_up):  # open the connection pools, load the price tables
+            await clients[n % len(clients)].record_event(event)
         remaining = iter(workload)
         recorded = 0
 
-        async def worker() -> None:
+        async def worker(fg: FluxGate) -> None:
             nonlocal recorded
             for event in remaining:
                 if await fg.record_event(event) is not None:
                     recorded += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(clients[n % len(clients)]) for n in range(concurrency)))
         return time.perf_counter() - start, recorded
 
 
-def _measure(command: list[str], port: int, events: int, concurrency: int) -> tuple[float, int]:
-    process = _start(command, port)
+def _serve(db: str) -> tuple[list[str], int]:
+    port = _free_port()
+    # --quiet: no line per request, as the raw server prints none.
+    command = [sys.executable, "-m", "fluxgate_async", "serve", "--quiet"]
+    return [*command, "--port", str(port), "--db", db], port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; Linux only, else 0."""
     try:
-        return asyncio.run(_drive(f"http://127.0.0.1:{port}/api/events", events, concurrency))
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(
+    servers: list[tuple[list[str], int]], events: int, concurrency: int
+) -> tuple[float, int, float]:
+    """Run the servers, drive them; return (seconds, recorded, server CPU µs per event).
+
+    The CPU figure (warm-up included) says what one event costs a server whatever else
+    the machine is doing, which the rate alone does not on a busy machine.
+    """
+    processes = [_start(command, port) for command, port in servers]
+    try:
+        endpoints = [f"http://127.0.0.1:{port}/api/events" for _, port in servers]
+        seconds, recorded = asyncio.run(_drive(endpoints, events, concurrency))
+        cpu = sum(_cpu_seconds(process.pid) for process in processes)
+        return seconds, recorded, cpu / (events + _WARM_UP) * 1e6
     finally:
-        _stop(process)
+        for process in processes:
+            _stop(process)
+
+
+def _raw(events: int, concurrency: int) -> tuple[float, float]:
+    port = _free_port()
+    seconds, recorded, cpu = _measure(
+        [([sys.executable, "-c", _RAW_SERVER, str(port)], port)], events, concurrency
+    )
+    return recorded / seconds, cpu
 
 
 def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
-    """Measure both servers in this run and return events/s, their ratio and the target."""
-    raw_port = _free_port()
-    raw_s, raw_ok = _measure(
-        [sys.executable, "-c", _RAW_SERVER, str(raw_port)], raw_port, events, concurrency
-    )
+    """Measure the raw server and the collector on SQLite; return events/s, ratio, target."""
+    raw_rate, raw_cpu = _raw(events, concurrency)
     with tempfile.TemporaryDirectory(prefix="fluxgate-bench-") as tmp:
         db = Path(tmp) / "bench.sqlite"
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "fluxgate_async",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-        ]
-        collector_s, collector_ok = _measure(command, port, events, concurrency)
+        collector_s, collector_ok, collector_cpu = _measure([_serve(str(db))], events, concurrency)
         conn = sqlite3.connect(db)
         try:
             stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         finally:
             conn.close()
     collector_rate = collector_ok / collector_s
-    raw_rate = raw_ok / raw_s
     return {
         "name": "collector_ingest",
         "events": events,
@@ -179,6 +214,8 @@ def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
         "collector_events_per_s": round(collector_rate, 1),
         "raw_aiohttp_events_per_s": round(raw_rate, 1),
         "ratio": round(collector_rate / raw_rate, 3),
+        "collector_cpu_us_per_event": round(collector_cpu, 1),
+        "raw_aiohttp_cpu_us_per_event": round(raw_cpu, 1),
         "collector_stored": stored,
         "collector_recorded": collector_ok,
         "target_events_per_s": TARGET_EVENTS_PER_S,
@@ -186,11 +223,66 @@ def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
     }
 
 
+def run_postgres(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
+    """Measure one, then two collectors on one throwaway PostgreSQL, and the raw server."""
+    from tests.collector.postgres import PostgresCluster
+
+    raw_rate, _ = _raw(events, concurrency)
+    cluster = PostgresCluster(_free_port())
+    cluster.start()
+    try:
+        url = cluster.url()
+        one_s, one_ok, one_cpu = _measure([_serve(url)], events, concurrency)
+        two_s, two_ok, two_cpu = _measure([_serve(url), _serve(url)], events, concurrency)
+        stored = asyncio.run(_count_postgres(url))
+    finally:
+        cluster.stop("immediate")
+        cluster.remove()
+    one_rate, two_rate = one_ok / one_s, two_ok / two_s
+    return {
+        "name": "collector_ingest_postgres",
+        "events": events,
+        "concurrency": concurrency,
+        "one_instance_events_per_s": round(one_rate, 1),
+        "two_instances_events_per_s": round(two_rate, 1),
+        "raw_aiohttp_events_per_s": round(raw_rate, 1),
+        "scaling": round(two_rate / one_rate, 3),
+        "one_instance_cpu_us_per_event": round(one_cpu, 1),
+        "two_instances_cpu_us_per_event": round(two_cpu, 1),
+        "stored": stored,
+        "recorded": one_ok + two_ok,
+        "target_scaling": TARGET_SCALING,
+        "meets_target": two_rate / one_rate >= TARGET_SCALING,
+    }
+
+
+async def _count_postgres(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM fluxgate_events")
+    finally:
+        await conn.close()
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--postgres", action="store_true", help="one and two collectors on PG")
     args = parser.parse_args()
+    if args.postgres:
+        result = run_postgres(events=args.events, concurrency=args.concurrency)
+        print(json.dumps(result, indent=2))
+        print(
+            f"PostgreSQL: one collector {result['one_instance_events_per_s']:,.0f} events/s, "
+            f"two {result['two_instances_events_per_s']:,.0f} events/s "
+            f"({result['scaling']:.2f}x; target {TARGET_SCALING}x), "
+            f"raw aiohttp {result['raw_aiohttp_events_per_s']:,.0f} events/s"
+        )
+        return
     result = run(events=args.events, concurrency=args.concurrency)
     print(json.dumps(result, indent=2))
     print(

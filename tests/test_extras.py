@@ -65,3 +65,16 @@ def test_the_collector_without_genai_prices_names_the_extra(
         "the local collector, to price events, needs the 'genai-prices' package: "
         "pip install 'fluxgate-async[collector]'"
     )
+
+
+def test_a_postgres_database_without_asyncpg_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `postgresql://` database without asyncpg says which extra provides it."""
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    with pytest.raises(MissingExtraError) as info:
+        Collector("postgresql://fluxgate@127.0.0.1:5432/fluxgate")
+    assert str(info.value) == (
+        "a postgresql:// database needs the 'asyncpg' package: "
+        "pip install 'fluxgate-async[postgres]'"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import signal
@@ -15,7 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from .postgres import PostgresCluster
 
 STARTUP_DEADLINE = 20.0
 STOP_DEADLINE = 15.0
@@ -44,11 +49,14 @@ def run_cli(
 
 
 class CollectorProcess:
-    """`fluxgate-async serve` running in a child process on a free port."""
+    """`fluxgate-async serve` running in a child process on a free port.
+
+    With `db` None, no `--db` is passed: the collector finds it in its environment.
+    """
 
     def __init__(
         self,
-        db: Path,
+        db: str | Path | None,
         *args: str,
         env: dict[str, str] | None = None,
         log_requests: bool = False,
@@ -72,8 +80,7 @@ class CollectorProcess:
                 "serve",
                 "--port",
                 str(self.port),
-                "--db",
-                str(self.db),
+                *(() if self.db is None else ("--db", str(self.db))),
                 *self.args,
             ],
             stdout=subprocess.PIPE,
@@ -132,6 +139,54 @@ def db(tmp_path: Path) -> Path:
 def collector_process(db: Path) -> Iterator[CollectorProcess]:
     """A started collector process without API keys; stopped after the test."""
     proc = CollectorProcess(db)
+    proc.start()
+    yield proc
+    if proc.process is not None and proc.process.poll() is None:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the whole run, on a free loopback port."""
+    cluster = PostgresCluster(free_port())
+    cluster.start()
+    yield cluster
+    cluster.stop("immediate")  # its data is thrown away: no checkpoint to wait for
+    cluster.remove()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """The URL of a fresh, empty PostgreSQL database for one test."""
+    name = f"test_{os.getpid()}_{next(_databases)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres.url())
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return postgres.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: a SQLite file path, then a fresh PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.sqlite")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def served(database: str) -> Iterator[CollectorProcess]:
+    """A collector process on each backend in turn; stopped after the test."""
+    proc = CollectorProcess(database)
     proc.start()
     yield proc
     if proc.process is not None and proc.process.poll() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 
 from fluxgate_async import FluxGate
-from fluxgate_async.collector import MAX_TOKENS, Collector, EventStore
+from fluxgate_async.collector import MAX_TOKENS, Collector, SQLiteEventStore, StoreUnavailableError
 
 
 @pytest.fixture
@@ -251,7 +250,7 @@ async def test_events_since_and_limit(collector: Collector) -> None:
     _, later = await _request(collector, "GET", f"/api/events?since={since.replace('+', '%2B')}")
     assert [e["id"] for e in later["events"]] == [ids[1]["id"], ids[2]["id"]]
     _, none = await _request(collector, "GET", "/api/events?since=2999-01-01")
-    assert none == {"events": []}
+    assert none["events"] == []
 
 
 @pytest.mark.parametrize(
@@ -316,18 +315,18 @@ async def test_summary_groups_calls_tokens_and_cost(collector: Collector) -> Non
 async def test_store_failure_answers_503_and_the_client_retries(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When SQLite fails, the answer is 503, which the client retries until it is stored."""
+    """When the database fails, the answer is 503, which the client retries until it is stored."""
     calls = 0
-    real_add = EventStore.add
+    real_add = SQLiteEventStore.add
 
-    async def failing_once(self: EventStore, record: Any) -> Any:
+    async def failing_once(self: SQLiteEventStore, record: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise sqlite3.OperationalError("disk I/O error")
+            raise StoreUnavailableError("disk I/O error")
         return await real_add(self, record)
 
-    monkeypatch.setattr(EventStore, "add", failing_once)
+    monkeypatch.setattr(SQLiteEventStore, "add", failing_once)
     async with FluxGate("good-key", endpoint=collector.url) as fg:
         answer = await fg.record_event(_usage(model="gpt-4o"))
     assert answer is not None

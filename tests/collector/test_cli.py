@@ -219,14 +219,14 @@ def test_send_non_utf8_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.fixture
-def filled_db(collector_process: CollectorProcess) -> Path:
-    """The collector's database after three events: two features, one unknown model."""
+def filled_db(served: CollectorProcess) -> str:
+    """Each backend's database after three events: two features, one unknown model."""
     for feature, model in [("chat", "gpt-4o"), ("chat", "gpt-4o"), ("search", "acme-7b")]:
         code = main(
             [
                 "send",
                 "--endpoint",
-                collector_process.url,
+                served.url,
                 *SEND_FLAGS[:4],
                 "--model",
                 model,
@@ -235,10 +235,10 @@ def filled_db(collector_process: CollectorProcess) -> Path:
             ]
         )
         assert code == 0
-    return collector_process.db
+    return str(served.db)
 
 
-def test_report_table(filled_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_table(filled_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The default report is a table by model with a total row."""
     capsys.readouterr()
     assert main(["report", "--db", str(filled_db)]) == 0
@@ -250,7 +250,7 @@ def test_report_table(filled_db: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "total" in out
 
 
-def test_report_json_and_csv(filled_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_json_and_csv(filled_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     """JSON and CSV carry the same numbers, grouped as asked."""
     capsys.readouterr()
     assert main(["report", "--db", str(filled_db), "--by", "feature", "--format", "json"]) == 0
@@ -302,7 +302,7 @@ def test_report_on_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_missing_extra_is_one_line(
-    filled_db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    filled_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without `rich`, the table report says which extra to install."""
     monkeypatch.setitem(sys.modules, "rich.table", None)
@@ -428,6 +428,64 @@ def test_unopenable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("fluxgate-async serve: error: cannot open database")
     assert result.stderr.count("\n") == 1
+
+
+def test_report_events_exports_every_event_across_pages(
+    filled_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`report --events` follows the cursor through every page: JSON lines, or CSV."""
+    monkeypatch.setattr("fluxgate_async.cli._report.EXPORT_PAGE_SIZE", 2)
+    capsys.readouterr()
+    assert main(["report", "--db", filled_db, "--events"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"]["metadata"]["feature"] for e in lines] == ["chat", "chat", "search"]
+    assert len({e["id"] for e in lines}) == 3
+    assert main(["report", "--db", filled_db, "--events", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["id"] for r in rows] == [e["id"] for e in lines]
+    assert [(r["model"], r["feature"], r["eventStatus"]) for r in rows] == [
+        ("gpt-4o", "chat", "SUCCESS"),
+        ("gpt-4o", "chat", "SUCCESS"),
+        ("acme-7b", "search", "SUCCESS"),
+    ]
+    assert json.loads(rows[2]["event"]) == lines[2]["event"]
+    assert main(["report", "--db", filled_db, "--events", "--since", "2999-01-01"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_report_events_is_not_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--events --format table` is refused: events export as JSON lines or CSV."""
+    assert main(["report", "--events", "--format", "table"]) == 1
+    assert "--events writes json (JSON lines) or csv" in capsys.readouterr().err
+
+
+def test_the_database_comes_from_fluxgate_db(
+    filled_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --db, `report` (like `serve`) uses $FLUXGATE_DB."""
+    monkeypatch.setenv("FLUXGATE_DB", filled_db)
+    capsys.readouterr()
+    assert main(["report", "--format", "json"]) == 0
+    assert sum(row["calls"] for row in json.loads(capsys.readouterr().out)["rows"]) == 3
+
+
+def test_serve_on_postgres_hides_the_password(pg_url: str) -> None:
+    """`serve` from $FLUXGATE_DB on PostgreSQL prints where it stores, never the password."""
+    url = pg_url.replace("postgres@", "postgres:not-checked-by-trust@")
+    proc = CollectorProcess(None, env={"FLUXGATE_DB": url})
+    proc.start()
+    code, out, err = proc.stop()
+    assert code == 0, err
+    assert "not-checked-by-trust" not in out + err
+    assert f"database {url.replace('not-checked-by-trust', '***')}" in out
+
+
+def test_report_on_an_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A PostgreSQL server that does not answer is one line, exit status 1."""
+    assert main(["report", "--db", f"postgresql://u:pw@127.0.0.1:{free_port()}/db"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fluxgate-async report: error: cannot open database")
+    assert "pw" not in err.replace("postgresql", "")
 
 
 def test_serve_prints_a_line_per_request(db: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from fluxgate_async import AiEventMetadata, AiEventUsage, FluxGate, LLMEvent
@@ -40,11 +41,9 @@ async def _post(
         return resp.status, await resp.json(content_type=None)
 
 
-async def test_client_records_priced_and_unpriced_events(
-    collector_process: CollectorProcess,
-) -> None:
+async def test_client_records_priced_and_unpriced_events(served: CollectorProcess) -> None:
     """A known model is priced; an unknown one is stored with cost null and status UNKNOWN_MODEL."""
-    async with FluxGate("any-key", endpoint=collector_process.url) as fg:
+    async with FluxGate("any-key", endpoint=served.url) as fg:
         priced = await fg.record_event(_event())
         unpriced = await fg.record_event(_event(model="acme-internal-7b", provider="acme"))
     assert priced is not None
@@ -54,7 +53,7 @@ async def test_client_records_priced_and_unpriced_events(
     assert priced.created_at
     assert unpriced is not None
     assert (unpriced.cost, unpriced.status) == (None, "UNKNOWN_MODEL")
-    stored = collector_process.get("/api/events")["events"]
+    stored = served.get("/api/events")["events"]
     assert [e["id"] for e in stored] == [priced.id, unpriced.id]
     assert stored[0]["event"]["usage"] == {
         "inputTokens": 100,
@@ -64,16 +63,16 @@ async def test_client_records_priced_and_unpriced_events(
     }
 
 
-async def test_acknowledged_events_survive_kill_9_and_restart(db: Path) -> None:
+async def test_acknowledged_events_survive_kill_9_and_restart(database: str) -> None:
     """Every event the collector acknowledged is in the database after SIGKILL and a restart."""
-    first = CollectorProcess(db)
+    first = CollectorProcess(database)
     first.start()
     async with FluxGate("k", endpoint=first.url) as fg:
         answers = await asyncio.gather(*(fg.record_event(_event(n)) for n in range(200)))
     first.kill()
     acknowledged = {a.id for a in answers if a is not None}
     assert len(acknowledged) == 200
-    second = CollectorProcess(db)
+    second = CollectorProcess(database)
     second.start()
     try:
         stored = second.get("/api/events?limit=1000")["events"]
@@ -85,10 +84,9 @@ async def test_acknowledged_events_survive_kill_9_and_restart(db: Path) -> None:
         second.stop()
 
 
-async def test_repeated_idempotency_key_returns_first_answer(
-    collector_process: CollectorProcess,
-) -> None:
+async def test_repeated_idempotency_key_returns_first_answer(served: CollectorProcess) -> None:
     """A retried request gets the first answer again and stores nothing new."""
+    collector_process = served
     headers = {"Idempotency-Key": "retry-me", "Content-Type": "application/json"}
     body = json.dumps({"usage": {"inputTokens": 10, "outputTokens": 5, "model": "gpt-4o"}})
     first = await _post(collector_process.url, body.encode(), headers)
@@ -190,11 +188,10 @@ async def test_a_10_mb_body_gets_413(collector_process: CollectorProcess) -> Non
     assert collector_process.get("/api/events")["events"] == []
 
 
-async def test_sql_injection_strings_are_stored_verbatim(
-    collector_process: CollectorProcess,
-) -> None:
-    """Strings that look like SQL are data: stored and reported exactly, the table intact."""
-    evil = "x'); DROP TABLE events; --"
+async def test_sql_injection_strings_are_stored_verbatim(served: CollectorProcess) -> None:
+    """SQL-looking strings and NUL characters are data: stored and reported exactly."""
+    collector_process = served
+    evil = "x'); DROP TABLE events; --\x00 and after a NUL"
     quote = "Robert\"'); DELETE FROM events WHERE ('1'='1"
     event = LLMEvent(
         AiEventUsage(1, 2, model=evil, provider=quote),
@@ -225,9 +222,9 @@ async def test_signal_stops_cleanly_and_closes_the_database(db: Path, sig: int) 
     assert not db.with_name(db.name + "-wal").exists()
 
 
-async def test_shutdown_under_load_loses_no_acknowledged_event(db: Path) -> None:
+async def test_shutdown_under_load_loses_no_acknowledged_event(database: str) -> None:
     """SIGTERM while events stream in: every event acknowledged before it stopped is stored."""
-    proc = CollectorProcess(db)
+    proc = CollectorProcess(database)
     proc.start()
     acknowledged: set[str] = set()
     hundred = asyncio.Event()
@@ -252,7 +249,7 @@ async def test_shutdown_under_load_loses_no_acknowledged_event(db: Path) -> None
     assert code == 0
     assert "database closed" in err
     assert 100 <= len(acknowledged) < 800
-    restarted = CollectorProcess(db)
+    restarted = CollectorProcess(database)
     restarted.start()
     try:
         stored = restarted.get("/api/events?limit=1000")["events"]
@@ -272,3 +269,50 @@ def test_port_in_use_is_one_clear_line(db: Path) -> None:
     assert result.stderr.strip() == (
         f"fluxgate-async serve: error: cannot listen on 127.0.0.1:{port}: address already in use"
     )
+
+
+async def test_two_instances_on_one_postgres_one_killed_under_load(pg_url: str) -> None:
+    """Each key sent to two collectors sharing PostgreSQL; one SIGKILLed midway: nothing lost."""
+    one, two = CollectorProcess(pg_url), CollectorProcess(pg_url)
+    one.start()
+    two.start()
+    answered: dict[str, set[str]] = {}
+    killed = asyncio.Event()
+    body = json.dumps({"usage": {"inputTokens": 10, "outputTokens": 5, "model": "gpt-4o"}})
+
+    async def post(session: aiohttp.ClientSession, url: str, key: str) -> None:
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+        try:
+            async with session.post(url, data=body, headers=headers) as resp:
+                if resp.status == 200:
+                    answered.setdefault(key, set()).add((await resp.json())["id"])
+        except aiohttp.ClientError:
+            assert killed.is_set()  # only the killed instance may stop answering
+
+    async def sender(session: aiohttp.ClientSession, n: int) -> None:
+        for i in range(60):
+            key = f"key-{n}-{i}"
+            await asyncio.gather(post(session, one.url, key), post(session, two.url, key))
+            if len(answered) >= 150 and not killed.is_set():
+                killed.set()
+                await asyncio.to_thread(one.kill)
+
+    try:
+        timeout = aiohttp.ClientTimeout(total=20)
+        async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.timeout(120):
+            await asyncio.gather(*(sender(session, n) for n in range(8)))
+        assert killed.is_set()
+        assert len(answered) == 480  # the survivor answered every key
+        assert all(len(ids) == 1 for ids in answered.values())  # one id per key, both instances
+        conn = await asyncpg.connect(pg_url)
+        try:
+            rows = await conn.fetch("SELECT idempotency_key, id FROM fluxgate_events")
+        finally:
+            await conn.close()
+        stored = {json.loads(row[0]): row[1] for row in rows}
+        assert len(rows) == len(stored) == 480
+        assert stored == {key: next(iter(ids)) for key, ids in answered.items()}
+    finally:
+        two.stop()
+        if one.process is not None and one.process.poll() is None:
+            one.kill()

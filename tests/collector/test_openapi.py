@@ -50,7 +50,11 @@ def _schema(*, keys_required: bool) -> schemathesis.BaseSchema:
         # `requests` leaves out a parameter whose value is None, or a list or object with
         # nothing but None in it, so a case whose only fault is such an unknown
         # parameter reaches the server as a valid request.
-        return query is None or all(_is_sent(value) for value in query.values())
+        # A cursor is minted by the collector: a made-up one, however well-formed, is refused
+        # with 400 (tested in test_app), which the schema cannot express.
+        return query is None or (
+            "cursor" not in query and all(_is_sent(value) for value in query.values())
+        )
 
     return schema
 

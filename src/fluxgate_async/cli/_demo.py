@@ -22,7 +22,7 @@ from .._client import FluxGate
 from .._models import AiEventMetadata, AiEventUsage, CreateAiEventResponse, LLMEvent, TrackedUser
 from .._tracking_context import tracking_context
 from ..collector import Collector
-from ..collector._store import connect_readonly, summarise
+from ..collector._sqlite import connect_readonly, summarise
 from ._report import print_report
 
 __all__ = ["DEMO_STEPS", "Step", "StepOutcome", "run_demo"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -26,6 +25,8 @@ __all__ = ["main"]
 PROG = "fluxgate-async"
 ENV_API_KEYS = "FLUXGATE_API_KEYS"
 """Comma-separated API keys `serve` accepts, when no `--api-key` is given."""
+ENV_DB = "FLUXGATE_DB"
+"""The database `serve` and `report` use when no `--db` is given."""
 LOCAL_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api/events"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -59,6 +60,11 @@ def _port(text: str) -> int:
     return value
 
 
+_DB_HELP = (
+    f"SQLite file, or postgresql://user@host:port/dbname (default: ${ENV_DB}, then {DEFAULT_DB})"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description="Record LLM usage to FluxGate, or to a local collector."
@@ -71,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (%(default)s)")
-    serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file (%(default)s)")
+    serve.add_argument("--db", help=_DB_HELP)
     serve.add_argument(
         "--api-key",
         action="append",
@@ -126,11 +132,19 @@ def _parser() -> argparse.ArgumentParser:
         help="calls, tokens and cost from a collector's database",
         description="Print calls, tokens and cost from a collector's database.",
     )
-    report.add_argument("--db", default=DEFAULT_DB, help="SQLite file (%(default)s)")
+    report.add_argument("--db", help=_DB_HELP)
     report.add_argument("--by", choices=list(GROUPS), default="model", help="group (%(default)s)")
     report.add_argument("--since", help="only events from this ISO 8601 date or time on")
     report.add_argument(
-        "--format", choices=["table", "json", "csv"], default="table", help="(%(default)s)"
+        "--format",
+        choices=["table", "json", "csv"],
+        help="table (the default), json or csv; with --events, json (JSON lines, the default) "
+        "or csv",
+    )
+    report.add_argument(
+        "--events",
+        action="store_true",
+        help="export every event, oldest first, instead of the summary",
     )
 
     commands.add_parser(
@@ -142,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _db(args: argparse.Namespace) -> str:
+    db: str = args.db or os.environ.get(ENV_DB) or DEFAULT_DB
+    return db
+
+
 def _run(args: argparse.Namespace) -> int:
     # Each command imports its extra dependencies itself, so a missing one breaks only it.
     if args.command == "serve":
@@ -151,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_serve(
             host=args.host,
             port=args.port,
-            db=args.db,
+            db=_db(args),
             api_keys=keys,
             allow_anonymous=args.allow_anonymous,
             quiet=args.quiet,
@@ -161,7 +180,11 @@ def _run(args: argparse.Namespace) -> int:
         api_key = args.api_key or os.environ.get(ENV_API_KEY) or "local"
         return asyncio.run(run_send(args, endpoint=endpoint, api_key=api_key))
     if args.command == "report":
-        return run_report(db=args.db, by=args.by, since=args.since, fmt=args.format)
+        if args.events and args.format == "table":
+            msg = "--events writes json (JSON lines) or csv, not a table"
+            raise CommandError(msg)
+        fmt = args.format or ("json" if args.events else "table")
+        return run_report(db=_db(args), by=args.by, since=args.since, fmt=fmt, events=args.events)
     return asyncio.run(run_demo())
 
 
@@ -174,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (CommandError, MissingExtraError, sqlite3.Error) as exc:
+    except (CommandError, MissingExtraError) as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

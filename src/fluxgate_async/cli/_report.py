@@ -1,17 +1,25 @@
-"""`fluxgate-async report`: calls, tokens and cost from a collector's database."""
+"""`fluxgate-async report`: calls, tokens and cost from a collector's database, or its events."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ..collector._pricing import require
-from ..collector._store import connect_readonly, normalise_since, summarise
+from ..collector._store import (
+    POSTGRES_SCHEMES,
+    StoreUnavailableError,
+    normalise_since,
+    open_store,
+)
 from ._errors import CommandError
 
-__all__ = ["print_report", "run_report"]
+__all__ = ["EVENT_COLUMNS", "print_report", "run_report"]
 
 _COLUMNS = ("calls", "inputTokens", "outputTokens", "tokens", "cost", "unpriced", "errors")
 # The table leaves out `tokens` (input + output) to fit 80 columns; JSON and CSV have it.
@@ -19,9 +27,31 @@ _TABLE_COLUMNS = tuple(c for c in _COLUMNS if c != "tokens")
 # `errors` counts failed calls (the events' status); `unpriced` counts events with no price.
 _HEADERS = {"inputTokens": "input", "outputTokens": "output", "errors": "failed"}
 
+EXPORT_PAGE_SIZE = 1000
+"""Events read per page when exporting; each page follows the previous one's cursor."""
 
-def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
-    """Print the summary of `db` grouped `by`, as a table, JSON or CSV.
+EVENT_COLUMNS = (
+    "id",
+    "createdAt",
+    "cost",
+    "status",
+    "provider",
+    "model",
+    "inputTokens",
+    "outputTokens",
+    "cachedTokens",
+    "latencyInMs",
+    "streamed",
+    "eventStatus",
+    "feature",
+    "user",
+    "event",
+)
+"""The CSV export's columns: the answer, the usual fields, and the whole event as JSON."""
+
+
+def run_report(*, db: str, by: str, since: str | None, fmt: str, events: bool = False) -> int:
+    """Print the summary of `db` grouped `by` (table, JSON or CSV), or export its events.
 
     Raises:
         CommandError: The database is missing or unreadable, or `since` is not ISO 8601.
@@ -34,23 +64,75 @@ def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
         # A valid date whose offset moves it past year 1 or 9999 once in UTC.
         msg = f"--since is out of range once in UTC, got {since!r}"
         raise CommandError(msg) from None
-    try:
-        conn = connect_readonly(db)
-    except FileNotFoundError as exc:
+    if not db.startswith(POSTGRES_SCHEMES) and not Path(db).is_file():
         msg = (
-            f"{exc}: pass --db with the file a collector writes to, or start one that "
-            f"writes there with `fluxgate-async serve --db {db}`"
+            f"no collector database at {db!r}: pass --db with the file a collector writes to, "
+            f"or start one that writes there with `fluxgate-async serve --db {db}`"
         )
-        raise CommandError(msg) from None
-    except Exception as exc:  # sqlite3 says "file is not a database" in many ways
-        msg = f"cannot read {db!r} as a collector database: {exc}"
-        raise CommandError(msg) from None
-    try:
-        rows = summarise(conn, by, since=cutoff)
-    finally:
-        conn.close()
+        raise CommandError(msg)
+    if events:
+        return asyncio.run(_export(db, cutoff, fmt))
+    rows = asyncio.run(_summary(db, by, cutoff))
     print_report(rows, by=by, fmt=fmt)
     return 0
+
+
+async def _summary(db: str, by: str, since: str | None) -> list[dict[str, Any]]:
+    try:
+        async with open_store(db, readonly=True) as store:
+            return await store.summary(by, since=since)
+    except StoreUnavailableError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _pages(db: str, since: str | None) -> AsyncIterator[list[dict[str, Any]]]:
+    try:
+        async with open_store(db, readonly=True) as store:
+            cursor = None
+            while True:  # ends: each page moves the cursor past what it returned
+                page = await store.page(since=since, cursor=cursor, limit=EXPORT_PAGE_SIZE)
+                yield page.events
+                if not page.has_more:
+                    return
+                cursor = page.cursor
+    except StoreUnavailableError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _export(db: str, since: str | None, fmt: str) -> int:
+    """Write every event, oldest first: JSON lines or CSV."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if fmt == "csv":
+        writer.writerow(EVENT_COLUMNS)
+    async for events in _pages(db, since):
+        if fmt == "csv":
+            writer.writerows([_csv_cell(cell) for cell in _event_row(event)] for event in events)
+        else:
+            sys.stdout.writelines(json.dumps(event, ensure_ascii=False) + "\n" for event in events)
+    return 0
+
+
+def _event_row(listed: dict[str, Any]) -> list[Any]:
+    event = listed["event"]
+    usage, metadata = event["usage"], event.get("metadata") or {}
+    user, status = metadata.get("user"), event.get("status", "SUCCESS")
+    return [
+        listed["id"],
+        listed["createdAt"],
+        listed["cost"],
+        listed["status"],
+        usage.get("provider"),
+        usage.get("model"),
+        usage["inputTokens"],
+        usage["outputTokens"],
+        usage.get("cachedTokens"),
+        usage.get("latencyInMs"),
+        usage.get("streamed"),
+        status["status"] if isinstance(status, dict) else status,
+        metadata.get("feature"),
+        user.get("id") if isinstance(user, dict) else user,
+        json.dumps(event, ensure_ascii=False),
+    ]
 
 
 def print_report(rows: list[dict[str, Any]], *, by: str, fmt: str) -> None:

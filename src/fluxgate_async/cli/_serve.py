@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .._config import is_loopback
-from ..collector import Collector, serve
+from ..collector import Collector, StoreUnavailableError, serve
+from ..collector._store import describe_db
 from ._errors import CommandError
 
 __all__ = ["exposure_warning", "run_serve"]
@@ -82,7 +82,7 @@ def run_serve(
         auth = f"{len(api_keys)} API key(s) required" if api_keys else "no API key required"
         print(
             f"fluxgate-async collector listening on {running.base_url} "
-            f"(database {db}, {auth}); Ctrl-C stops it",
+            f"(database {describe_db(db)}, {auth}); Ctrl-C stops it",
             flush=True,
         )
         warning = exposure_warning(host, api_keys)
@@ -91,9 +91,8 @@ def run_serve(
 
     try:
         asyncio.run(serve(collector, on_ready=ready))
-    except sqlite3.Error as exc:
-        msg = f"cannot open database {db!r}: {exc}"
-        raise CommandError(msg) from None
+    except StoreUnavailableError as exc:
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         msg = f"cannot listen on {host}:{port}: {reason or exc}"

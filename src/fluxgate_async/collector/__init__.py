@@ -1,8 +1,9 @@
-"""A local FluxGate API: stores events in SQLite, prices them, reports on them.
+"""A self-hosted FluxGate API: stores events in SQLite or PostgreSQL, prices them, reports.
 
 It speaks the API the client speaks, so the whole loop runs on one machine
 without an account: `fluxgate-async serve`, then point `FluxGate(endpoint=...)`
-at it. Needs the `collector` extra: `pip install 'fluxgate-async[collector]'`.
+at it. Needs the `collector` extra: `pip install 'fluxgate-async[collector]'`, and
+the `postgres` extra for a `postgresql://` database.
 
 Example:
     ```python
@@ -30,7 +31,8 @@ Example:
 from ._app import DEFAULT_MAX_BODY_SIZE, MAX_TOKENS, create_app
 from ._pricing import PRICED, UNKNOWN_MODEL, MissingExtraError, Price, price_usage
 from ._server import DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT, Collector, serve
-from ._store import GROUPS, EventStore, connect_readonly, summarise
+from ._sqlite import SQLiteEventStore, connect_readonly, summarise
+from ._store import GROUPS, EventPage, EventStore, StoreUnavailableError, open_store
 
 __all__ = [
     "DEFAULT_DB",
@@ -42,11 +44,15 @@ __all__ = [
     "PRICED",
     "UNKNOWN_MODEL",
     "Collector",
+    "EventPage",
     "EventStore",
     "MissingExtraError",
     "Price",
+    "SQLiteEventStore",
+    "StoreUnavailableError",
     "connect_readonly",
     "create_app",
+    "open_store",
     "price_usage",
     "serve",
     "summarise",

@@ -1,4 +1,4 @@
-"""The collector's HTTP API: the routes of FluxGate's, answered from a local SQLite file."""
+"""The collector's HTTP API: the routes of FluxGate's, answered from its database."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Final, NoReturn
@@ -26,7 +25,14 @@ from ._openapi import (
     query_parameters,
 )
 from ._pricing import load_prices, price_usage
-from ._store import GROUPS, EventRecord, EventStore, normalise_since
+from ._store import (
+    GROUPS,
+    EventRecord,
+    EventStore,
+    StoreUnavailableError,
+    normalise_since,
+    open_store,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "MAX_TOKENS", "create_app"]
 
@@ -54,14 +60,15 @@ def create_app(
     api_keys: Iterable[str] = (),
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> web.Application:
-    """Build the collector's `aiohttp.web` application, storing events in the SQLite file `db`.
+    """Build the collector's `aiohttp.web` application, storing events in `db`.
 
     The database is opened when the app starts and closed, after the last
     request, when it stops. The app describes its own API as an OpenAPI 3.1
     document at `/openapi.json`.
 
     Args:
-        db: The SQLite file; created when missing.
+        db: A SQLite file, created when missing, or a `postgresql://` URL (needs the
+            `postgres` extra); see `open_store`.
         api_keys: When not empty, every request but `/healthz` must carry
             `Authorization: Bearer <one of them>`.
         max_body_size: Bytes; a larger body gets 413.
@@ -99,7 +106,7 @@ def create_app(
     app = web.Application(client_max_size=max_body_size)
     app[_KEYS] = keys
     app[_MAX_BODY] = max_body_size
-    app[_STORE] = EventStore(db)
+    app[_STORE] = open_store(db)
     app[_OPENAPI] = openapi_document(max_body_size=max_body_size, keys_required=bool(keys))
     app[_QUERY] = query_parameters(app[_OPENAPI])
     app.cleanup_ctx.append(_store_lifetime)
@@ -233,9 +240,9 @@ async def _post_event(request: web.Request) -> web.Response:
     )
     try:
         answer = await request.app[_STORE].add(record)
-    except sqlite3.Error as exc:
+    except StoreUnavailableError as exc:
         log.error("collector: event not stored: %s", exc)
-        _fail(web.HTTPServiceUnavailable, "the event could not be stored; try again")
+        _unavailable("the event could not be stored; try again")
     if price.detail:
         log.info("collector: event %s not priced: %s", answer.id, price.detail)
     return web.json_response(answer_to_json(answer))
@@ -283,8 +290,18 @@ async def _get_events(request: web.Request) -> web.Response:
     limit = int(raw_limit) if _LIMIT.fullmatch(raw_limit) else 0
     if not 1 <= limit <= MAX_LIMIT:
         _fail(web.HTTPBadRequest, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    events = await request.app[_STORE].events(since=since, limit=limit)
-    return web.json_response({"events": events})
+    try:
+        page = await request.app[_STORE].page(
+            since=since, cursor=request.query.get("cursor") or None, limit=limit
+        )
+    except ValueError as exc:
+        _fail(web.HTTPBadRequest, str(exc))
+    except StoreUnavailableError as exc:
+        log.error("collector: events not listed: %s", exc)
+        _unavailable("the database cannot be read right now; try again")
+    return web.json_response(
+        {"events": page.events, "cursor": page.cursor, "hasMore": page.has_more}
+    )
 
 
 async def _get_summary(request: web.Request) -> web.Response:
@@ -293,12 +310,36 @@ async def _get_summary(request: web.Request) -> web.Response:
     group_by = request.query.get("group_by", "model")
     if group_by not in GROUPS:
         _fail(web.HTTPBadRequest, f"group_by must be one of {', '.join(GROUPS)}")
-    rows = await request.app[_STORE].summary(group_by, since=_since(request))
+    try:
+        rows = await request.app[_STORE].summary(group_by, since=_since(request))
+    except StoreUnavailableError as exc:
+        log.error("collector: summary not read: %s", exc)
+        _unavailable("the database cannot be read right now; try again")
     return web.json_response({"groupBy": group_by, "rows": rows})
+
+
+# 503 with Retry-After: the client retries it, by then the database may be back.
+RETRY_AFTER_S = 1
+
+
+def _unavailable(message: str) -> NoReturn:
+    raise web.HTTPServiceUnavailable(
+        text=_error(message),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:
     _check_query(request)
+    try:
+        await request.app[_STORE].check()
+    except StoreUnavailableError as exc:
+        # Unauthenticated: say that the database is the problem, not where it is.
+        log.warning("collector: unhealthy: %s", exc)
+        return web.json_response(
+            {"status": "unavailable", "error": "the database cannot be used"}, status=503
+        )
     return web.json_response({"status": "ok"})
 
 

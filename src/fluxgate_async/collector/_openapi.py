@@ -214,15 +214,19 @@ def _schemas() -> dict[str, Any]:
         },
         "EventPage": {
             "type": "object",
-            "required": ["events"],
+            "required": ["events", "cursor", "hasMore"],
             "properties": {
                 "events": _described(
                     {"type": "array", "items": _ref("StoredEvent")}, "Oldest first."
                 ),
-                "nextCursor": {
-                    **_TEXT,
-                    "description": "Pass as `cursor` to get the next page; null on the last.",
-                },
+                "cursor": _described(
+                    {"type": "string"},
+                    "Pass it back as `cursor` to get the events after these (opaque); "
+                    "given on every page, so a reader can poll for new events with it.",
+                ),
+                "hasMore": _described(
+                    {"type": "boolean"}, "More events were already stored when this page was read."
+                ),
             },
         },
         "SummaryRow": {
@@ -266,7 +270,13 @@ def _schemas() -> dict[str, Any]:
         "Health": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": _described({"type": "string"}, "`ok` when healthy.")},
+            "properties": {
+                "status": _described(
+                    {"type": "string", "enum": ["ok", "unavailable"]},
+                    "`ok` when healthy, `unavailable` when the database cannot be used.",
+                ),
+                "error": _described({"type": "string"}, "What is wrong, when unhealthy."),
+            },
         },
     }
 
@@ -330,8 +340,8 @@ def _paths(max_body_size: int, secured: list[dict[str, list[str]]]) -> dict[str,
                         "name": "cursor",
                         "in": "query",
                         "required": False,
-                        "description": "Where the previous page ended: its `nextCursor`, as "
-                        "given (an opaque string).",
+                        "description": "Where the previous page ended: its `cursor`, as "
+                        "given (an opaque string). A cursor the collector did not give gets 400.",
                         "schema": {"type": "string"},
                     },
                 ],
@@ -339,6 +349,7 @@ def _paths(max_body_size: int, secured: list[dict[str, list[str]]]) -> dict[str,
                     "200": _json_body(_ref("EventPage"), "A page of events."),
                     "400": _error("A query parameter is invalid; the message names it."),
                     "401": unauthorized,
+                    "503": _error("The database cannot be read right now; retry it."),
                 },
             },
         },
@@ -364,6 +375,7 @@ def _paths(max_body_size: int, secured: list[dict[str, list[str]]]) -> dict[str,
                     "200": _json_body(_ref("Summary"), "One row per group."),
                     "400": _error("A query parameter is invalid; the message names it."),
                     "401": unauthorized,
+                    "503": _error("The database cannot be read right now; retry it."),
                 },
             },
         },

@@ -22,13 +22,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 """The port `fluxgate-async serve` listens on."""
 DEFAULT_DB = "fluxgate.sqlite"
-"""The database file `serve` and `report` use, in the current directory."""
+"""The database file `serve` and `report` use, in the current directory, when none is given."""
 SHUTDOWN_TIMEOUT = 10.0
 """Seconds requests in flight get to finish when the collector stops."""
 
 
 class Collector:
-    """A running local collector: FluxGate's API on `host:port`, events in a SQLite file.
+    """A running collector: FluxGate's API on `host:port`, events in SQLite or PostgreSQL.
 
     Example:
         ```python
@@ -51,7 +51,7 @@ class Collector:
         ```
 
     Args:
-        db: The SQLite file; created when missing.
+        db: A SQLite file, created when missing, or a `postgresql://` URL.
         host: The address to listen on.
         port: The port; 0 picks a free one (see `port` once started).
         api_keys: When not empty, requests must carry one of these as a Bearer token.
@@ -115,7 +115,7 @@ class Collector:
 
         Raises:
             OSError: The address cannot be listened on (port in use, unknown host).
-            sqlite3.Error: The database cannot be opened.
+            StoreUnavailableError: The database cannot be opened.
         """
         self._runner, self.port = await start_app(
             self._app, self.host, self.port, shutdown_timeout=SHUTDOWN_TIMEOUT

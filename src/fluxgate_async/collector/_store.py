@@ -1,25 +1,24 @@
-"""Durable storage of events in SQLite, written by one thread with group commit.
+"""What every collector database does, whichever it is: the `EventStore` interface.
 
-Every database call runs on the store's own thread, so the event loop never
-waits on SQLite. Writes queue up while the thread commits the previous batch,
-and the next batch commits them together: one fsync covers many requests, and
-each request is answered only after its batch is on disk.
+Two backends implement it, one module each: SQLite (`_sqlite.py`, the embedded
+default, one file on one machine) and PostgreSQL (`_postgres.py`, shared by
+several collector processes). Both promise the same: `add` returns only once
+the event is committed, an `Idempotency-Key` is stored once however many
+instances receive it, and listings and summaries answer the same, byte for byte.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import abc
+import base64
+import binascii
 import json
-import logging
-import queue
-import sqlite3
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -28,53 +27,29 @@ from .._wire import answer_to_json
 
 __all__ = [
     "GROUPS",
+    "POSTGRES_SCHEMES",
+    "EventPage",
     "EventRecord",
     "EventStore",
-    "connect_readonly",
-    "list_events",
+    "StoreUnavailableError",
+    "describe_db",
     "normalise_since",
-    "summarise",
+    "open_store",
 ]
 
-log = logging.getLogger("fluxgate_async.collector")
+GROUPS: Final = ("model", "provider", "feature", "user", "day")
+"""The values `summary(group_by=...)` accepts."""
 
-T = TypeVar("T")
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+"""A `db` starting with one of these is a PostgreSQL URL; anything else is a SQLite file."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    idempotency_key TEXT UNIQUE,
-    created_at TEXT NOT NULL,
-    provider TEXT,
-    model TEXT,
-    feature TEXT,
-    user_id TEXT,
-    status TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER,
-    latency_ms REAL,
-    cost REAL,
-    price_status TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at, seq);
-"""
 
-GROUPS: Final = {
-    "model": "model",
-    "provider": "provider",
-    "feature": "feature",
-    "user": "user_id",
-    "day": "substr(created_at, 1, 10)",
-}
-"""`group_by` values and the SQL expression each groups on (never user input)."""
+class StoreUnavailableError(Exception):
+    """The database cannot be reached, read or written right now.
 
-BATCH_LIMIT = 512
-"""Most writes committed in one transaction."""
-BUSY_TIMEOUT_MS = 5000
-"""How long a write waits for another process's lock on the file before it fails."""
+    The collector answers 503 (which clients retry) and `/healthz` turns
+    unhealthy; it recovers by itself once the database is back.
+    """
 
 
 @attrs.frozen
@@ -95,9 +70,30 @@ class EventRecord:
     price_status: str
     body: str
 
+    def answer(self) -> CreateAiEventResponse:
+        """A fresh answer for this record: a new id, stamped now."""
+        return CreateAiEventResponse(
+            id=f"evt_{uuid.uuid4().hex}", created_at=now(), cost=self.cost, status=self.price_status
+        )
 
-def _now() -> str:
-    # Fixed width UTC, so text order is time order in SQL.
+
+@attrs.frozen
+class EventPage:
+    """One page of `EventStore.page`: events oldest first, and where the next page starts.
+
+    Attributes:
+        events: Each is the answer given for the event plus the event as the client sent it.
+        cursor: Pass it back as `cursor` to get the events after these; opaque.
+        has_more: More events were already stored when this page was read.
+    """
+
+    events: list[dict[str, Any]]
+    cursor: str
+    has_more: bool
+
+
+def now() -> str:
+    """The store's timestamp text: fixed-width UTC, so text order is time order."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
@@ -119,302 +115,164 @@ def normalise_since(value: str) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before the request is answered, even across power loss.
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.executescript(_SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+_CURSOR_PREFIX = "c1."
 
 
-def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open an existing store for reading, as `fluxgate-async report` does.
+def encode_cursor(position: Sequence[int]) -> str:
+    """The opaque text of a position in a store's listing order."""
+    text = ",".join(str(n) for n in position)
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> tuple[int, ...]:
+    """The position `encode_cursor` made `cursor` from.
 
     Raises:
-        FileNotFoundError: There is no database at `path`.
-        sqlite3.Error: The file is not a collector database.
+        ValueError: `cursor` was not given out by a store of this kind.
     """
-    target = Path(path)
-    if not target.is_file():
-        msg = f"no collector database at {str(path)!r}"
-        raise FileNotFoundError(msg)
-    conn = sqlite3.connect(target.resolve().as_uri() + "?mode=ro", uri=True)
+    invalid = ValueError("cursor is not one this collector gave out; start again without it")
+    if not cursor.startswith(_CURSOR_PREFIX) or len(cursor) > 200:
+        raise invalid
+    body = cursor[len(_CURSOR_PREFIX) :]
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("SELECT 1 FROM events LIMIT 1")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
+        position = tuple(int(part) for part in text.split(","))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid from None
+    if len(position) != size or any(n < 0 or n >= 2**63 for n in position):
+        raise invalid
+    return position
 
 
-def _answer(row: Sequence[Any]) -> CreateAiEventResponse:
-    return CreateAiEventResponse(id=row[0], created_at=row[1], cost=row[2], status=row[3])
-
-
-def _insert(conn: sqlite3.Connection, record: EventRecord) -> CreateAiEventResponse:
-    if record.idempotency_key is not None:
-        row = conn.execute(
-            "SELECT id, created_at, cost, price_status FROM events WHERE idempotency_key = ?",
-            (record.idempotency_key,),
-        ).fetchone()
-        if row is not None:
-            return _answer(row)
+def listed_event(
+    event_id: str, created_at: str, cost: float | None, price_status: str, body: str
+) -> dict[str, Any]:
+    """One event as listings show it: the answer given for it, plus the event."""
     answer = CreateAiEventResponse(
-        id=f"evt_{uuid.uuid4().hex}",
-        created_at=_now(),
-        cost=record.cost,
-        status=record.price_status,
+        id=event_id, created_at=created_at, cost=cost, status=price_status
     )
-    conn.execute(
-        "INSERT INTO events (id, idempotency_key, created_at, provider, model, feature, user_id,"
-        " status, input_tokens, output_tokens, cached_tokens, latency_ms, cost, price_status, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            answer.id,
-            record.idempotency_key,
-            answer.created_at,
-            record.provider,
-            record.model,
-            record.feature,
-            record.user_id,
-            record.status,
-            record.input_tokens,
-            record.output_tokens,
-            record.cached_tokens,
-            record.latency_ms,
-            record.cost,
-            record.price_status,
-            record.body,
-        ),
-    )
-    return answer
+    return {**answer_to_json(answer), "event": json.loads(body)}
 
 
-def list_events(
-    conn: sqlite3.Connection, *, since: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Stored events created at or after `since` (normalised), oldest first, at most `limit`.
+def summary_rows(group_by: str, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Shape `(group, calls, input, output, cost, unpriced, errors)` rows, costliest first.
 
-    Each is the answer given for it plus the event itself, as the client sent it.
+    The order is set here rather than in SQL so that every backend (and every
+    collation a PostgreSQL database may have) gives the same: cost descending,
+    then no group first, then the group's text by code point.
     """
-    rows = conn.execute(
-        "SELECT id, created_at, cost, price_status, body FROM events"
-        " WHERE created_at >= ? ORDER BY created_at, seq LIMIT ?",
-        (since or "", limit),
-    ).fetchall()
-    return [{**answer_to_json(_answer(row)), "event": json.loads(row[4])} for row in rows]
-
-
-def summarise(
-    conn: sqlite3.Connection, group_by: str, *, since: str | None = None
-) -> list[dict[str, Any]]:
-    """Calls, tokens and cost per value of `group_by` (a key of `GROUPS`), costliest first.
-
-    `cost` sums the priced events (`None` when none is); `unpriced` counts
-    those whose model is unknown, `errors` those whose status is not `SUCCESS`.
-
-    Raises:
-        KeyError: `group_by` is not a key of `GROUPS`.
-    """
-    expr = GROUPS[group_by]
-    rows = conn.execute(
-        f"SELECT {expr} AS grp, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
-        " SUM(cost), SUM(cost IS NULL), SUM(status != 'SUCCESS')"
-        " FROM events WHERE created_at >= ? GROUP BY grp ORDER BY TOTAL(cost) DESC, grp",
-        (since or "",),
-    ).fetchall()
-    return [
+    shaped = [
         {
-            group_by: row[0],
-            "calls": row[1],
-            "inputTokens": row[2],
-            "outputTokens": row[3],
-            "tokens": row[2] + row[3],
-            "cost": None if row[4] is None else round(row[4], 9),
-            "unpriced": row[5],
-            "errors": row[6],
+            group_by: group,
+            "calls": int(calls),
+            "inputTokens": int(input_tokens),
+            "outputTokens": int(output_tokens),
+            "tokens": int(input_tokens) + int(output_tokens),
+            "cost": None if cost is None else round(cost, 9),
+            "unpriced": int(unpriced),
+            "errors": int(errors),
         }
-        for row in rows
+        for group, calls, input_tokens, output_tokens, cost, unpriced, errors in rows
     ]
+    shaped.sort(key=lambda r: (-(r["cost"] or 0.0), r[group_by] is not None, r[group_by] or ""))
+    return shaped
 
 
-_STOP: Final = object()
+def describe_db(db: str | Path) -> str:
+    """`db` as it may be shown in a log line: a URL's password replaced by `***`."""
+    text = str(db)
+    if not text.startswith(POSTGRES_SCHEMES):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
-@attrs.frozen
-class _Job:
-    run: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
-    write: bool
+class EventStore(abc.ABC):
+    """The collector's database: events in, pages and summaries out.
 
-
-class EventStore:
-    """The collector's database: a SQLite file in WAL mode and the one thread that uses it.
-
-    Use it with `async with EventStore(path) as store:`; `add` returns only once
-    the event is committed to disk.
-
-    Args:
-        path: The SQLite file; created with its table when missing.
+    Use one with `async with open_store(db) as store:`. Every method may raise
+    `StoreUnavailableError` when the database cannot be used right now.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self._thread: threading.Thread | None = None
-        self.path = Path(path)
-        """The database file."""
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"<EventStore {str(self.path)!r}>"
-
+    @abc.abstractmethod
     async def open(self) -> None:
-        """Start the writer thread and create the table if needed.
+        """Connect, and create or migrate the schema unless opened read-only.
 
         Raises:
-            sqlite3.Error, OSError: The database cannot be opened.
+            StoreUnavailableError: The database cannot be opened.
         """
-        self._loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="fluxgate-collector-db", daemon=True
-        )
-        self._thread.start()
-        try:
-            await ready
-        except BaseException:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-            raise
 
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Finish the queued writes, then disconnect; calling it again does nothing."""
+
+    @abc.abstractmethod
     async def add(self, record: EventRecord) -> CreateAiEventResponse:
         """Store `record` unless its idempotency key is known; return the answer for it.
 
-        Returns once the batch holding it is committed.
+        Returns once the batch holding it is committed. A known key gets the
+        answer first given for it, whichever collector process stored it.
         """
-        answer: CreateAiEventResponse = await self._submit(
-            lambda conn: _insert(conn, record), write=True
-        )
-        return answer
+
+    @abc.abstractmethod
+    async def page(
+        self, *, since: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> EventPage:
+        """Up to `limit` events created at or after `since` (normalised), after `cursor`.
+
+        Paging with the returned cursors visits every event exactly once, even
+        while events are being added.
+
+        Raises:
+            ValueError: `cursor` was not given out by this kind of store.
+        """
 
     async def events(self, *, since: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """See `list_events`."""
-        rows: list[dict[str, Any]] = await self._submit(
-            lambda conn: list_events(conn, since=since, limit=limit), write=False
-        )
-        return rows
+        """The first `limit` events created at or after `since`, oldest first."""
+        return (await self.page(since=since, limit=limit)).events
 
+    @abc.abstractmethod
     async def summary(self, group_by: str, *, since: str | None = None) -> list[dict[str, Any]]:
-        """See `summarise`."""
-        rows: list[dict[str, Any]] = await self._submit(
-            lambda conn: summarise(conn, group_by, since=since), write=False
-        )
-        return rows
+        """Calls, tokens and cost per value of `group_by` (one of `GROUPS`), costliest first.
 
-    async def _submit(self, run: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        if self._thread is None or self._closed:
-            msg = "the event store is not open"
-            raise RuntimeError(msg)
-        assert self._loop is not None
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(run, future, write))
-        return await future
+        `cost` sums the priced events (`None` when none is); `unpriced` counts
+        those whose model is unknown, `errors` those whose status is not `SUCCESS`.
 
-    async def aclose(self) -> None:
-        """Finish the queued work, then close the database; calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._jobs.put(_STOP)
-            await asyncio.to_thread(thread.join)
+        Raises:
+            KeyError: `group_by` is not one of `GROUPS`.
+        """
 
-    async def __aenter__(self) -> EventStore:
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Return if the database can be written now.
+
+        Raises:
+            StoreUnavailableError: It cannot; the message says why.
+        """
+
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _settle(
-        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-    ) -> None:
-        # One wake-up of the loop per batch, not per event.
-        def settle() -> None:
-            for future, result, error in outcomes:
-                if future.done():  # the awaiting request was cancelled
-                    continue
-                if error is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(error)
 
-        assert self._loop is not None
-        # A loop already closed has no one left waiting for the answer.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(settle)
+def open_store(db: str | Path, *, readonly: bool = False) -> EventStore:
+    """The store for `db`: a `postgresql://` URL, or a SQLite file path. Not yet opened.
 
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = _connect(self.path)
-        except (sqlite3.Error, OSError) as exc:
-            self._settle([(ready, None, exc)])
-            return
-        self._settle([(ready, None, None)])
-        try:
-            for batch in self._batches():
-                self._run_batch(conn, batch)
-        finally:
-            conn.close()
+    Args:
+        db: `postgresql://user@host:port/dbname` (needs the `postgres` extra), or a file.
+        readonly: Never create or migrate anything, refuse writes: what reports use.
+    """
+    if str(db).startswith(POSTGRES_SCHEMES):
+        from ._postgres import PostgresEventStore  # noqa: PLC0415 - it imports this module
 
-    def _batches(self) -> Iterator[list[_Job]]:
-        stop = False
-        while not stop:
-            first = self._jobs.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            # Everything that queued up during the last commit joins this one.
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stop = True
-                    break
-                batch.append(job)
-            yield [job for job in batch if isinstance(job, _Job)]
+        return PostgresEventStore(str(db), readonly=readonly)
+    from ._sqlite import SQLiteEventStore  # noqa: PLC0415 - it imports this module
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        writes = [job for job in batch if job.write]
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        if writes:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for job in writes:
-                    outcomes.append((job.future, *_attempt(conn, job)))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                log.error("collector: commit failed, %d events not stored: %s", len(writes), exc)
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                outcomes = [(job.future, None, exc) for job in writes]
-        outcomes.extend((job.future, *_attempt(conn, job)) for job in batch if not job.write)
-        self._settle(outcomes)
-
-
-def _attempt(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
-    try:
-        return job.run(conn), None
-    except Exception as exc:  # the thread must survive and the request must get its answer
-        return None, exc
+    return SQLiteEventStore(db, readonly=readonly)
