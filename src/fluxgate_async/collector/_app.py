@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .._models import LLMEvent, TrackedUser
 from .._wire import answer_to_json, encode_event, to_event
+from ._dashboard import add_dashboard
 from ._pricing import load_prices, price_usage
 from ._store import GROUPS, EventRecord, EventStore, normalise_since
 
@@ -90,6 +91,7 @@ def create_app(
     app.router.add_get("/api/events", _get_events)
     app.router.add_get("/api/summary", _get_summary)
     app.router.add_get("/healthz", _healthz)
+    add_dashboard(app, app[_STORE], keys)
     return app
 
 

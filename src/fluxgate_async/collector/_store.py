@@ -25,6 +25,7 @@ import attrs
 
 from .._models import CreateAiEventResponse
 from .._wire import answer_to_json
+from ._usage import Usage, UsageWindow, read_usage
 
 __all__ = [
     "GROUPS",
@@ -310,6 +311,11 @@ class EventStore:
             lambda conn: summarise(conn, group_by, since=since), write=False
         )
         return rows
+
+    async def usage(self, window: UsageWindow) -> Usage:
+        """See `read_usage`: the aggregates the dashboard shows for `window`."""
+        usage: Usage = await self._submit(lambda conn: read_usage(conn, window), write=False)
+        return usage
 
     async def _submit(self, run: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         if self._thread is None or self._closed:

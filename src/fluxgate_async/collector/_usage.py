@@ -1,0 +1,215 @@
+"""Usage over a time window: the aggregates the dashboard draws, read in a few bounded queries.
+
+The SQL is plain (no SQLite-only functions), so other databases can run it as it
+stands. Every answer is bounded whatever the number of events: one row per time
+bucket, per top value, or per percentile.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import attrs
+
+__all__ = [
+    "BUCKETS",
+    "PERCENTILES",
+    "STACKS",
+    "Totals",
+    "Usage",
+    "UsageWindow",
+    "ValueUsage",
+    "read_usage",
+]
+
+BUCKETS: Final = {
+    "hour": "substr(created_at, 1, 13)",
+    "day": "substr(created_at, 1, 10)",
+}
+"""Time bucket sizes and the SQL expression each groups on: a prefix of the UTC timestamp."""
+
+STACKS: Final = {"model": "model", "feature": "feature", "user": "user_id"}
+"""What spend can be split by, and the column each reads (never user input)."""
+
+PERCENTILES: Final = (50, 95, 99)
+"""The latency percentiles reported, by the nearest-rank method."""
+
+_MEASURES = (
+    "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), SUM(cost),"
+    " COALESCE(SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), 0),"
+    " COALESCE(SUM(CASE WHEN status <> 'SUCCESS' THEN 1 ELSE 0 END), 0)"
+)
+_WINDOW = "created_at >= ? AND created_at < ?"
+
+
+@attrs.frozen
+class UsageWindow:
+    """Which events to aggregate and how to cut them.
+
+    Args:
+        since: Start, inclusive, as the store's UTC timestamp text.
+        until: End, exclusive, same form.
+        bucket: A key of `BUCKETS`.
+        stack_by: A key of `STACKS`: what the spend over time is split by.
+        top: How many values of each dimension are named; the rest are summed as "other".
+    """
+
+    since: str
+    until: str
+    bucket: Literal["hour", "day"] = "day"
+    stack_by: str = "model"
+    top: int = 8
+
+
+@attrs.frozen
+class Totals:
+    """Calls, tokens, cost and failures of a set of events."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    """Sum of the priced events' costs; `None` when none is priced."""
+    unpriced: int = 0
+    """Events whose model has no known price."""
+    errors: int = 0
+    """Events whose status is not `SUCCESS`."""
+
+    @property
+    def tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def error_rate(self) -> float | None:
+        """Errors per call, from 0 to 1; `None` without calls."""
+        return self.errors / self.calls if self.calls else None
+
+
+@attrs.frozen
+class ValueUsage:
+    """The totals of one value of a dimension, such as one user or one model."""
+
+    value: str | None
+    """`None` for events that did not say (no user, no feature)."""
+    totals: Totals
+
+
+@attrs.frozen
+class Usage:
+    """Everything the dashboard shows for one window."""
+
+    window: UsageWindow
+    totals: Totals
+    latency: dict[int, float | None]
+    """Milliseconds at each of `PERCENTILES`, over events that report a latency."""
+    buckets: dict[str, Totals]
+    """Totals per time bucket that has events, keyed by the bucket's timestamp prefix."""
+    bucket_latency: dict[str, dict[int, float | None]]
+    """Latency percentiles per bucket."""
+    top: dict[str, list[ValueUsage]]
+    """Per key of `STACKS`, its costliest values, at most `window.top` of them."""
+    stacked_cost: dict[str | None, dict[str, float]]
+    """Cost per value of `window.stack_by` (its top values) per bucket."""
+
+
+def _totals(row: Sequence[Any]) -> Totals:
+    cost = None if row[3] is None else round(row[3], 9)
+    return Totals(row[0], row[1], row[2], cost, row[4], row[5])
+
+
+def _percentiles(
+    conn: sqlite3.Connection, window: UsageWindow, partition: str | None
+) -> dict[str, dict[int, float | None]]:
+    # Nearest rank: the value at rank ceil(p * n / 100), in integer arithmetic.
+    part = partition or "''"
+    ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
+    rows = conn.execute(
+        f"SELECT grp, n, rn, latency_ms FROM ("
+        f" SELECT {part} AS grp, latency_ms,"
+        f" ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY latency_ms) AS rn,"
+        f" COUNT(*) OVER (PARTITION BY {part}) AS n"
+        f" FROM events WHERE {_WINDOW} AND latency_ms IS NOT NULL"
+        f") ranked WHERE {ranks}",
+        (window.since, window.until),
+    ).fetchall()
+    found: dict[str, dict[int, float | None]] = {}
+    for grp, n, rn, latency in rows:
+        values = found.setdefault(grp, dict.fromkeys(PERCENTILES))
+        for p in PERCENTILES:
+            if rn == (p * n + 99) // 100:
+                values[p] = latency
+    return found
+
+
+def _top(conn: sqlite3.Connection, window: UsageWindow, column: str) -> list[ValueUsage]:
+    rows = conn.execute(
+        f"SELECT {column}, {_MEASURES} FROM events WHERE {_WINDOW} GROUP BY {column}"
+        f" ORDER BY COALESCE(SUM(cost), 0) DESC, COUNT(*) DESC, {column} IS NULL, {column}"
+        " LIMIT ?",
+        (window.since, window.until, window.top),
+    ).fetchall()
+    return [ValueUsage(row[0], _totals(row[1:])) for row in rows]
+
+
+def _stacked_cost(
+    conn: sqlite3.Connection, window: UsageWindow, column: str, values: list[str | None]
+) -> dict[str | None, dict[str, float]]:
+    named = [v for v in values if v is not None]
+    conditions = []
+    if named:
+        conditions.append(f"{column} IN ({', '.join('?' * len(named))})")
+    if None in values:
+        conditions.append(f"{column} IS NULL")
+    if not conditions:
+        return {}
+    rows = conn.execute(
+        f"SELECT {BUCKETS[window.bucket]} AS bucket, {column}, SUM(cost) FROM events"
+        f" WHERE {_WINDOW} AND ({' OR '.join(conditions)}) AND cost IS NOT NULL"
+        f" GROUP BY bucket, {column}",
+        (window.since, window.until, *named),
+    ).fetchall()
+    stacked: dict[str | None, dict[str, float]] = {}
+    for bucket, value, cost in rows:
+        stacked.setdefault(value, {})[bucket] = round(cost, 9)
+    return stacked
+
+
+def read_usage(conn: sqlite3.Connection, window: UsageWindow) -> Usage:
+    """Aggregate the events of `window` as the dashboard shows them.
+
+    The queries run in one read transaction (so `conn` must not be in one), and
+    their numbers agree with each other even while events arrive.
+
+    Raises:
+        KeyError: `window.bucket` is not a key of `BUCKETS`, or `window.stack_by` of `STACKS`.
+    """
+    bucket_expr = BUCKETS[window.bucket]
+    stack_column = STACKS[window.stack_by]
+    conn.execute("BEGIN")
+    try:
+        total = conn.execute(
+            f"SELECT {_MEASURES} FROM events WHERE {_WINDOW}", (window.since, window.until)
+        ).fetchone()
+        rows = conn.execute(
+            f"SELECT {bucket_expr} AS bucket, {_MEASURES} FROM events WHERE {_WINDOW}"
+            " GROUP BY bucket ORDER BY bucket",
+            (window.since, window.until),
+        ).fetchall()
+        top = {name: _top(conn, window, column) for name, column in STACKS.items()}
+        stacked = _stacked_cost(conn, window, stack_column, [v.value for v in top[window.stack_by]])
+        latency = _percentiles(conn, window, None)
+        bucket_latency = _percentiles(conn, window, bucket_expr)
+    finally:
+        conn.execute("COMMIT")
+    return Usage(
+        window=window,
+        totals=_totals(total),
+        latency=latency.get("", dict.fromkeys(PERCENTILES)),
+        buckets={row[0]: _totals(row[1:]) for row in rows},
+        bucket_latency=bucket_latency,
+        top=top,
+        stacked_cost=stacked,
+    )
