@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck pytest docs bench clean
+.PHONY: install browser demo test lint format typecheck pytest docs screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dashboard's tests drive Debian's chromium through Playwright; no browser is downloaded.
+browser:
+	@command -v chromium >/dev/null || \
+		(apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 chromium)
 
 demo: install
 	$(BIN)/fluxgate-async demo
@@ -32,15 +37,19 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	$(BIN)/coverage erase
 	$(BIN)/pytest --cov --cov-report=term-missing
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
+# The docs' pictures of the dashboard and of `report`, taken by the dashboard's browser test.
+screenshots: install browser
+	FLUXGATE_DOCS_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/collector/test_dashboard_browser.py
+
 bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site build

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Request, async_playwright
+from playwright.async_api import Browser, Page, Request, ViewportSize, async_playwright
 from rich.console import Console
 from rich.text import Text
 
@@ -43,7 +43,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 KEY = "dashboard-test-key-5f1c9a"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 PAGE_TIMEOUT_MS = 15_000
 
 
@@ -63,10 +63,10 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-def _keep(png: bytes, name: str) -> None:
+def _keep(png: bytes, name: str, *, docs: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (SCREENSHOTS / name).write_bytes(png)
-    if os.environ.get("FLUXGATE_DOCS_SCREENSHOTS") == "1":
+    if docs and os.environ.get("FLUXGATE_DOCS_SCREENSHOTS") == "1":
         DOCS_ASSETS.mkdir(parents=True, exist_ok=True)
         (DOCS_ASSETS / name).write_bytes(png)
 
@@ -209,7 +209,7 @@ async def test_dashboard_signs_in_with_the_key_and_shows_the_numbers_sent(
             assert box["width"] > 300
             assert box["height"] > 100
 
-        _keep(await page.screenshot(full_page=True), "dashboard-signed-in.png")
+        _keep(await page.screenshot(full_page=True), "dashboard-signed-in.png", docs=False)
 
         # The session opens the dashboard only: the API still wants the key itself.
         api = await context.request.get(f"{collector.base_url}/api/events")
@@ -340,7 +340,7 @@ async def test_dashboard_draws_a_week_and_the_picker_changes_the_window(
     console = Console(record=True, width=100, file=io.StringIO())
     console.print(Text("$ fluxgate-async report --by feature\n", style="bold"), end="")
     console.print(Text.from_ansi(report.stdout))
-    terminal = await browser.new_page(viewport={"width": 900, "height": 400})
+    terminal = await browser.new_page(viewport=ViewportSize(width=900, height=400))
     await terminal.set_content(console.export_html(inline_styles=True, code_format=_TERMINAL))
     assert "summaries" in await terminal.inner_text("pre")
     _keep(await terminal.locator("pre").screenshot(), "report.png")

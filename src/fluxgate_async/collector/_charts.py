@@ -142,7 +142,7 @@ def nice_ticks(top: float, count: int = 4) -> list[float]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     steps = math.ceil(top / step - 1e-9)
-    return [round(i * step, 12) for i in range(steps + 1)]
+    return [float(round(i * step, 12)) for i in range(steps + 1)]
 
 
 def _x_ticks(labels: Sequence[str], slot: float, width: float) -> list[Tick]:

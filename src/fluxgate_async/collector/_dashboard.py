@@ -191,9 +191,15 @@ async def _login(request: web.Request) -> web.StreamResponse:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_over_https(request),
     )
     raise response
+
+
+def _over_https(request: web.Request) -> bool:
+    # Trusting the proxy's header is safe here: it can only make the cookie stricter.
+    forwarded = request.headers.get("X-Forwarded-Proto", "").partition(",")[0]
+    return request.secure or forwarded.strip().lower() == "https"
 
 
 async def _logout(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,166 @@
+"""Usage over a time window, read from a real store: totals, buckets, rankings, percentiles."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fluxgate_async.collector._store import EventRecord, EventStore
+from fluxgate_async.collector._usage import PERCENTILES, Totals, UsageWindow
+
+DAY = "2026-03-02"
+
+
+def _record(
+    *,
+    model: str | None = "gpt-4o",
+    feature: str | None = "chat",
+    user: str | None = "ana",
+    status: str = "SUCCESS",
+    cost: float | None = 0.01,
+    latency: float | None = 100.0,
+    tokens: tuple[int, int] = (100, 10),
+) -> EventRecord:
+    return EventRecord(
+        idempotency_key=None,
+        provider="openai",
+        model=model,
+        feature=feature,
+        user_id=user,
+        status=status,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cached_tokens=None,
+        latency_ms=latency,
+        cost=cost,
+        price_status="SUCCESS" if cost is not None else "UNKNOWN_MODEL",
+        body="{}",
+    )
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[EventStore]:
+    """An open store on a fresh database."""
+    async with EventStore(db) as opened:
+        yield opened
+
+
+async def _add_at(store: EventStore, when: str, record: EventRecord) -> None:
+    answer = await store.add(record)
+    # Place the event at a chosen time, as if it had arrived then.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE events SET created_at = ? WHERE id = ?", (when, answer.id))
+
+
+def _window(**fields: object) -> UsageWindow:
+    defaults: dict[str, object] = {
+        "since": f"{DAY}T00:00:00.000000+00:00",
+        "until": "2026-03-03T00:00:00.000000+00:00",
+        "bucket": "hour",
+    }
+    return UsageWindow(**(defaults | fields))  # type: ignore[arg-type]
+
+
+async def test_an_empty_window_has_zero_totals_and_no_percentiles(store: EventStore) -> None:
+    """No events: zero calls, no cost, no buckets, and every percentile unknown."""
+    usage = await store.usage(_window())
+    assert usage.totals == Totals()
+    assert usage.totals.error_rate is None
+    assert usage.buckets == {}
+    assert usage.latency == dict.fromkeys(PERCENTILES)
+    assert usage.top == {"model": [], "feature": [], "user": []}
+    assert usage.stacked_cost == {}
+
+
+async def test_totals_count_only_the_window_with_its_end_excluded(store: EventStore) -> None:
+    """Events before `since` or at `until` are left out; errors and unpriced are counted."""
+    await _add_at(store, "2026-03-01T23:59:59.999999+00:00", _record())
+    await _add_at(store, f"{DAY}T00:00:00.000000+00:00", _record(tokens=(5, 7)))
+    await _add_at(store, f"{DAY}T10:30:00.000000+00:00", _record(status="ERROR", cost=0.02))
+    await _add_at(store, f"{DAY}T10:45:00.000000+00:00", _record(cost=None, model="mystery"))
+    await _add_at(store, "2026-03-03T00:00:00.000000+00:00", _record())
+    usage = await store.usage(_window())
+    assert usage.totals == Totals(
+        calls=3, input_tokens=205, output_tokens=27, cost=0.03, unpriced=1, errors=1
+    )
+    assert usage.totals.tokens == 232
+    assert usage.totals.error_rate == pytest.approx(1 / 3)
+    assert set(usage.buckets) == {f"{DAY}T00", f"{DAY}T10"}
+    assert usage.buckets[f"{DAY}T10"].calls == 2
+
+
+async def test_daily_buckets_group_by_the_utc_day(store: EventStore) -> None:
+    """With day buckets, events of one UTC day add up in one bucket."""
+    await _add_at(store, f"{DAY}T01:00:00.000000+00:00", _record(cost=0.5))
+    await _add_at(store, f"{DAY}T23:00:00.000000+00:00", _record(cost=0.25))
+    await _add_at(store, "2026-03-03T01:00:00.000000+00:00", _record(cost=1.0))
+    usage = await store.usage(_window(bucket="day", until="2026-03-04T00:00:00.000000+00:00"))
+    assert {k: v.cost for k, v in usage.buckets.items()} == {DAY: 0.75, "2026-03-03": 1.0}
+
+
+async def test_rankings_put_the_costliest_first_and_keep_missing_values(
+    store: EventStore,
+) -> None:
+    """Top values are ordered by cost, then calls; events without a user rank as `None`."""
+    when = f"{DAY}T09:00:00.000000+00:00"
+    await _add_at(store, when, _record(user="ana", cost=0.01))
+    await _add_at(store, when, _record(user="ben", cost=0.05))
+    await _add_at(store, when, _record(user=None, cost=0.02))
+    await _add_at(store, when, _record(user=None, cost=0.02))
+    await _add_at(store, when, _record(user="cleo", cost=None))
+    usage = await store.usage(_window(stack_by="user", top=3))
+    assert [(v.value, v.totals.cost, v.totals.calls) for v in usage.top["user"]] == [
+        ("ben", 0.05, 1),
+        (None, 0.04, 2),
+        ("ana", 0.01, 1),
+    ]
+    assert usage.stacked_cost == {
+        "ben": {f"{DAY}T09": 0.05},
+        None: {f"{DAY}T09": 0.04},
+        "ana": {f"{DAY}T09": 0.01},
+    }
+
+
+async def test_stacked_cost_splits_each_bucket_by_the_chosen_dimension(
+    store: EventStore,
+) -> None:
+    """Spend per hour and feature, for the top features only."""
+    await _add_at(store, f"{DAY}T08:10:00.000000+00:00", _record(feature="chat", cost=0.1))
+    await _add_at(store, f"{DAY}T08:20:00.000000+00:00", _record(feature="search", cost=0.2))
+    await _add_at(store, f"{DAY}T09:00:00.000000+00:00", _record(feature="chat", cost=0.3))
+    await _add_at(store, f"{DAY}T09:00:00.000000+00:00", _record(feature="rare", cost=0.001))
+    usage = await store.usage(_window(stack_by="feature", top=2))
+    assert usage.stacked_cost == {
+        "chat": {f"{DAY}T08": 0.1, f"{DAY}T09": 0.3},
+        "search": {f"{DAY}T08": 0.2},
+    }
+    assert usage.buckets[f"{DAY}T09"].cost == pytest.approx(0.301)
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 20, 101])
+async def test_latency_percentiles_are_nearest_rank(store: EventStore, count: int) -> None:
+    """p50, p95 and p99 are the values at rank ceil(p * n / 100), overall and per bucket."""
+    latencies = [float((i * 37) % 211 + 1) for i in range(count)]
+    for i, latency in enumerate(latencies):
+        await _add_at(store, f"{DAY}T{i % 2:02d}:00:00.000000+00:00", _record(latency=latency))
+    await _add_at(store, f"{DAY}T05:00:00.000000+00:00", _record(latency=None))
+    usage = await store.usage(_window())
+    ordered = sorted(latencies)
+    assert usage.latency == {p: ordered[math.ceil(p * count / 100) - 1] for p in PERCENTILES}
+    even = sorted(latencies[0::2])
+    assert usage.bucket_latency[f"{DAY}T00"] == {
+        p: even[math.ceil(p * len(even) / 100) - 1] for p in PERCENTILES
+    }
+    assert f"{DAY}T05" not in usage.bucket_latency
+
+
+async def test_an_unknown_bucket_or_dimension_is_refused(store: EventStore) -> None:
+    """The SQL is built only from known names."""
+    with pytest.raises(KeyError):
+        await store.usage(_window(bucket="minute"))
+    with pytest.raises(KeyError):
+        await store.usage(_window(stack_by="team"))
