@@ -164,3 +164,14 @@ async def test_an_unknown_bucket_or_dimension_is_refused(store: EventStore) -> N
         await store.usage(_window(bucket="minute"))
     with pytest.raises(KeyError):
         await store.usage(_window(stack_by="team"))
+
+
+async def test_usage_needs_an_open_store(db: Path) -> None:
+    """Reading from a store never opened, or closed, says so."""
+    store = EventStore(db)
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.usage(_window())
+    async with store:
+        assert (await store.usage(_window())).totals.calls == 0
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.usage(_window())

@@ -172,12 +172,14 @@ def bar_chart(
     fmt: Callable[[float], str],
     axis: Callable[[list[float]], list[str]],
     *,
+    ticks: Sequence[str],
     width: float = WIDTH,
 ) -> BarChart:
     """Stack `values[s][i]` of each series `s` in the bar of time bucket `i`.
 
     Args:
-        labels: One label per bucket, for the x axis and the tooltips.
+        labels: One label per bucket, for the tooltips.
+        ticks: One short label per bucket, for the x axis.
         series: Bottom to top.
         values: One row per series, one value per bucket; zeros draw nothing.
         fmt: Formats a value for the tooltips.
@@ -207,7 +209,7 @@ def bar_chart(
                 )
             )
             base += row[i]
-    x_ticks = _x_ticks(labels, slot, width)
+    x_ticks = _x_ticks(ticks, slot, width)
     return BarChart(segments, y_ticks, x_ticks, list(series), width=width)
 
 
@@ -218,6 +220,7 @@ def line_chart(
     fmt: Callable[[float], str],
     axis: Callable[[list[float]], list[str]],
     *,
+    ticks: Sequence[str],
     width: float = WIDTH,
 ) -> LineChart:
     """Draw one line per series through its values; `None` (no data) leaves a point out.
@@ -238,4 +241,4 @@ def line_chart(
         )
         for one, row in zip(series, values, strict=True)
     ]
-    return LineChart(lines, y_ticks, _x_ticks(labels, slot, width), width=width)
+    return LineChart(lines, y_ticks, _x_ticks(ticks, slot, width), width=width)

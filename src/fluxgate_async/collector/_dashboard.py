@@ -37,6 +37,7 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_LIFETIME",
     "add_dashboard",
+    "format_cost",
     "session_token",
 ]
 
@@ -379,16 +380,19 @@ def _ms_axis(ticks: list[float]) -> list[str]:
     return [f"{t / scale:,.{digits}f}{suffix}" for t in ticks]
 
 
-def _buckets(window: UsageWindow) -> Iterator[tuple[str, str]]:
-    """(key, label) of each bucket in the window, keys as the store groups them."""
+def _buckets(window: UsageWindow) -> Iterator[tuple[str, str, str]]:
+    """(key, label, axis label) of each bucket in the window, keys as the store groups them."""
     step = timedelta(hours=1) if window.bucket == "hour" else timedelta(days=1)
     moment = datetime.fromisoformat(window.since)
     until = datetime.fromisoformat(window.until)
     while moment < until:
         if window.bucket == "hour":
-            yield moment.strftime("%Y-%m-%dT%H"), moment.strftime("%b %d %H:00")
+            # On the axis, hours alone, and the date where a day starts.
+            tick = moment.strftime("%b %d" if moment.hour == 0 else "%H:00")
+            yield moment.strftime("%Y-%m-%dT%H"), moment.strftime("%b %d %H:00"), tick
         else:
-            yield moment.strftime("%Y-%m-%d"), moment.strftime("%b %d")
+            day = moment.strftime("%b %d")
+            yield moment.strftime("%Y-%m-%d"), day, day
         moment += step
 
 
@@ -399,8 +403,9 @@ def _value_label(stack: str, value: str | None) -> str:
 def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]:
     window = choice.window
     buckets = list(_buckets(window))
-    keys = [key for key, _ in buckets]
-    labels = [label for _, label in buckets]
+    keys = [key for key, _, _ in buckets]
+    labels = [label for _, label, _ in buckets]
+    ticks = [tick for _, _, tick in buckets]
     empty = Totals()
     per_bucket = [usage.buckets.get(key, empty) for key in keys]
 
@@ -418,7 +423,7 @@ def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]
     if any(v > 1e-9 for v in other):
         series.append(Series("Other", "other"))
         rows.append(other)
-    spend = bar_chart(labels, series, rows, format_cost, _money_axis)
+    spend = bar_chart(labels, series, rows, format_cost, _money_axis, ticks=ticks)
 
     tokens = bar_chart(
         labels,
@@ -426,6 +431,7 @@ def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]
         [[t.input_tokens for t in per_bucket], [t.output_tokens for t in per_bucket]],
         _format_count,
         _count_axis,
+        ticks=ticks,
         width=HALF_WIDTH,
     )
     calls = bar_chart(
@@ -434,6 +440,7 @@ def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]
         [[t.calls - t.errors for t in per_bucket], [t.errors for t in per_bucket]],
         _format_count,
         _count_axis,
+        ticks=ticks,
         width=HALF_WIDTH,
     )
     latency_rows = [[usage.bucket_latency.get(key, {}).get(p) for key in keys] for p in PERCENTILES]
@@ -443,6 +450,7 @@ def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]
         latency_rows,
         _format_ms,
         _ms_axis,
+        ticks=ticks,
     )
     totals = usage.totals
     base_query = {k: v for k, v in request.query.items() if k in {"range", "from", "to", "bucket"}}
@@ -458,11 +466,12 @@ def _view(choice: _Choice, usage: Usage, request: web.Request) -> dict[str, Any]
             {
                 "label": label,
                 "cost": format_cost(t.cost),
-                "calls": t.calls,
-                "tokens": t.tokens,
-                "errors": t.errors,
+                "totals": t,
+                "latency": [
+                    _format_ms(usage.bucket_latency.get(key, {}).get(p)) for p in PERCENTILES
+                ],
             }
-            for label, t in zip(labels, per_bucket, strict=True)
+            for key, label, t in zip(keys, labels, per_bucket, strict=True)
             if t.calls
         ],
         "top": {

@@ -313,9 +313,22 @@ class EventStore:
         return rows
 
     async def usage(self, window: UsageWindow) -> Usage:
-        """See `read_usage`: the aggregates the dashboard shows for `window`."""
-        usage: Usage = await self._submit(lambda conn: read_usage(conn, window), write=False)
-        return usage
+        """See `read_usage`: the aggregates the dashboard shows for `window`.
+
+        They are read on a connection of their own, in a worker thread: a long
+        read never delays the writer thread, so ingest goes on meanwhile.
+        """
+        if self._thread is None or self._closed:
+            msg = "the event store is not open"
+            raise RuntimeError(msg)
+        return await asyncio.to_thread(self._read_usage, window)
+
+    def _read_usage(self, window: UsageWindow) -> Usage:
+        conn = connect_readonly(self.path)
+        try:
+            return read_usage(conn, window)
+        finally:
+            conn.close()
 
     async def _submit(self, run: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         if self._thread is None or self._closed:
