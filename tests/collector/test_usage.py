@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import AsyncIterator
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from fluxgate_async.collector._store import EventRecord, EventStore
-from fluxgate_async.collector._usage import PERCENTILES, Totals, UsageWindow
+from fluxgate_async.collector._usage import (
+    PERCENTILES,
+    Dialect,
+    Totals,
+    UsageWindow,
+    plan_usage,
+)
 
 DAY = "2026-03-02"
 
@@ -175,3 +182,41 @@ async def test_usage_needs_an_open_store(db: Path) -> None:
         assert (await store.usage(_window())).totals.calls == 0
     with pytest.raises(RuntimeError, match="not open"):
         await store.usage(_window())
+
+
+async def test_another_spelling_of_the_same_data_gives_the_same_usage(store: EventStore) -> None:
+    """A backend with its own table, numbered parameters and JSON-text columns reads the same."""
+    records = [
+        _record(user="ana", feature=None, cost=0.5, latency=10.0),
+        _record(user='quote " and \\ slash', cost=0.25, latency=20.0, status="ERROR"),
+        _record(user=None, model="mystery", cost=None, latency=None),
+    ]
+    for hour, record in enumerate(records):
+        await _add_at(store, f"{DAY}T{hour:02d}:00:00.000000+00:00", record)
+    expected = await store.usage(_window(stack_by="user"))
+
+    dialect = Dialect(
+        table="fluxgate_events",
+        placeholder=lambda n: f"?{n}",
+        to_column=json.dumps,
+        from_column=lambda v: None if v is None else json.loads(v),
+    )
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("CREATE TABLE fluxgate_events AS SELECT * FROM events")
+        for column in ("model", "feature", "user_id"):
+            conn.execute(
+                f"UPDATE fluxgate_events SET {column} = json_quote({column})"
+                f" WHERE {column} IS NOT NULL"
+            )
+        plan = plan_usage(_window(stack_by="user"), dialect)
+        sent: list[str] = []
+        usage = None
+        query = next(plan)
+        while usage is None:
+            sent.append(query[0])
+            try:
+                query = plan.send(conn.execute(*query).fetchall())
+            except StopIteration as done:
+                usage = done.value
+    assert usage == expected
+    assert all("?1" in sql and " events " not in sql for sql in sent)

@@ -1,14 +1,16 @@
 """Usage over a time window: the aggregates the dashboard draws, read in a few bounded queries.
 
-The SQL is plain (no SQLite-only functions), so other databases can run it as it
-stands. Every answer is bounded whatever the number of events: one row per time
-bucket, per top value, or per percentile.
+The SQL is plain (window functions, CASE, COALESCE: nothing SQLite-only), and
+`plan_usage` only yields it and reads the rows it is sent back, so any backend
+runs the same queries with its own driver and spelling (`Dialect`). Every answer
+is bounded whatever the number of events: one row per time bucket, per top
+value, or per percentile.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final, Literal
 
 import attrs
@@ -16,11 +18,16 @@ import attrs
 __all__ = [
     "BUCKETS",
     "PERCENTILES",
+    "SQLITE",
     "STACKS",
+    "Dialect",
+    "Query",
     "Totals",
     "Usage",
+    "UsagePlan",
     "UsageWindow",
     "ValueUsage",
+    "plan_usage",
     "read_usage",
 ]
 
@@ -42,6 +49,43 @@ _MEASURES = (
     " COALESCE(SUM(CASE WHEN status <> 'SUCCESS' THEN 1 ELSE 0 END), 0)"
 )
 _WINDOW = "created_at >= ? AND created_at < ?"
+
+Query = tuple[str, tuple[Any, ...]]
+"""One statement with `?` placeholders, and its parameters."""
+Rows = list[Sequence[Any]]
+UsagePlan = Generator[Query, Rows, "Usage"]
+"""`plan_usage`'s protocol: it yields queries, is sent their rows, returns the `Usage`."""
+
+
+@attrs.frozen
+class Dialect:
+    """How one database spells what the usage queries need.
+
+    Args:
+        table: The events table.
+        placeholder: The text of the n-th parameter (from 1): `?` or `$n`.
+        to_column: How a dimension's value is stored in its column (identity, or JSON text).
+        from_column: The way back.
+    """
+
+    table: str
+    placeholder: Callable[[int], str]
+    to_column: Callable[[str], Any]
+    from_column: Callable[[Any], str | None]
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> Query:
+        """`sql` with this database's table name and placeholders."""
+        parts = sql.replace(" events ", f" {self.table} ").split("?")
+        text = parts[0] + "".join(
+            self.placeholder(n) + part for n, part in enumerate(parts[1:], start=1)
+        )
+        return text, params
+
+
+SQLITE: Final = Dialect(
+    table="events", placeholder=lambda _: "?", to_column=str, from_column=lambda v: v
+)
+"""The embedded SQLite store's spelling."""
 
 
 @attrs.frozen
@@ -116,17 +160,18 @@ class Usage:
 
 
 def _totals(row: Sequence[Any]) -> Totals:
-    cost = None if row[3] is None else round(row[3], 9)
-    return Totals(row[0], row[1], row[2], cost, row[4], row[5])
+    # int(): PostgreSQL sums integers as numeric.
+    cost = None if row[3] is None else round(float(row[3]), 9)
+    return Totals(int(row[0]), int(row[1]), int(row[2]), cost, int(row[4]), int(row[5]))
 
 
 def _percentiles(
-    conn: sqlite3.Connection, window: UsageWindow, partition: str | None
-) -> dict[str, dict[int, float | None]]:
+    window: UsageWindow, dialect: Dialect, partition: str | None
+) -> Generator[Query, Rows, dict[str, dict[int, float | None]]]:
     # Nearest rank: the value at rank ceil(p * n / 100), in integer arithmetic.
     part = partition or "''"
     ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
-    rows = conn.execute(
+    rows = yield dialect.query(
         f"SELECT grp, n, rn, latency_ms FROM ("
         f" SELECT {part} AS grp, latency_ms,"
         f" ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY latency_ms) AS rn,"
@@ -134,7 +179,7 @@ def _percentiles(
         f" FROM events WHERE {_WINDOW} AND latency_ms IS NOT NULL"
         f") ranked WHERE {ranks}",
         (window.since, window.until),
-    ).fetchall()
+    )
     found: dict[str, dict[int, float | None]] = {}
     for grp, n, rn, latency in rows:
         values = found.setdefault(grp, dict.fromkeys(PERCENTILES))
@@ -144,20 +189,22 @@ def _percentiles(
     return found
 
 
-def _top(conn: sqlite3.Connection, window: UsageWindow, column: str) -> list[ValueUsage]:
-    rows = conn.execute(
+def _top(
+    window: UsageWindow, dialect: Dialect, column: str
+) -> Generator[Query, Rows, list[ValueUsage]]:
+    rows = yield dialect.query(
         f"SELECT {column}, {_MEASURES} FROM events WHERE {_WINDOW} GROUP BY {column}"
         f" ORDER BY COALESCE(SUM(cost), 0) DESC, COUNT(*) DESC, {column} IS NULL, {column}"
         " LIMIT ?",
         (window.since, window.until, window.top),
-    ).fetchall()
-    return [ValueUsage(row[0], _totals(row[1:])) for row in rows]
+    )
+    return [ValueUsage(dialect.from_column(row[0]), _totals(row[1:])) for row in rows]
 
 
 def _stacked_cost(
-    conn: sqlite3.Connection, window: UsageWindow, column: str, values: list[str | None]
-) -> dict[str | None, dict[str, float]]:
-    named = [v for v in values if v is not None]
+    window: UsageWindow, dialect: Dialect, column: str, values: list[str | None]
+) -> Generator[Query, Rows, dict[str | None, dict[str, float]]]:
+    named = [dialect.to_column(v) for v in values if v is not None]
     conditions = []
     if named:
         conditions.append(f"{column} IN ({', '.join('?' * len(named))})")
@@ -165,51 +212,74 @@ def _stacked_cost(
         conditions.append(f"{column} IS NULL")
     if not conditions:
         return {}
-    rows = conn.execute(
+    rows = yield dialect.query(
         f"SELECT {BUCKETS[window.bucket]} AS bucket, {column}, SUM(cost) FROM events"
         f" WHERE {_WINDOW} AND ({' OR '.join(conditions)}) AND cost IS NOT NULL"
         f" GROUP BY bucket, {column}",
         (window.since, window.until, *named),
-    ).fetchall()
+    )
     stacked: dict[str | None, dict[str, float]] = {}
     for bucket, value, cost in rows:
-        stacked.setdefault(value, {})[bucket] = round(cost, 9)
+        stacked.setdefault(dialect.from_column(value), {})[bucket] = round(float(cost), 9)
     return stacked
 
 
-def read_usage(conn: sqlite3.Connection, window: UsageWindow) -> Usage:
-    """Aggregate the events of `window` as the dashboard shows them.
+def plan_usage(window: UsageWindow, dialect: Dialect = SQLITE) -> UsagePlan:
+    """The queries that aggregate the events of `window` as the dashboard shows them.
 
-    The queries run in one read transaction (so `conn` must not be in one), and
-    their numbers agree with each other even while events arrive.
+    A generator, so that every backend runs the same SQL its own way: it yields
+    each query, is sent that query's rows, and returns the `Usage`. Run it in
+    one read transaction, so the numbers agree with each other while events
+    arrive; `read_usage` does so on a SQLite connection.
 
     Raises:
         KeyError: `window.bucket` is not a key of `BUCKETS`, or `window.stack_by` of `STACKS`.
     """
     bucket_expr = BUCKETS[window.bucket]
     stack_column = STACKS[window.stack_by]
-    conn.execute("BEGIN")
-    try:
-        total = conn.execute(
-            f"SELECT {_MEASURES} FROM events WHERE {_WINDOW}", (window.since, window.until)
-        ).fetchone()
-        rows = conn.execute(
-            f"SELECT {bucket_expr} AS bucket, {_MEASURES} FROM events WHERE {_WINDOW}"
-            " GROUP BY bucket ORDER BY bucket",
-            (window.since, window.until),
-        ).fetchall()
-        top = {name: _top(conn, window, column) for name, column in STACKS.items()}
-        stacked = _stacked_cost(conn, window, stack_column, [v.value for v in top[window.stack_by]])
-        latency = _percentiles(conn, window, None)
-        bucket_latency = _percentiles(conn, window, bucket_expr)
-    finally:
-        conn.execute("COMMIT")
+    total = yield dialect.query(
+        f"SELECT {_MEASURES} FROM events WHERE {_WINDOW}", (window.since, window.until)
+    )
+    rows = yield dialect.query(
+        f"SELECT {bucket_expr} AS bucket, {_MEASURES} FROM events WHERE {_WINDOW}"
+        " GROUP BY bucket ORDER BY bucket",
+        (window.since, window.until),
+    )
+    top = {}
+    for name, column in STACKS.items():
+        top[name] = yield from _top(window, dialect, column)
+    stacked = yield from _stacked_cost(
+        window, dialect, stack_column, [v.value for v in top[window.stack_by]]
+    )
+    latency = yield from _percentiles(window, dialect, None)
+    bucket_latency = yield from _percentiles(window, dialect, bucket_expr)
     return Usage(
         window=window,
-        totals=_totals(total),
+        totals=_totals(total[0]),
         latency=latency.get("", dict.fromkeys(PERCENTILES)),
         buckets={row[0]: _totals(row[1:]) for row in rows},
         bucket_latency=bucket_latency,
         top=top,
         stacked_cost=stacked,
     )
+
+
+def read_usage(conn: sqlite3.Connection, window: UsageWindow) -> Usage:
+    """Run `plan_usage` on a SQLite connection, in one read transaction.
+
+    `conn` must not be in a transaction already.
+
+    Raises:
+        KeyError: `window.bucket` is not a key of `BUCKETS`, or `window.stack_by` of `STACKS`.
+    """
+    plan = plan_usage(window)
+    conn.execute("BEGIN")
+    try:
+        query = next(plan)
+        while True:
+            query = plan.send(conn.execute(*query).fetchall())
+    except StopIteration as done:
+        usage: Usage = done.value
+        return usage
+    finally:
+        conn.execute("COMMIT")
