@@ -8,9 +8,10 @@ Example:
 
 from importlib.metadata import version as _version
 
+from ._attached_tracking import FluxGateCostTrackingResponse, tracking_of
 from ._client import FluxGate
 from ._config import FluxGateConfig
-from ._context import tracking_context
+from ._manual_tracking import TrackedCall
 from ._models import (
     AiEventMetadata,
     AiEventStatus,
@@ -20,8 +21,7 @@ from ._models import (
     TrackedUser,
 )
 from ._stats import DeliveryStats, DropReason
-from ._track import TrackedCall
-from ._tracking import FluxGateCostTrackingResponse, tracking_of
+from ._tracking_context import tracking_context
 
 __version__ = _version("fluxgate-async")
 """The installed version of fluxgate-async."""

@@ -23,10 +23,11 @@ from ._config import (
 )
 from ._delivery import OnError, Pipeline
 from ._logging import hide_secret, log, show_debug_logs
+from ._manual_tracking import TrackedCall, track
 from ._models import CreateAiEventResponse, LLMEvent
+from ._recording import Mode
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
-from ._track import Mode, TrackedCall, track
 from ._transport import Attempt, Transport
 from ._wire import EventInput, encode_event, to_event
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluxgate_async._track import Mode
+from fluxgate_async._recording import Mode
 
 
 @pytest.fixture(params=["background", "inline"])

@@ -12,7 +12,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from fluxgate_async import FluxGate, tracking_of
-from fluxgate_async._track import Mode
+from fluxgate_async._recording import Mode
 from fluxgate_async.integrations import anthropic as fg_anthropic
 from fluxgate_async.integrations.anthropic import track_anthropic
 from fluxgate_async.testing import FakeCollector

@@ -10,7 +10,7 @@ from google import genai
 from google.genai import errors, types
 
 from fluxgate_async import FluxGate, tracking_of
-from fluxgate_async._track import Mode
+from fluxgate_async._recording import Mode
 from fluxgate_async.integrations.google import track_genai
 from fluxgate_async.testing import FakeCollector
 

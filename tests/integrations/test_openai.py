@@ -13,7 +13,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from fluxgate_async import FluxGate, tracking_context, tracking_of
-from fluxgate_async._track import Mode
+from fluxgate_async._recording import Mode
 from fluxgate_async.integrations import openai as fg_openai
 from fluxgate_async.integrations._proxy import TrackedStream
 from fluxgate_async.integrations.openai import detect_provider, track_openai

@@ -18,8 +18,8 @@ from pathlib import Path
 import attrs
 
 from .._client import FluxGate
-from .._context import tracking_context
 from .._models import AiEventMetadata, AiEventUsage, CreateAiEventResponse, LLMEvent, TrackedUser
+from .._tracking_context import tracking_context
 from ..collector import Collector
 from ..collector._store import connect_readonly, summarise
 from ._report import print_report

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import attrs
 
 from .._models import AiEventStatus
-from .._track import CallTimer, Outcome, Recorder, cancelled_outcome, error_outcome
+from .._recording import CallTimer, Outcome, Recorder, cancelled_outcome, error_outcome
 
 __all__ = [
     "LEFT_EARLY",

@@ -69,7 +69,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
-from .._track import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
+from .._recording import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
 from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, tracked_create
 from ._usage import count, extra_counts
 

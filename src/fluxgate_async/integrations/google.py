@@ -74,7 +74,7 @@ import functools
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
-from .._track import Mode, Outcome, Recorder
+from .._recording import Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 

@@ -104,7 +104,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from .._models import AiEventStatus
-from .._track import CANCELLED, Mode, Outcome, Recorder
+from .._recording import CANCELLED, Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked, tracked_create
 from ._usage import count, extra_counts
 

@@ -1,49 +1,38 @@
-"""Tracking one LLM call: timing it, building its event, and sending it in the chosen mode.
+"""From a finished model request to an `LLMEvent`, sent in the chosen mode.
 
-`FluxGate.track` (any provider) and the provider wrappers share this: a
-`Recorder` holds a wrapper's client, mode, provider and default metadata; a
-`CallTimer` times one call with the monotonic clock and sends its event exactly
-once. Every step that could fail on a bug of ours is caught and logged here, so
-that tracking never changes what the tracked call returns or raises.
+This is the one mapping every route shares: the provider wrappers, the agent
+framework hooks and `FluxGate.track` each read their own objects into an
+`Outcome` (tokens, model, status), and `event_for` adds the provider, timing
+and metadata to make the event. A `Recorder` holds a wrapper's client, mode,
+provider and default metadata; a `CallTimer` times one call with the monotonic
+clock and sends its event exactly once. Every step that could fail on a bug of
+ours is caught and logged here, so that tracking never changes what the
+tracked call returns or raises.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from ._context import current_context, metadata_fields
-from ._models import (
-    AiEventStatus,
-    AiEventUsage,
-    LLMEvent,
-    _check_duration,
-    _check_optional_bool,
-    _check_optional_str,
-    _check_optional_token_count,
-    _check_token_count,
-    _to_status,
-)
-from ._tracking import FluxGateCostTrackingResponse, attach
-
-if TYPE_CHECKING:
-    from ._client import FluxGate
+from ._attached_tracking import FluxGateCostTrackingResponse, attach
+from ._models import AiEventStatus, AiEventUsage, CreateAiEventResponse, LLMEvent
+from ._tracking_context import current_context, metadata_fields
 
 __all__ = [
+    "CANCELLED",
     "CallTimer",
+    "EventSink",
     "Mode",
     "Outcome",
     "Recorder",
-    "TrackedCall",
     "cancelled_outcome",
     "error_outcome",
-    "track",
+    "event_for",
 ]
 
 log = logging.getLogger("fluxgate_async")
@@ -123,6 +112,59 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
+def event_for(
+    outcome: Outcome,
+    *,
+    provider: str | None,
+    model: str | None,
+    latency_s: float,
+    streamed: bool | None,
+    time_to_first_chunk_s: float | None,
+    metadata: Mapping[str, Any],
+) -> LLMEvent:
+    """The event for one finished model request.
+
+    `model` is the requested one, used when the answer names none;
+    `latency_s` runs from the call's start to its end and
+    `time_to_first_chunk_s` from its start to a stream's first chunk (`None`
+    when unknown). `metadata` is merged already: defaults, then context.
+
+    Raises:
+        TypeError, ValueError: A value does not fit its field.
+    """
+    extra = dict(outcome.extra)
+    streaming_ms = outcome.streaming_duration_in_ms
+    if streamed and time_to_first_chunk_s is not None:
+        streaming_ms = _ms(latency_s - time_to_first_chunk_s)
+        extra["timeToFirstTokenMs"] = _ms(time_to_first_chunk_s)
+    return LLMEvent(
+        usage=AiEventUsage(
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            cached_tokens=outcome.cached_tokens,
+            model=outcome.model or model,
+            provider=provider,
+            latency_in_ms=_ms(latency_s),
+            is_streamed=streamed,
+            streaming_duration_in_ms=streaming_ms,
+        ),
+        status=outcome.status,
+        error_message=outcome.error_message,
+        metadata=metadata_fields({**metadata, **extra}),
+    )
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """What a `Recorder` sends events to: a `FluxGate` client."""
+
+    def record_event_nowait(self, event: LLMEvent) -> bool:
+        """Queue `event` for background delivery."""
+
+    async def record_event(self, event: LLMEvent) -> CreateAiEventResponse | None:
+        """Send `event` now and return the answer."""
+
+
 class Recorder:
     """Sends the events of one wrapper, or of `FluxGate.track`, in its mode.
 
@@ -134,16 +176,14 @@ class Recorder:
 
     def __init__(
         self,
-        fluxgate: FluxGate,
+        fluxgate: EventSink,
         *,
         mode: str,
         provider: str | None,
         metadata: Mapping[str, Any],
     ) -> None:
-        from ._client import FluxGate  # noqa: PLC0415 - _client imports this module
-
         given: object = fluxgate  # checked at run time, whatever the annotation says
-        if not isinstance(given, FluxGate):
+        if not isinstance(given, EventSink):
             msg = f"fluxgate must be a FluxGate client, got {type(fluxgate).__name__}"
             raise TypeError(msg)
         if mode not in _MODES:
@@ -182,28 +222,15 @@ class CallTimer:
 
     def event(self, outcome: Outcome, *, streamed: bool | None) -> LLMEvent:
         """Build the event for `outcome`, timed up to now."""
-        now = time.monotonic()
-        recorder = self._recorder
-        extra = dict(outcome.extra)
-        streaming_ms = outcome.streaming_duration_in_ms
-        if streamed and self._first_chunk is not None:
-            streaming_ms = _ms(now - self._first_chunk)
-            extra["timeToFirstTokenMs"] = _ms(self._first_chunk - self._started)
-        fields = {**recorder.defaults, **self._context, **extra}
-        return LLMEvent(
-            usage=AiEventUsage(
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                cached_tokens=outcome.cached_tokens,
-                model=outcome.model or self._model,
-                provider=recorder.provider,
-                latency_in_ms=_ms(now - self._started),
-                is_streamed=streamed,
-                streaming_duration_in_ms=streaming_ms,
-            ),
-            status=outcome.status,
-            error_message=outcome.error_message,
-            metadata=metadata_fields(fields),
+        first = self._first_chunk
+        return event_for(
+            outcome,
+            provider=self._recorder.provider,
+            model=self._model,
+            latency_s=time.monotonic() - self._started,
+            streamed=streamed,
+            time_to_first_chunk_s=None if first is None else first - self._started,
+            metadata={**self._recorder.defaults, **self._context},
         )
 
     async def finish(
@@ -246,93 +273,3 @@ class CallTimer:
             self._recorder.fluxgate.record_event_nowait(self.event(outcome, streamed=streamed))
         except Exception:
             log.exception("FluxGate: bug while building an event; not recorded")
-
-
-@attrs.define(repr=False)
-class TrackedCall:
-    """The call being tracked by `FluxGate.track`: set what it consumed in the block.
-
-    Every attribute is checked when it is set, so a wrong value raises at the
-    line that wrote it, naming the field.
-
-    Attributes:
-        input_tokens: Prompt tokens.
-        output_tokens: Completion tokens.
-        cached_tokens: Prompt tokens served from a cache, if known.
-        model: The model that answered.
-        status: The outcome, `SUCCESS` unless you set another (an exception
-            leaving the block sets `ERROR`).
-        error_message: Why the call did not succeed, if it did not.
-        is_streamed: Whether the answer was streamed.
-        streaming_duration_in_ms: How long the stream ran, if streamed.
-        tracking: In `mode="inline"`, FluxGate's answer, set when the block exits.
-    """
-
-    input_tokens: int = attrs.field(default=0, validator=_check_token_count)
-    output_tokens: int = attrs.field(default=0, validator=_check_token_count)
-    cached_tokens: int | None = attrs.field(default=None, validator=_check_optional_token_count)
-    model: str | None = attrs.field(default=None, validator=_check_optional_str)
-    status: AiEventStatus = attrs.field(
-        default=AiEventStatus.SUCCESS,
-        converter=_to_status,
-        on_setattr=attrs.setters.convert,
-    )
-    error_message: str | None = attrs.field(default=None, validator=_check_optional_str)
-    is_streamed: bool | None = attrs.field(default=None, validator=_check_optional_bool)
-    streaming_duration_in_ms: float | None = attrs.field(default=None, validator=_check_duration)
-    tracking: FluxGateCostTrackingResponse | None = None
-
-    def set_usage(
-        self, input_tokens: int, output_tokens: int, cached_tokens: int | None = None
-    ) -> None:
-        """Set the token counts in one line.
-
-        Raises:
-            TypeError, ValueError: A count is not a non-negative int.
-        """
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
-        self.cached_tokens = cached_tokens
-
-    def __repr__(self) -> str:
-        return (
-            f"<TrackedCall model={self.model!r} input_tokens={self.input_tokens} "
-            f"output_tokens={self.output_tokens} status={self.status.value}>"
-        )
-
-    def _outcome(self) -> Outcome:
-        return Outcome(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_tokens=self.cached_tokens,
-            model=self.model,
-            status=self.status,
-            error_message=self.error_message,
-            streaming_duration_in_ms=self.streaming_duration_in_ms,
-        )
-
-
-@contextlib.asynccontextmanager
-async def track(
-    fluxgate: FluxGate,
-    *,
-    model: str | None,
-    provider: str | None,
-    mode: str,
-    metadata: Mapping[str, Any],
-) -> AsyncIterator[TrackedCall]:
-    """Implement `FluxGate.track` (documented there)."""
-    recorder = Recorder(fluxgate, mode=mode, provider=provider, metadata=metadata)
-    call = TrackedCall(model=model)
-    timer = recorder.start(model)
-    try:
-        yield call
-    except asyncio.CancelledError:
-        timer.finish_nowait(cancelled_outcome(call._outcome()), streamed=call.is_streamed)
-        raise
-    except Exception as exc:
-        call.tracking = await timer.finish(
-            error_outcome(exc, call._outcome()), streamed=call.is_streamed
-        )
-        raise
-    call.tracking = await timer.finish(call._outcome(), streamed=call.is_streamed)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fluxgate_async import FluxGate, TrackedCall, tracking_context
-from fluxgate_async._track import CallTimer, Outcome, Recorder
+from fluxgate_async._recording import CallTimer, Outcome, Recorder
 from fluxgate_async.testing import FakeCollector
 
 from .integrations.helpers import recorded

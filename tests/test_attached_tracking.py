@@ -8,7 +8,7 @@ from fluxgate_async import (
     FluxGateCostTrackingResponse,
     tracking_of,
 )
-from fluxgate_async._tracking import attach
+from fluxgate_async._attached_tracking import attach
 
 TRACKING = FluxGateCostTrackingResponse(status=AiEventStatus.SUCCESS, cost=0.1, tracking_id="e")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fluxgate_async import FluxGate, TrackedUser, tracking_context
-from fluxgate_async._context import current_context, metadata_fields
+from fluxgate_async._tracking_context import current_context, metadata_fields
 from fluxgate_async.testing import FakeCollector
 
 from .integrations.helpers import recorded
