@@ -46,6 +46,10 @@ def create_app(
     The database is opened when the app starts and closed, after the last
     request, when it stops.
 
+    `GET /` serves the dashboard, a page for people: spend, tokens, errors and
+    latency over a time range. With `api_keys`, it asks for one of them once, at
+    `/login`, and keeps a session cookie derived from it.
+
     Args:
         db: The SQLite file; created when missing.
         api_keys: When not empty, every request but `/healthz` must carry
