@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -290,3 +291,16 @@ async def test_spend_beyond_the_top_values_is_stacked_as_other(
 def test_costs_read_as_money(value: float | None, shown: str) -> None:
     """Cents from a dollar up, more digits below, `n/a` for unknown."""
     assert format_cost(value) == shown
+
+
+async def test_an_unreadable_database_gets_a_503_page(
+    open_collector: Collector, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the database file is gone, the page says so with 503 and the log says why."""
+    for path in db.parent.glob(f"{db.name}*"):
+        path.unlink()
+    with caplog.at_level(logging.ERROR, logger="fluxgate_async.collector"):
+        status, html, _ = await _get(open_collector, "/")
+    assert status == 503
+    assert "The database cannot be read right now" in html
+    assert "dashboard could not read the database" in caplog.text

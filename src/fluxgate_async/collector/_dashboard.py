@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.resources
+import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -40,6 +42,8 @@ __all__ = [
     "format_cost",
     "session_token",
 ]
+
+log = logging.getLogger("fluxgate_async.collector")
 
 SESSION_COOKIE = "fluxgate_session"
 """The cookie that holds a signed-in browser's session token."""
@@ -312,8 +316,20 @@ async def _dashboard(request: web.Request) -> web.StreamResponse:
     try:
         choice = _choose(request, datetime.now(UTC))
     except _BadQuery as exc:
-        return _page(request, "error.html", status=400, message=str(exc))
-    usage = await request.app[_STORE].usage(choice.window)
+        return _page(
+            request, "error.html", status=400, heading="That view does not exist", message=str(exc)
+        )
+    try:
+        usage = await request.app[_STORE].usage(choice.window)
+    except (sqlite3.Error, OSError) as exc:
+        log.error("collector: dashboard could not read the database: %s", exc)
+        return _page(
+            request,
+            "error.html",
+            status=503,
+            heading="The database cannot be read right now",
+            message="The collector could not read its events; try again in a moment.",
+        )
     return _page(request, "dashboard.html", **_view(choice, usage, request))
 
 
