@@ -169,13 +169,13 @@ def _percentiles(
     window: UsageWindow, dialect: Dialect, partition: str | None
 ) -> Generator[Query, Rows, dict[str, dict[int, float | None]]]:
     # Nearest rank: the value at rank ceil(p * n / 100), in integer arithmetic.
-    part = partition or "''"
+    group, over = (partition, f"PARTITION BY {partition} ") if partition else ("''", "")
     ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
     rows = yield dialect.query(
         f"SELECT grp, n, rn, latency_ms FROM ("
-        f" SELECT {part} AS grp, latency_ms,"
-        f" ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY latency_ms) AS rn,"
-        f" COUNT(*) OVER (PARTITION BY {part}) AS n"
+        f" SELECT {group} AS grp, latency_ms,"
+        f" ROW_NUMBER() OVER ({over}ORDER BY latency_ms) AS rn,"
+        f" COUNT(*) OVER ({over.strip()}) AS n"
         f" FROM events WHERE {_WINDOW} AND latency_ms IS NOT NULL"
         f") ranked WHERE {ranks}",
         (window.since, window.until),
