@@ -52,6 +52,9 @@ pytest: install browser
 	.venv-$*/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Kept between runs: without this, make deletes a pattern rule's stamp and reinstalls each time.
+.PRECIOUS: .venv-%/.installed
+
 pytest-python%: .venv-%/.installed browser
 	.venv-$*/bin/pytest -p no:cacheprovider -q
 

@@ -173,7 +173,10 @@ async def test_a_signed_in_browser_skips_the_form(keyed: Collector) -> None:
     assert (status, headers["Location"]) == (303, "/?range=30d")
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil"])
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example/", "https://evil.example/", "/\\evil", "/\t/evil.example", "/\n/x", "evil"],
+)
 async def test_sign_in_never_redirects_off_site(keyed: Collector, target: str) -> None:
     """A `next` that would leave the collector is replaced by `/`."""
     status, _, headers = await _post(keyed, "/login", {"key": KEY, "next": target})

@@ -197,7 +197,7 @@ async def test_another_spelling_of_the_same_data_gives_the_same_usage(store: Eve
 
     dialect = Dialect(
         table="fluxgate_events",
-        placeholder=lambda n: f"?{n}",
+        placeholder=lambda n: f":p{n}",
         to_column=json.dumps,
         from_column=lambda v: None if v is None else json.loads(v),
     )
@@ -215,8 +215,9 @@ async def test_another_spelling_of_the_same_data_gives_the_same_usage(store: Eve
         while usage is None:
             sent.append(query[0])
             try:
-                query = plan.send(conn.execute(*query).fetchall())
+                named = {f"p{n}": value for n, value in enumerate(query[1], start=1)}
+                query = plan.send(conn.execute(query[0], named).fetchall())
             except StopIteration as done:
                 usage = done.value
     assert usage == expected
-    assert all("?1" in sql and " events " not in sql for sql in sent)
+    assert all(":p1" in sql and " events " not in sql for sql in sent)

@@ -148,8 +148,14 @@ def _key_matches(request: web.Request, candidate: str) -> str | None:
 
 
 def _safe_next(target: str) -> str:
-    # Only a path on this site: never another host ("//evil", "/\\evil", "https://...").
-    if target.startswith("/") and not target.startswith(("//", "/\\")):
+    # Only a path on this site. Browsers drop tabs and newlines and read "\\" as "/",
+    # so "/\t/evil" or "/\\evil" would leave it: refuse those characters altogether.
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(ch.isprintable() and not ch.isspace() for ch in target)
+    ):
         return target
     return "/"
 
