@@ -88,7 +88,7 @@ _CSS: Final = web.AppKey("dashboard_css", bytes)
 
 def add_dashboard(app: web.Application, store: EventStore, api_keys: tuple[str, ...]) -> None:
     """Serve the dashboard at `/`, its sign-in at `/login`, from the events in `store`."""
-    jinja2 = require("jinja2")
+    jinja2 = require("jinja2", needed_by="the collector's dashboard")
     files = importlib.resources.files(__package__) / "dashboard"
     app[_STORE] = store
     app[_KEYS] = api_keys
