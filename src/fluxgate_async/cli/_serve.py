@@ -68,7 +68,7 @@ def run_serve(*, host: str, port: int, db: str, api_keys: list[str], quiet: bool
             f"(database {db}, {auth}); Ctrl-C stops it",
             flush=True,
         )
-        print(f"dashboard: {running.base_url}/", flush=True)
+        print(f"fluxgate-async dashboard: {running.base_url}/", flush=True)
         warning = exposure_warning(host, api_keys)
         if warning:
             print(warning, file=sys.stderr, flush=True)
