@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -265,7 +266,7 @@ def _week_of_events(rng: random.Random, now: datetime) -> list[tuple[LLMEvent, s
 
 def _backdate(db: Path, times: dict[str, str]) -> None:
     """Move stored events to the times they happened, as a week of real traffic would be."""
-    with sqlite3.connect(db, timeout=10) as conn:
+    with closing(sqlite3.connect(db, timeout=10)) as conn, conn:
         conn.executemany(
             "UPDATE events SET created_at = ? WHERE id = ?",
             [(when, event_id) for event_id, when in times.items()],

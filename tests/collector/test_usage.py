@@ -6,6 +6,7 @@ import json
 import math
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ async def store(db: Path) -> AsyncIterator[EventStore]:
 async def _add_at(store: EventStore, when: str, record: EventRecord) -> None:
     answer = await store.add(record)
     # Place the event at a chosen time, as if it had arrived then.
-    with sqlite3.connect(store.path) as conn:
+    with closing(sqlite3.connect(store.path)) as conn, conn:
         conn.execute("UPDATE events SET created_at = ? WHERE id = ?", (when, answer.id))
 
 
@@ -201,7 +202,7 @@ async def test_another_spelling_of_the_same_data_gives_the_same_usage(store: Eve
         to_column=json.dumps,
         from_column=lambda v: None if v is None else json.loads(v),
     )
-    with sqlite3.connect(store.path) as conn:
+    with closing(sqlite3.connect(store.path)) as conn, conn:
         conn.execute("CREATE TABLE fluxgate_events AS SELECT * FROM events")
         for column in ("model", "feature", "user_id"):
             conn.execute(
