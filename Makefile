@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pyproject.toml's classifiers name these too: the suite runs on each (every gate on 3.11 only).
 OTHER_PYTHONS := 3.12 3.13
 
-.PHONY: install demo test lint format typecheck pytest pytest-other-pythons docs bench mutation clean
+.PHONY: install browser demo test lint format typecheck pytest pytest-other-pythons docs screenshots bench mutation clean
 
 # No --quiet on the main install: pip names each package as it goes, so the minute it takes
 # the first time shows progress.
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dashboard's tests drive Debian's chromium through Playwright; no browser is downloaded.
+browser:
+	@command -v chromium >/dev/null || \
+		(apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 chromium)
 
 demo: install
 	$(BIN)/fluxgate-async demo
@@ -38,7 +43,7 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	$(BIN)/coverage erase
 	$(BIN)/pytest --cov --cov-report=term-missing
 
@@ -50,13 +55,20 @@ pytest: install
 	.venv-$*/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-pytest-python%: .venv-%/.installed
+# Kept between runs: without this, make deletes a pattern rule's stamp and reinstalls each time.
+.PRECIOUS: .venv-%/.installed
+
+pytest-python%: .venv-%/.installed browser
 	.venv-$*/bin/pytest -p no:cacheprovider -q
 
 pytest-other-pythons: $(addprefix pytest-python,$(OTHER_PYTHONS))
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# The docs' pictures of the dashboard and of `report`, taken by the dashboard's browser test.
+screenshots: install browser
+	FLUXGATE_DOCS_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/collector/test_dashboard_browser.py
 
 bench: install
 	$(BIN)/python -m benchmarks
@@ -75,4 +87,4 @@ mutation: $(VENV)/.mutation-installed
 	$(BIN)/python .ci/mutation_score.py
 
 clean:
-	rm -rf $(VENV) .venv-* .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site mutants
+	rm -rf $(VENV) .venv-* .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site mutants build

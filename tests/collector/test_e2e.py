@@ -117,6 +117,7 @@ async def test_api_keys_are_enforced(db: Path) -> None:
     assert code == 0
     assert "key-one" not in out
     assert "2 API key(s) required" in out
+    assert f"fluxgate-async dashboard: {proc.base_url}/\n" in out
 
 
 async def test_api_keys_from_the_environment(db: Path) -> None:

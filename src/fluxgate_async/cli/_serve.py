@@ -85,6 +85,7 @@ def run_serve(
             f"(database {describe_db(db)}, {auth}); Ctrl-C stops it",
             flush=True,
         )
+        print(f"fluxgate-async dashboard: {running.base_url}/", flush=True)
         warning = exposure_warning(host, api_keys)
         if warning:
             print(warning, file=sys.stderr, flush=True)

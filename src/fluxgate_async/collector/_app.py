@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .._models import LLMEvent, TrackedUser
 from .._wire import answer_to_json, encode_event, to_event
+from ._dashboard import add_dashboard
 from ._openapi import (
     DEFAULT_LIMIT,
     IDEMPOTENCY_KEY_PATTERN,
@@ -66,6 +67,10 @@ def create_app(
     request, when it stops. The app describes its own API as an OpenAPI 3.1
     document at `/openapi.json`.
 
+    `GET /` serves the dashboard, a page for people: spend, tokens, errors and
+    latency over a time range. With `api_keys`, it asks for one of them once, at
+    `/login`, and keeps a session cookie derived from it.
+
     Args:
         db: A SQLite file, created when missing, or a `postgresql://` URL (needs the
             `postgres` extra); see `open_store`.
@@ -115,6 +120,7 @@ def create_app(
     app.router.add_get("/api/summary", _get_summary)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get(OPENAPI_PATH, _openapi)
+    add_dashboard(app, app[_STORE], keys)
     return app
 
 

@@ -39,6 +39,7 @@ from ._store import (
     listed_event,
     summary_rows,
 )
+from ._usage import Dialect, Usage, UsageWindow, plan_usage
 
 if TYPE_CHECKING:
     import asyncpg
@@ -133,6 +134,15 @@ def _json_text(value: str | None) -> str | None:
 
 def _from_json_text(value: str | None) -> str | None:
     return None if value is None else str(json.loads(value))
+
+
+_DIALECT: Final = Dialect(
+    table="fluxgate_events",
+    placeholder=lambda n: f"${n}",
+    to_column=json.dumps,
+    from_column=_from_json_text,
+)
+"""How the usage queries read this schema: `$n` parameters, dimensions as JSON text."""
 
 
 def _import_asyncpg() -> Any:
@@ -285,6 +295,23 @@ class PostgresEventStore(EventStore):
             )
         decode = _from_json_text if as_json else (lambda value: value)
         return summary_rows(group_by, [(decode(row[0]), *row[1:]) for row in rows])
+
+    async def usage(self, window: UsageWindow) -> Usage:
+        """See `EventStore.usage`: the plan's queries in one read-only snapshot."""
+        plan = plan_usage(window, _DIALECT)
+        async with (
+            self._failures("read"),
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            query = next(plan)
+            while True:
+                rows = await conn.fetch(query[0], *query[1])
+                try:
+                    query = plan.send(rows)
+                except StopIteration as done:
+                    usage: Usage = done.value
+                    return usage
 
     async def check(self) -> None:
         """See `EventStore.check`: a connection answers `SELECT 1`."""

@@ -38,6 +38,7 @@ from ._store import (
     listed_event,
     summary_rows,
 )
+from ._usage import Usage, UsageWindow, read_usage
 
 __all__ = ["SQLiteEventStore", "connect_readonly", "list_events", "summarise"]
 
@@ -328,6 +329,31 @@ class SQLiteEventStore(EventStore):
             lambda conn: summarise(conn, group_by, since=since), write=False
         )
         return rows
+
+    async def usage(self, window: UsageWindow) -> Usage:
+        """See `EventStore.usage`.
+
+        Read on a connection of its own, in a worker thread: WAL lets it read
+        while the writer thread goes on committing.
+        """
+        if self._thread is None or self._closed:
+            msg = "the event store is not open"
+            raise RuntimeError(msg)
+        return await asyncio.to_thread(self._read_usage, window)
+
+    def _read_usage(self, window: UsageWindow) -> Usage:
+        try:
+            conn = connect_readonly(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            msg = f"the database could not be read: {exc}"
+            raise StoreUnavailableError(msg) from None
+        try:
+            return read_usage(conn, window)
+        except sqlite3.Error as exc:
+            msg = f"the database could not be read: {exc}"
+            raise StoreUnavailableError(msg) from None
+        finally:
+            conn.close()
 
     async def check(self) -> None:
         """See `EventStore.check`: the file is still at its path, and writable."""

@@ -24,6 +24,7 @@ import attrs
 
 from .._models import CreateAiEventResponse
 from .._wire import answer_to_json
+from ._usage import Usage, UsageWindow
 
 __all__ = [
     "GROUPS",
@@ -244,6 +245,13 @@ class EventStore(abc.ABC):
 
         Raises:
             KeyError: `group_by` is not one of `GROUPS`.
+        """
+
+    @abc.abstractmethod
+    async def usage(self, window: UsageWindow) -> Usage:
+        """The aggregates the dashboard shows for `window`: `plan_usage`, run in one snapshot.
+
+        A long read never holds up `add`.
         """
 
     @abc.abstractmethod
