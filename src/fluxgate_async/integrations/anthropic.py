@@ -63,14 +63,13 @@ event to the end and metadata `timeToFirstTokenMs`. Provider is `anthropic`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
-from .._recording import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
-from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, tracked_create
+from .._recording import Mode, Outcome, Recorder
+from ._proxy import refuse_tracked
+from ._requests import Route, Sdk, tracked_client
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -79,8 +78,6 @@ if TYPE_CHECKING:
     from .._client import FluxGate
 
 __all__ = ["track_anthropic"]
-
-log = logging.getLogger("fluxgate_async")
 
 _ClientT = TypeVar("_ClientT", bound="AsyncAnthropic")
 
@@ -134,77 +131,34 @@ def track_anthropic(
             f"{type(client).__name__} (the synchronous client is not supported)"
         )
         raise TypeError(msg)
+    tracked: _ClientT = _tracked(client, fluxgate, mode, metadata)
+    return tracked
+
+
+def _tracked(client: Any, fluxgate: FluxGate, mode: Mode, metadata: dict[str, Any]) -> Any:
+    import anthropic  # noqa: PLC0415
+    from anthropic._models import construct_type  # noqa: PLC0415
+    from anthropic._resource import AsyncAPIResource  # noqa: PLC0415
+    from anthropic._response import AsyncAPIResponse  # noqa: PLC0415
+
+    sdk = Sdk(
+        resource=AsyncAPIResource,
+        api_error=anthropic.APIError,
+        stream=anthropic.AsyncStream,
+        raw=(AsyncAPIResponse,),
+        construct=construct_type,
+    )
     recorder = Recorder(fluxgate, mode=mode, provider=_PROVIDER, metadata=metadata)
-
-    def rewrap(make_client: Any) -> Any:
-        @functools.wraps(make_client)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            return track_anthropic(make_client(*args, **kwargs), fluxgate, mode=mode, **metadata)
-
-        return tracked
-
-    create = tracked_create(recorder, _message_outcome, _MessageEvents)
-    return Proxy(  # type: ignore[return-value]  # a Proxy stands in for the client
-        client,
-        {
-            "messages": node({"create": create, "stream": _messages_stream(recorder)}),
-            "beta": node({"messages": node({"create": create})}),
-            "with_options": rewrap,
-            "copy": rewrap,
-        },
+    return tracked_client(
+        client, recorder, _route, sdk, lambda copy: _tracked(copy, fluxgate, mode, metadata)
     )
 
 
-def _messages_stream(recorder: Recorder) -> Any:
-    def override(stream: Any) -> Any:
-        @functools.wraps(stream)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            return _TrackedStreamManager(stream(*args, **kwargs), recorder, kwargs.get("model"))
-
-        return tracked
-
-    return override
-
-
-class _TrackedStreamManager(Proxy):
-    """`messages.stream(...)`'s manager; the stream it opens reports to a `TrackedStream`."""
-
-    __slots__ = ("_fg_model", "_fg_raw", "_fg_recorder")
-
-    def __init__(self, manager: Any, recorder: Recorder, model: Any) -> None:
-        super().__init__(manager, {})
-        object.__setattr__(self, "_fg_recorder", recorder)
-        object.__setattr__(self, "_fg_model", model if isinstance(model, str) else None)
-        object.__setattr__(self, "_fg_raw", None)
-
-    async def __aenter__(self) -> Any:
-        # The request is sent here, so the call is timed from here.
-        timer: CallTimer = self._fg_recorder.start(self._fg_model)
-        try:
-            stream = await self._fg_target.__aenter__()
-        except asyncio.CancelledError:
-            timer.finish_nowait(cancelled_outcome(), streamed=True)
-            raise
-        except Exception as exc:
-            await timer.finish(error_outcome(exc), streamed=True)
-            raise
-        try:
-            # The helper reads its events from `_raw_stream`, the SDK's AsyncStream:
-            # putting a TrackedStream there lets us see every event as it passes.
-            raw = TrackedStream(stream._raw_stream, timer, _MessageEvents(), shown=stream)
-            stream._raw_stream = raw
-            object.__setattr__(self, "_fg_raw", raw)
-        except Exception:
-            log.exception("FluxGate: cannot watch this message stream; it is not tracked")
-        return stream
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        try:
-            return await self._fg_target.__aexit__(*exc_info)
-        finally:
-            raw = self._fg_raw
-            if raw is not None:
-                raw._fg_left_early(LEFT_EARLY)
+def _route(method: str, path: str, body: Mapping[str, Any]) -> Route | None:
+    """Which Anthropic requests spend tokens: messages, beta or not (`?beta=true`)."""
+    if method == "post" and path.partition("?")[0] == "/v1/messages":
+        return _MESSAGES
+    return None
 
 
 def _usage_outcome(
@@ -270,3 +224,6 @@ class _MessageEvents:
 
     def outcome(self) -> Outcome:
         return self._seen
+
+
+_MESSAGES = Route(read=_message_outcome, events=_MessageEvents)

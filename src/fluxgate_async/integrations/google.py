@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._models import AiEventStatus
 from .._recording import Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
+from ._proxy import Proxy, TrackedStream, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -143,7 +143,19 @@ def track_genai(
         "generate_content_stream": _tracked(recorder, _content_outcome, streamed=True),
         "embed_content": _tracked(recorder, _embedding_outcome, streamed=False),
     }
-    return Proxy(client, {"aio": node({"models": node(models)})})  # type: ignore[return-value]
+
+    def aio(async_client: Any) -> Proxy:
+        tracked_models = Proxy(async_client.models, models)
+        # A chat sends each message through the models it is given: the tracked ones.
+        return Proxy(
+            async_client,
+            {
+                "models": lambda _: tracked_models,
+                "chats": lambda chats: type(chats)(modules=tracked_models),
+            },
+        )
+
+    return Proxy(client, {"aio": aio})  # type: ignore[return-value]
 
 
 def _requested_model(kwargs: dict[str, Any]) -> str | None:
@@ -164,11 +176,25 @@ def _tracked(recorder: Recorder, read: Any, *, streamed: bool) -> Any:
                 (lambda stream, timer: TrackedStream(stream, timer, _ContentChunks(model)))
                 if streamed
                 else None,
+                reached=_reached,
             )
 
         return tracked
 
     return override
+
+
+# The HTTP libraries google-genai sends with: their errors are the provider's.
+_TRANSPORTS = frozenset({"aiohttp", "httpx", "httpx2", "httpcore", "httpcore2"})
+
+
+def _reached(exc: Exception) -> bool:
+    """Whether `exc` came from the provider or the way to it, not from the SDK's own checks."""
+    from google.genai import errors  # noqa: PLC0415
+
+    if isinstance(exc, errors.APIError | OSError | TimeoutError):
+        return True
+    return type(exc).__module__.partition(".")[0] in _TRANSPORTS
 
 
 def _raw(value: Any) -> str | None:
