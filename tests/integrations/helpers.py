@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,3 +60,34 @@ def known_gaps() -> dict[str, str]:
         if line.startswith("| `") and len(cells) == 3:
             rows[cells[0].strip("`")] = line
     return rows
+
+
+def oldest_versions() -> dict[str, str]:
+    """The SDK versions the oldest-SDK run pins (tests/constraints-oldest.txt), by package."""
+    text = (Path(__file__).parent.parent / "constraints-oldest.txt").read_text()
+    pins = (line.split("==") for line in text.splitlines() if "==" in line)
+    return {name.strip(): pinned.strip() for name, pinned in pins}
+
+
+def missing_from_sdk(package: str, bare: Any, path: str, tracked: Any) -> bool:
+    """Whether the installed SDK lacks `path`, a method or a parameter of one, from `bare`.
+
+    `path` names a method (`"chat.completions.parse"`) or a parameter of one
+    (`"responses.create(background)"`). Only the oldest SDK version tested may
+    lack what a test uses (it came later); the tracked client then lacks it just
+    the same, adding nothing of its own. A test calls this first and, when it
+    returns True, has checked all it can.
+    """
+    attributes, _, parameter = path.rstrip(")").partition("(")
+    ours, theirs = bare, tracked
+    for name in attributes.split("."):
+        if not hasattr(ours, name):
+            assert version(package) == oldest_versions()[package], f"{package} lacks {path}"
+            assert not hasattr(theirs, name)
+            return True
+        ours, theirs = getattr(ours, name), getattr(theirs, name)
+    if parameter and parameter not in inspect.signature(ours).parameters:
+        assert version(package) == oldest_versions()[package], f"{package} lacks {path}"
+        assert inspect.signature(theirs) == inspect.signature(ours)
+        return True
+    return False

@@ -49,7 +49,7 @@ read to its end.
 ## SDK versions
 
 Each wrapper is tested on the oldest and on the newest SDK its extra allows:
-`openai` from 1.66 (the first with the Responses API), `anthropic` from 0.40,
+`openai` from 1.66 (the first with the Responses API), `anthropic` from 1.0,
 `google-genai` from 1.49. A usage field newer than the SDK reaches it as a
 plain dict (openai, anthropic) and is read all the same: the same answer
 records the same tokens on every version, except where the SDK itself drops a
