@@ -94,7 +94,7 @@ async def test_runner_run_records_each_model_request(
         assert event["metadata"]["user"] == "user-7"
 
 
-@pytest.mark.parametrize("api", ["chat_completions"])
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
 async def test_runner_run_streamed_records_each_model_request(
     tracked: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, api: API
 ) -> None:

@@ -147,3 +147,20 @@ async def test_run_stream_records_each_model_request(
     assert len(server.requests) == 2
     events = await recorded(fg, collector, 2)
     assert requests(events) == expected(streamed=True)
+
+
+@pytest.mark.parametrize("provider", ["anthropic"])
+async def test_anthropic_run_retried_as_a_stream_records_no_phantom_error(
+    model: Model, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A request the SDK refuses unsent, that pydantic-ai then streams, records one SUCCESS."""
+    call, text, stream = answers("anthropic")
+    server.answer(Answer(events=stream(call)), Answer(events=stream(text)))
+
+    # No max_tokens: pydantic-ai asks for the model's maximum, too long for a non-streamed request.
+    result = await agent(model).run("Weather in Paris?")
+
+    assert result.output == ANSWER
+    assert len(server.requests) == 2
+    events = await recorded(fg, collector, 2)
+    assert requests(events) == expected(streamed=True)
