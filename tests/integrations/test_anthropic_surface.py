@@ -184,3 +184,25 @@ async def test_requests_that_spend_no_tokens_pass_through(
     assert counted.input_tokens == 12
     assert await fg.flush(5)
     assert collector.events == []
+
+
+async def test_a_missing_key_records_nothing(
+    server: ProviderServer, fg: FluxGate, collector: FakeCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client without credentials fails before sending: no event, the SDK's error as is."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    async with AsyncAnthropic(api_key=None, base_url=server.url, max_retries=0) as keyless:
+        client = track_anthropic(keyless, fg)
+        with pytest.raises(TypeError, match="authentication") as tracked:
+            await client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES
+            )
+        with pytest.raises(TypeError) as untracked:
+            await keyless.messages.create(
+                model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES
+            )
+    assert str(tracked.value) == str(untracked.value)
+    assert server.requests == []
+    assert await fg.flush(5)
+    assert collector.events == []

@@ -7,6 +7,7 @@ event's tokens field by field against the usage the fake provider sent.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from openai.types.chat import ChatCompletion
 
 from fluxgate_async import FluxGate, tracking_of
 from fluxgate_async._recording import Mode
+from fluxgate_async.integrations import openai as fg_openai
+from fluxgate_async.integrations._requests import TrackedResponse
 from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.testing import FakeCollector
 
@@ -517,3 +520,133 @@ async def test_chat_stream_from_the_helper_hides_the_usage_chunk(
         plain = [event.type async for event in untracked]
     assert seen == plain
     await recorded(fg, collector)
+
+
+async def test_compaction_and_decisions_record_their_usage(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`responses.compact` and `decisions.create` each record their usage."""
+    client = track_openai(raw, fg)
+    usage = response_body()["usage"]
+    server.answer(
+        Answer(
+            body={
+                "id": "cmp_1",
+                "object": "response.compaction",
+                "created_at": 1741476542,
+                "output": [],
+                "usage": usage,
+            }
+        ),
+        Answer(body={"answers": [], "model": "gpt-6-luna", "usage": usage}),
+    )
+    await client.responses.compact(model="gpt-4.1", previous_response_id="resp_1")
+    decision = await client.decisions.create(input="hi", model="gpt-6-luna", questions=[])
+    assert decision.model == "gpt-6-luna"
+    events = await recorded(fg, collector, 2)
+    assert [tokens(e) for e in events] == [(36, 87, 4, False)] * 2
+    assert [e["usage"]["model"] for e in events] == ["gpt-4.1", "gpt-6-luna"]
+
+
+async def test_background_stream_closed_unread_records_nothing(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A background stream left before it was opened records nothing: the response runs on."""
+    client = track_openai(raw, fg)
+    server.answer(Answer(events=response_events(background_body("completed"))))
+    async with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hi", background=True, stream=True
+    ):
+        pass
+    assert await fg.flush(5)
+    assert collector.events == []
+
+
+async def test_background_ids_remembered_are_bounded(
+    raw: AsyncOpenAI,
+    server: FakeOpenAI,
+    fg: FluxGate,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the latest background response ids are remembered, so memory stays bounded."""
+    monkeypatch.setattr(fg_openai, "_REMEMBERED", 1)
+    client = track_openai(raw, fg)
+    first = background_body("completed")
+    second = {**first, "id": "resp_2"}
+    server.answer(Answer(body=first), Answer(body=first), Answer(body=second), Answer(body=first))
+    for response_id in (first["id"], first["id"], "resp_2", first["id"]):
+        await client.responses.retrieve(response_id)
+    await recorded(fg, collector, 3)
+
+
+async def test_a_bug_routing_a_request_leaves_it_untracked(
+    raw: AsyncOpenAI,
+    server: FakeOpenAI,
+    fg: FluxGate,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If routing a request fails on a bug of ours, the call runs untracked, and it is logged."""
+
+    def broken(background: object) -> Any:
+        def route(*args: object) -> None:
+            raise RuntimeError("bug")
+
+        return route
+
+    monkeypatch.setattr(fg_openai, "_router", broken)
+    client = track_openai(raw, fg)
+    server.answer_chat()
+    with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
+        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello!"
+    assert "bug while routing" in caplog.text
+    assert await fg.flush(5)
+    assert collector.events == []
+
+
+def test_a_half_built_raw_response_wrapper_is_collected_quietly() -> None:
+    """A raw response wrapper whose construction never finished is collected without error."""
+    TrackedResponse.__new__(TrackedResponse).__del__()
+
+
+@pytest.mark.parametrize("how", ["iter_bytes", "iter_text", "iter_lines"])
+async def test_streaming_response_read_raw_records_once(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector, how: str
+) -> None:
+    """A streaming response read as raw bytes, text or lines records its usage once."""
+    client = track_openai(raw, fg)
+    server.answer_chat(prompt_tokens=12, completion_tokens=4)
+    server.answer(Answer(events=response_events(response_body())))
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        whole = [piece async for piece in getattr(response, how)()]
+    async with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hi", stream=True
+    ) as streamed:
+        pieces = [piece async for piece in getattr(streamed, how)()]
+    assert whole
+    assert pieces
+    events = await recorded(fg, collector, 2)
+    assert [tokens(e) for e in events] == [(12, 4, 0, False), (36, 87, 4, True)]
+    assert events[1]["metadata"]["reasoningTokens"] == 12
+
+
+async def test_raw_lines_left_early_record_the_usage_seen(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Raw lines of a stream left early record ERROR with the model seen so far, once."""
+    client = track_openai(raw, fg)
+    server.answer(Answer(events=response_events(response_body())))
+    async with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hi", stream=True
+    ) as streamed:
+        async for line in streamed.iter_lines():
+            if line.startswith("data:"):
+                break
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
+    assert event["usage"]["model"] == "gpt-4.1-2025-04-14"

@@ -27,7 +27,6 @@ __all__ = [
     "Proxy",
     "TrackedStream",
     "finish",
-    "node",
     "refuse_tracked",
     "run_tracked",
     "safe_outcome",
@@ -124,11 +123,6 @@ def refuse_tracked(client: object, wrapper: str) -> None:
             "and use tracking_context() for per-call metadata"
         )
         raise ValueError(msg)
-
-
-def node(overrides: Mapping[str, Override]) -> Override:
-    """An override that proxies the attribute in turn, with `overrides` of its own."""
-    return functools.partial(Proxy, overrides=overrides)
 
 
 def safe_outcome(read: Callable[[], Outcome | None]) -> Outcome | None:

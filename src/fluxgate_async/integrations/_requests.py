@@ -27,6 +27,7 @@ tracks every method, and:
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import copy
 import functools
@@ -34,7 +35,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Mapping
-from types import FunctionType, MethodType
+from types import FunctionType, MethodType, SimpleNamespace
 from typing import Any
 
 import attrs
@@ -58,6 +59,9 @@ log = logging.getLogger("fluxgate_async")
 NOT_READ = "response closed before its body was read"
 """The error message of a raw response closed (or collected) before its body was read."""
 
+_UNSEEN = object()
+_FORWARDED = object()
+"""In a `TrackedClient`'s cache: an attribute read from the client every time."""
 # Client attributes made from the client itself, rebuilt over the view.
 _CLIENT_VIEWS = frozenset({"with_raw_response", "with_streaming_response"})
 
@@ -165,8 +169,10 @@ class TrackedClient(Proxy):
 
     def __getattr__(self, name: str) -> Any:
         cache: dict[str, Any] = self._fg_cache
-        found = cache.get(name)
-        if found is not None:
+        found = cache.get(name, _UNSEEN)
+        if found is _FORWARDED:
+            return getattr(self._fg_target, name)
+        if found is not _UNSEEN:
             return found
         if name in self._fg_overrides:
             return super().__getattr__(name)
@@ -181,6 +187,8 @@ class TrackedClient(Proxy):
             if name in _CLIENT_VIEWS or isinstance(value, self._fg_sdk.resource):
                 found = type(value)(self)
             else:
+                # Data (options, the HTTP client, ...): read from the client each time.
+                cache[name] = _FORWARDED
                 return value
         cache[name] = found
         return found
@@ -276,18 +284,47 @@ class TrackedResponse(Proxy):
     """A raw response (`with_raw_response`, `with_streaming_response`) whose body is not read yet.
 
     Everything is the SDK's response; reading the body (`parse()`, `read()`,
-    `text()`, `json()`) records the call, and a streamed answer's `parse()`
+    `text()`, `json()`, or to the end of `iter_bytes()`, `iter_text()`,
+    `iter_lines()`) records the call, and a streamed answer's `parse()`
     returns the SDK's stream behind a `TrackedStream`. Closing the response,
     or dropping it, before its body was read records the call as left early.
     """
 
-    __slots__ = ("_fg_call", "_fg_sdk", "_fg_stream")
+    __slots__ = ("_fg_body", "_fg_call", "_fg_sdk", "_fg_stream")
 
     def __init__(self, response: Any, call: _Call, sdk: Sdk) -> None:
         super().__init__(response, {})
         object.__setattr__(self, "_fg_call", call)
         object.__setattr__(self, "_fg_sdk", sdk)
         object.__setattr__(self, "_fg_stream", None)
+        object.__setattr__(self, "_fg_body", None)
+
+    def iter_bytes(self, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's `iter_bytes()`; the call is recorded from the bytes as they pass."""
+        return self._fg_watch(self._fg_target.iter_bytes(*args, **kwargs), _RawBody.add_bytes)
+
+    def iter_text(self, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's `iter_text()`; the call is recorded from the text as it passes."""
+        return self._fg_watch(self._fg_target.iter_text(*args, **kwargs), _RawBody.add_text)
+
+    def iter_lines(self, *args: Any, **kwargs: Any) -> Any:
+        """The SDK's `iter_lines()`; the call is recorded from the lines as they pass."""
+        return self._fg_watch(self._fg_target.iter_lines(*args, **kwargs), _RawBody.add_line)
+
+    async def _fg_watch(self, chunks: Any, add: Callable[[_RawBody, Any], None]) -> Any:
+        body = self._fg_body
+        if body is None:
+            body = _RawBody(self._fg_call)
+            object.__setattr__(self, "_fg_body", body)
+        async for chunk in chunks:
+            try:
+                add(body, chunk)
+            except Exception:
+                log.exception("FluxGate: bug while reading a raw response's body")
+            yield chunk
+        call: _Call = self._fg_call
+        if not call.timer.finished:
+            await finish(call.timer, safe_outcome(body.outcome), streamed=call.streamed)
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         """The SDK's `parse()`; a stream it returns is tracked, a body it reads is recorded."""
@@ -354,9 +391,15 @@ class TrackedResponse(Proxy):
             return
         if call.timer.finished:
             return
+        body = self._fg_body
         events = call.route.events
-        # What an unread stream says: nothing yet, or nothing to record (background).
-        seen = events().outcome() if call.streamed and events is not None else Outcome()
+        # What the stream said so far: nothing yet, or nothing to record (background).
+        if body is not None:
+            seen = safe_outcome(body.seen)
+        elif call.streamed and events is not None:
+            seen = events().outcome()
+        else:
+            seen = Outcome()
         if seen is None:
             call.timer.discard()
         else:
@@ -393,3 +436,58 @@ def tracked_client(
     return TrackedClient(
         client, {"with_options": rewrapping, "copy": rewrapping}, recorder, router, sdk
     )
+
+
+class _RawBody:
+    """A body the caller reads as bytes, text or lines: a JSON answer, or server-sent events.
+
+    JSON is read into plain attribute objects, which the routes read like the
+    SDK's own; a stream's events go to the route's accumulator one line at a
+    time, so nothing but the current line is kept.
+    """
+
+    def __init__(self, call: _Call) -> None:
+        self._route = call.route
+        events = call.route.events
+        self._events = events() if call.streamed and events is not None else None
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._line = ""
+        self._json: list[str] = []
+
+    def add_bytes(self, chunk: bytes) -> None:
+        self.add_text(self._decoder.decode(chunk))
+
+    def add_text(self, text: str) -> None:
+        if self._events is None:
+            self._json.append(text)
+            return
+        *lines, self._line = (self._line + text).split("\n")
+        for line in lines:
+            self.add_line(line)
+
+    def add_line(self, line: str) -> None:
+        if self._events is None:
+            self._json.append(line + "\n")
+            return
+        data = line.rstrip("\r")
+        if data.startswith("data:"):
+            try:
+                event = json.loads(data[5:], object_hook=_attributes)
+            except ValueError:  # `[DONE]` and the like
+                return
+            self._events.add(event)
+
+    def seen(self) -> Outcome | None:
+        """What the events so far say (a body that is not a stream says nothing yet)."""
+        return Outcome() if self._events is None else self._events.outcome()
+
+    def outcome(self) -> Outcome | None:
+        """What the whole body says."""
+        if self._events is not None:
+            self.add_line(self._line)
+            return self._events.outcome()
+        return self._route.read(json.loads("".join(self._json), object_hook=_attributes))
+
+
+def _attributes(fields: dict[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(**fields)

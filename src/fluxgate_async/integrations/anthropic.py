@@ -1,4 +1,4 @@
-"""Track `anthropic.AsyncAnthropic` calls: messages, streamed or not, and the beta messages.
+"""Track `anthropic.AsyncAnthropic` calls: messages, beta messages, helpers and tool runners.
 
 Install with `pip install 'fluxgate-async[anthropic]'`.
 
@@ -21,15 +21,26 @@ async with (
 
 `client` is a drop-in: it is still an `AsyncAnthropic` to `isinstance` and to
 type checkers, every call returns and raises exactly what it would without
-tracking, and the original client is not modified. Tracked, one event per call:
+tracking, and the original client is not modified. Every request the client
+sends passes through one tracked path, so a method is tracked however it is
+called: bare, through `with_raw_response` or `with_streaming_response`, from an
+SDK helper, or from a framework holding the client (pydantic-ai's
+`AnthropicModel`). One event per Messages request:
 
-- `client.messages.create(...)`, with or without `stream=True`;
+- `client.messages.create(...)`, with or without `stream=True`, and
+  `client.messages.parse(...)`;
 - `async with client.messages.stream(...) as stream:` (the helper; the event is
-  sent when the stream ends, or when the block exits);
-- `client.beta.messages.create(...)`, with or without `stream=True`;
+  sent when the stream ends, or when the block exits; in inline mode
+  `tracking_of(stream)` reads it);
+- the same under `client.beta.messages`, and each model request of
+  `client.beta.messages.tool_runner(...)` and of a message `thread`;
 - the same on clients made by `client.with_options(...)` and `client.copy(...)`.
 
-Everything else passes through untracked.
+Everything else (token counting, batches, files, ...) passes through untracked;
+the [SDK coverage](coverage.md) page says why for each method. A check the SDK
+makes before sending, such as "Streaming is required for operations that may
+take longer than 10 minutes" for a large `max_tokens` without `stream=True`,
+raises as without tracking and records nothing.
 
 ## Tokens
 

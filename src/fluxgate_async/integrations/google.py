@@ -28,9 +28,13 @@ tracking, and the original client is not modified. Tracked, one event per call:
 
 - `client.aio.models.generate_content(...)`;
 - `client.aio.models.generate_content_stream(...)`;
-- `client.aio.models.embed_content(...)`.
+- `client.aio.models.embed_content(...)`;
+- each message of a chat made by `client.aio.chats.create(...)`, with
+  `send_message` or `send_message_stream`.
 
-Everything else, the synchronous `client.models` included, passes through untracked.
+Everything else, the synchronous `client.models` included, passes through
+untracked; the [SDK coverage](coverage.md) page says why for each method. An
+error the SDK raises before sending (an invalid argument) records nothing.
 
 ## Tokens
 

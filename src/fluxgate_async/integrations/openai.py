@@ -1,4 +1,4 @@
-"""Track `openai.AsyncOpenAI` calls: chat completions, responses and embeddings, streamed or not.
+"""Track `openai.AsyncOpenAI` calls: chat completions, responses, embeddings, images, audio.
 
 Install with `pip install 'fluxgate-async[openai]'`.
 
@@ -20,15 +20,41 @@ the FluxGate client.
 
 `client` is a drop-in: it is still an `AsyncOpenAI` to `isinstance` and to type
 checkers, every call returns and raises exactly what it would without tracking,
-and the original client is not modified. Tracked, one event per call:
+and the original client is not modified. Every request the client sends passes
+through one tracked path, so a method is tracked however it is called: bare,
+through `with_raw_response` or `with_streaming_response` (the OpenAI Agents SDK
+streams this way), from an SDK helper, or from a framework holding the client.
+One event per request that spends tokens:
 
-- `client.chat.completions.create(...)`, with or without `stream=True`;
-- `client.responses.create(...)`, with or without `stream=True`;
-- `client.embeddings.create(...)`;
+- `chat.completions.create(...)`, `.parse(...)` and the `.stream(...)` helper
+  (and their `beta.chat.completions` twins);
+- `responses.create(...)`, `.parse(...)`, `.stream(...)` and `.compact(...)`;
+- `completions.create(...)` (the legacy API), `embeddings.create(...)`,
+  `decisions.create(...)`;
+- `images.generate`, `images.edit` and `images.create_variation` when the
+  answer has `usage` (the gpt-image models), `audio.transcriptions.create` when
+  it has token usage;
+- background responses, see below;
 - the same on clients made by `client.with_options(...)` and `client.copy(...)`.
 
-Everything else (`with_raw_response`, `.stream()` and `.parse()` helpers, files,
-images, ...) passes through untracked.
+Every other request (files, models, vector stores, ...) passes through
+untracked. The [SDK coverage](coverage.md) page lists each method
+that spends tokens, tracked or not and why.
+
+A raw response (`with_raw_response`) is the SDK's own object, recorded when it
+arrives; a streaming response (`with_streaming_response`) records when its body
+is read, or when the stream its `parse()` returns ends; closed or dropped
+before, it records ERROR "response closed before its body was read" (or the
+stream's "stream closed before its end").
+
+## Background responses
+
+`responses.create(background=True)` records nothing when it is submitted. The
+first `responses.retrieve(...)` (or resumed stream, or `responses.cancel(...)`)
+that shows the response ended (`completed`, `failed`, `incomplete`,
+`cancelled`) records it, once per response id, with `latencyInMs` from its
+`created_at` to its `completed_at`. Retrieving a response that ran inline
+records nothing more: it was recorded when it ran.
 
 ## Tokens
 
@@ -54,7 +80,9 @@ Responses API, from `usage`:
 | metadata `cacheWriteTokens` | `input_tokens_details.cache_write_tokens` |
 | metadata `finishReason` | `incomplete_details.reason`, else the response's `status` |
 
-Embeddings record `usage.prompt_tokens` as input and 0 output tokens. Input
+Embeddings record `usage.prompt_tokens` as input and 0 output tokens. Images,
+transcriptions and decisions record `usage.input_tokens` and
+`usage.output_tokens`; a compaction records its usage like a response. Input
 tokens include the cached ones, as OpenAI counts them; metadata counts are
 sent only when known and non-zero. The model is the one the response names,
 else the requested one.
@@ -527,8 +555,11 @@ _CHAT_STREAM = Route(
 )
 _RESPONSES = Route(read=_response_outcome, events=_ResponseEvents)
 _POST_ROUTES = {
+    "/responses/compact": Route(read=_response_outcome),
+    "/decisions": Route(read=_response_outcome),
     "/embeddings": Route(read=_embedding_outcome),
     "/images/generations": Route(read=_tokens_outcome, events=_UsageEvents),
     "/images/edits": Route(read=_tokens_outcome, events=_UsageEvents),
+    "/images/variations": Route(read=_tokens_outcome),
     "/audio/transcriptions": Route(read=_tokens_outcome, events=_UsageEvents),
 }
