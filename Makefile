@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 OLDEST := .venv-oldest
 OLDEST_STAMP := $(OLDEST)/.installed
 
-.PHONY: install demo test lint format typecheck pytest test-oldest docs bench clean
+# pyproject.toml's classifiers name these too: the suite runs on each (every gate on 3.11 only).
+OTHER_PYTHONS := 3.12 3.13
+
+.PHONY: install demo test lint format typecheck pytest test-oldest pytest-other-pythons docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +33,7 @@ $(OLDEST_STAMP): pyproject.toml tests/constraints-oldest.txt
 demo: install
 	$(BIN)/fluxgate-async demo
 
-test: lint typecheck docs pytest
+test: lint typecheck docs pytest pytest-other-pythons
 
 lint: install
 	$(BIN)/ruff check .
@@ -52,6 +55,20 @@ test-oldest: $(OLDEST_STAMP)
 pytest: install test-oldest
 	$(BIN)/pytest --cov --cov-append --cov-report=term-missing
 
+# The test suite alone, on each other Python the package claims, each in its own venv
+# (.venv-oldest has a rule of its own above, which make prefers to this pattern).
+.venv-%/.installed: pyproject.toml
+	rm -rf .venv-$*
+	$$(.ci/find-python $*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+pytest-python%: .venv-%/.installed
+	.venv-$*/bin/pytest -p no:cacheprovider -q
+
+pytest-other-pythons: $(addprefix pytest-python,$(OTHER_PYTHONS))
+
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
@@ -59,4 +76,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .venv-* .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site
