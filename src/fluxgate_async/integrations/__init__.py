@@ -54,13 +54,9 @@ read to its end.
 ## SDK versions
 
 Each wrapper is tested on the oldest and on the newest SDK its extra allows:
-`openai` from 1.66 (the first with the Responses API), `anthropic` from 1.0,
-`google-genai` from 1.49. A usage field newer than the SDK reaches it as a
-plain dict (openai, anthropic) and is read all the same: the same answer
-records the same tokens on every version, except where the SDK itself drops a
-field before the wrapper sees it:
-
-| method | SDK versions | what is lost |
-| --- | --- | --- |
-| `embed_content` | google-genai before 3.1 | Gemini API `usageMetadata`: 0 input tokens |
+`openai` from 1.66, `anthropic` from 1.0, `google-genai` from 1.49. A usage
+field newer than the SDK reaches it as a plain dict (openai, anthropic) and is
+read all the same, so the same answer records the same tokens on every
+version; the documentation's SDK coverage page lists what an older SDK drops
+before the wrapper can see it.
 """
