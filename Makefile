@@ -14,10 +14,13 @@ OTHER_PYTHONS := 3.12 3.13
 
 .PHONY: install demo test lint format typecheck pytest test-oldest pytest-other-pythons docs bench clean
 
+# No --quiet on the main install: pip names each package as it goes, so the minute it takes
+# the first time shows progress.
 $(STAMP): pyproject.toml
+	@echo "Installing fluxgate-async and its tools into $(VENV) (about a minute the first time)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -427,3 +427,48 @@ async def test_an_sdk_error_before_sending_records_nothing(
     assert type(tracked.value).__module__.startswith("pydantic")
     assert await fg.flush(5)
     assert collector.events == []
+
+
+async def test_automatic_function_calling_records_each_model_request(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
+) -> None:
+    """A call whose tool the SDK runs itself records each of its model requests, once."""
+    client = track_genai(raw, fg, mode=mode)
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    asking = content(usage={"promptTokenCount": 9, "candidatesTokenCount": 3})
+    asking["candidates"][0]["content"]["parts"] = [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    ]
+    server.answer(Answer(body=asking), Answer(body=content(usage=USAGE)))
+    reply = await client.aio.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Weather in Paris?",
+        config=types.GenerateContentConfig(tools=[get_weather]),
+    )
+    assert reply.text == "Hello there!"
+    assert len(server.requests) == 2
+    events = await recorded(fg, collector, 2)
+    assert [(e["usage"]["inputTokens"], e["usage"]["outputTokens"]) for e in events] == [
+        (9, 3),
+        (14, 27),
+    ]
+    assert (tracking_of(reply) is not None) is (mode == "inline")
+
+
+async def test_chat_stream_left_early_records_one_event(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Leaving a chat's stream with `break` records one ERROR event with the usage seen."""
+    client = track_genai(raw, fg)
+    chunk = SSE(content(None, usage={"promptTokenCount": 5, "totalTokenCount": 5}))
+    server.answer(Answer(events=[chunk, chunk, chunk]))
+    chat = client.aio.chats.create(model="gemini-2.5-flash")
+    async for _chunk in await chat.send_message_stream("Hi"):
+        break
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
+    assert event["usage"]["inputTokens"] == 5

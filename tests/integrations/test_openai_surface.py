@@ -657,3 +657,25 @@ async def test_raw_lines_left_early_record_the_usage_seen(
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
     assert event["usage"]["model"] == "gpt-4.1-2025-04-14"
+
+
+async def test_a_stream_the_sdk_fails_to_open_records_one_error(
+    raw: AsyncOpenAI,
+    server: FakeOpenAI,
+    fg: FluxGate,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A streamed answer the SDK fails to turn into its stream records ERROR once, and raises."""
+
+    async def failing(**_: object) -> None:
+        raise RuntimeError("cannot read this stream")
+
+    monkeypatch.setattr(raw, "_process_response", failing)
+    client = track_openai(raw, fg)
+    server.answer_chat_stream()
+    with pytest.raises(RuntimeError, match="cannot read this stream"):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "cannot read this stream"}
+    assert event["usage"]["isStreamed"] is True

@@ -49,7 +49,19 @@ and exactly one event, whichever way it ends:
 
 The last three are always queued in the background, since nothing can wait
 for them; in inline mode `tracking_of(stream)` is set only when the stream is
-read to its end.
+read to its end. The stream helpers (`messages.stream()`,
+`chat.completions.stream()`, `responses.stream()`) record the same way, and
+`tracking_of(helper_stream)` reads their tracking.
+
+## Raw responses
+
+`with_raw_response` and `with_streaming_response` (OpenAI and Anthropic) give
+the SDK's own response objects: headers, `parse()`, `read()`, `iter_lines()`
+and the rest work as without tracking. The call is recorded once: when the
+body has been read (by any of these), or when the stream `parse()` returned
+ends, whichever way, as above. A response closed or collected before its body
+was read records ERROR "response closed before its body was read" (for a
+stream, the messages above).
 
 ## SDK versions
 

@@ -216,17 +216,17 @@ ANTHROPIC: tuple[MethodCoverage, ...] = (
 """`anthropic.AsyncAnthropic`; its `with_raw_response` and `with_streaming_response` alike."""
 
 GOOGLE: tuple[MethodCoverage, ...] = (
-    *_rows(
-        True,
-        "one event per call",
+    MethodCoverage(
         "models.generate_content",
-        "models.embed_content",
+        True,
+        "one event per model request (automatic function calling and continuations send several)",
     ),
-    MethodCoverage("models.generate_content_stream", True, "one streamed event"),
+    MethodCoverage("models.generate_content_stream", True, "one streamed event per model request"),
+    MethodCoverage("models.embed_content", True, "one event per call"),
     MethodCoverage(
         "chats.create",
         True,
-        "the chat's `send_message` and `send_message_stream`: one event per message",
+        "the chat's `send_message` and `send_message_stream`: one event per model request",
     ),
     *_rows(False, _FREE, "models.count_tokens", "models.compute_tokens"),
     *_rows(

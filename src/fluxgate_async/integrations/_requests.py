@@ -226,11 +226,15 @@ class TrackedClient(Proxy):
         _current.set(None)
         try:
             answer = await process(*args, **kwargs)
-        except Exception:
+        except Exception as exc:
             # The SDK could not make its result of the answer (e.g. structured
             # output that does not validate): the tokens were spent all the same.
-            outcome = _read_body(call, self._fg_sdk, kwargs.get("cast_to"), kwargs.get("response"))
-            await finish(call.timer, outcome, streamed=call.streamed)
+            http = kwargs.get("response")
+            if call.streamed or http is None or not _body_was_read(http):
+                await call.timer.finish(error_outcome(exc), streamed=call.streamed)
+            else:
+                outcome = _read_body(call, self._fg_sdk, kwargs.get("cast_to"), http)
+                await finish(call.timer, outcome)
             raise
         return await _answered(call, self._fg_sdk, answer)
 

@@ -77,6 +77,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import Mode, Outcome, Recorder
 from ._proxy import refuse_tracked
@@ -132,7 +133,7 @@ def track_anthropic(
         ValueError: An unknown `mode`, an invalid metadata value, or a client
             that is already tracked.
     """
-    import anthropic  # noqa: PLC0415 - the `anthropic` extra is needed only here
+    anthropic = require_extra("anthropic", extra="anthropic", needed_by="track_anthropic")
 
     refuse_tracked(client, "track_anthropic")
     given: object = client  # checked at run time, whatever the annotation says
