@@ -1,4 +1,4 @@
-"""Shared fixtures: a FakeCollector on loopback and a client pointed at it."""
+"""Shared fixtures: a FakeCollector on loopback, a client pointed at it, the tracking modes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from fluxgate_async import FluxGate
+from fluxgate_async._recording import Mode
 from fluxgate_async.testing import FakeCollector
 
 API_KEY = "sk-test-0123456789-secret"
@@ -53,3 +54,10 @@ def threaded_collector() -> Iterator[FakeCollector]:
     """A FakeCollector on a thread of its own, for tests that run several event loops."""
     with ThreadedCollector() as c:
         yield c
+
+
+@pytest.fixture(params=["background", "inline"])
+def mode(request: pytest.FixtureRequest) -> Mode:
+    """Each test taking `mode` runs once per tracking mode."""
+    mode: Mode = request.param
+    return mode

@@ -23,6 +23,7 @@ from fluxgate_async import (
     LLMEvent,
     TrackedUser,
 )
+from fluxgate_async._models import _METADATA_NAMES
 from fluxgate_async._wire import (
     EventTooLargeError,
     InvalidEventError,
@@ -286,7 +287,8 @@ _events = st.builds(
         conversation_id=st.none() | _text,
         timestamp=_times,
         extra=st.dictionaries(
-            _text.filter(lambda k: k not in {"feature", "step", "user", "timestamp"}),
+            # Every name of a field, either spelling: as an extra key it is refused.
+            _text.filter(lambda k: k not in _METADATA_NAMES),
             _json,
             max_size=3,
         ),

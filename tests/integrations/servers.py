@@ -4,6 +4,13 @@
 answers each request with the next scripted `Answer`: a JSON body, or a
 server-sent-event stream. Point an SDK's `base_url` at `server.url`.
 
+Builders shape the providers' answers: chat completions (`chat_completion`,
+`chat_chunks`, with `tool_call`s), Responses API bodies and their event streams
+(`response`, `response_stream`, with `message_item` and `function_call_item`),
+Anthropic messages (`anthropic_message`, `anthropic_stream`) and Gemini content
+(`gemini_content`, `gemini_stream`). The streams are built from the final
+answer, so a test states each answer once.
+
 `FakeOpenAI` adds ready-made OpenAI chat completion answers; the benchmarks
 reuse it:
 
@@ -30,7 +37,24 @@ from aiohttp import web
 
 from fluxgate_async._serving import start_app
 
-__all__ = ["SSE", "Answer", "FakeOpenAI", "ProviderServer", "Received", "chat_chunks"]
+__all__ = [
+    "SSE",
+    "Answer",
+    "FakeOpenAI",
+    "ProviderServer",
+    "Received",
+    "anthropic_message",
+    "anthropic_stream",
+    "chat_chunks",
+    "chat_completion",
+    "function_call_item",
+    "gemini_content",
+    "gemini_stream",
+    "message_item",
+    "response",
+    "response_stream",
+    "tool_call",
+]
 
 
 @attrs.frozen
@@ -166,8 +190,12 @@ def chat_completion(
     completion_tokens: int = 5,
     cached_tokens: int = 0,
     reasoning_tokens: int = 0,
+    tool_calls: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A chat completion body shaped like OpenAI's."""
+    """A chat completion body shaped like OpenAI's; with `tool_calls` (see `tool_call`), no text."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message = {**message, "content": None, "tool_calls": list(tool_calls)}
     return {
         "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
         "object": "chat.completion",
@@ -176,7 +204,7 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -207,11 +235,13 @@ def chat_chunks(
     completion_tokens: int = 3,
     cached_tokens: int = 0,
     with_usage: bool = True,
+    tool_calls: Sequence[dict[str, Any]] = (),
 ) -> list[SSE]:
     """A chat completion stream shaped like OpenAI's, ending with `[DONE]`.
 
     With `with_usage`, a last chunk with empty `choices` carries the usage, as
-    OpenAI sends it for `stream_options={"include_usage": True}`.
+    OpenAI sends it for `stream_options={"include_usage": True}`. With
+    `tool_calls` (see `tool_call`), each call comes as one delta after the words.
     """
     base = {
         "id": "chatcmpl-123",
@@ -228,6 +258,10 @@ def chat_chunks(
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
     events += [chunk({"content": word}, None) for word in words]
+    events += [
+        chunk({"tool_calls": [{"index": index, **call}]}, None)
+        for index, call in enumerate(tool_calls)
+    ]
     events.append(chunk({}, finish_reason))
     if with_usage:
         usage = {
@@ -240,6 +274,280 @@ def chat_chunks(
         events.append(SSE({**base, "choices": [], "usage": usage}))
     events.append(SSE("[DONE]"))
     return events
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
+    """One function call of a chat completion's `tool_calls`."""
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    return {"id": call_id, "type": "function", "function": function}
+
+
+# The Responses API.
+
+
+def message_item(text: str, item_id: str = "msg_1") -> dict[str, Any]:
+    """A Responses API output item: the assistant's text."""
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def function_call_item(
+    name: str, arguments: dict[str, Any], call_id: str = "call_1"
+) -> dict[str, Any]:
+    """A Responses API output item: a call of the caller's function `name`."""
+    return {
+        "type": "function_call",
+        "id": "fc_" + call_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+        "status": "completed",
+    }
+
+
+def response(
+    output: Sequence[dict[str, Any]],
+    *,
+    model: str = "gpt-4.1-2025-04-14",
+    input_tokens: int = 36,
+    output_tokens: int = 87,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> dict[str, Any]:
+    """A completed Responses API body shaped like OpenAI's, with `output` items."""
+    return {
+        "id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+        "object": "response",
+        "created_at": 1741476542,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": model,
+        "output": list(output),
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached_tokens},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": None,
+        "metadata": {},
+    }
+
+
+def response_stream(final: dict[str, Any]) -> list[SSE]:
+    """The Responses API event stream that builds `final` item by item, as OpenAI sends it."""
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**final, "status": "in_progress"}},
+        {"type": "response.in_progress", "response": {**final, "status": "in_progress"}},
+    ]
+    events[0]["response"].update(output=[], usage=None)
+    events[1]["response"].update(output=[], usage=None)
+    for index, item in enumerate(final["output"]):
+        where = {"output_index": index, "item_id": item["id"]}
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events += [
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "status": "in_progress", "content": []},
+                },
+                {"type": "response.content_part.added", **where, "content_index": 0, "part": part},
+                {
+                    "type": "response.output_text.delta",
+                    **where,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                },
+                {
+                    "type": "response.output_text.done",
+                    **where,
+                    "content_index": 0,
+                    "text": text,
+                    "logprobs": [],
+                },
+                {
+                    "type": "response.content_part.done",
+                    **where,
+                    "content_index": 0,
+                    "part": {**part, "text": text},
+                },
+            ]
+        else:
+            events += [
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "status": "in_progress", "arguments": ""},
+                },
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **where,
+                    "delta": item["arguments"],
+                },
+                {
+                    "type": "response.function_call_arguments.done",
+                    **where,
+                    "arguments": item["arguments"],
+                },
+            ]
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    events.append({"type": "response.completed", "response": final})
+    return [
+        SSE({**event, "sequence_number": number}, event["type"])
+        for number, event in enumerate(events)
+    ]
+
+
+# Anthropic's Messages API.
+
+
+def anthropic_message(
+    content: Sequence[dict[str, Any]],
+    *,
+    model: str = "claude-sonnet-4-6-20260217",
+    stop_reason: str = "end_turn",
+    input_tokens: int = 25,
+    output_tokens: int = 15,
+    cache_read: int = 0,
+    cache_write: int = 0,
+) -> dict[str, Any]:
+    """A Messages API body shaped like Anthropic's, with `content` blocks."""
+    return {
+        "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": list(content),
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "output_tokens": output_tokens,
+            "service_tier": "standard",
+        },
+    }
+
+
+def anthropic_stream(final: dict[str, Any]) -> list[SSE]:
+    """The Messages stream that builds `final` block by block, as Anthropic sends it."""
+    start = {**final, "content": [], "stop_reason": None}
+    start["usage"] = {**final["usage"], "output_tokens": 1}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
+    for index, block in enumerate(final["content"]):
+        opened: dict[str, Any]
+        if block["type"] == "text":
+            opened = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block["text"]}
+        else:
+            opened = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        events += [
+            {"type": "content_block_start", "index": index, "content_block": opened},
+            {"type": "content_block_delta", "index": index, "delta": delta},
+            {"type": "content_block_stop", "index": index},
+        ]
+    events += [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": final["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": final["usage"]["output_tokens"]},
+        },
+        {"type": "message_stop"},
+    ]
+    return [SSE(event, event["type"]) for event in events]
+
+
+# Gemini's API.
+
+
+def gemini_content(
+    parts: Sequence[dict[str, Any]],
+    *,
+    model: str = "gemini-2.5-flash",
+    finish_reason: str = "STOP",
+    prompt_tokens: int = 11,
+    candidates_tokens: int = 7,
+    thoughts_tokens: int = 0,
+    cached_tokens: int = 0,
+) -> dict[str, Any]:
+    """A generateContent body shaped like Gemini's, with `parts` (text or `functionCall`)."""
+    usage = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": candidates_tokens,
+        "totalTokenCount": prompt_tokens + candidates_tokens + thoughts_tokens,
+    }
+    if thoughts_tokens:
+        usage["thoughtsTokenCount"] = thoughts_tokens
+    if cached_tokens:
+        usage["cachedContentTokenCount"] = cached_tokens
+    return {
+        "candidates": [
+            {
+                "content": {"parts": list(parts), "role": "model"},
+                "finishReason": finish_reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": "mK1iaJ3-Ao2ez7IPrs-gkQc",
+    }
+
+
+def gemini_stream(final: dict[str, Any]) -> list[SSE]:
+    """A streamGenerateContent answer: one chunk per part, the last with the finish and usage.
+
+    Gemini sends the running usage on every chunk; the earlier ones here carry
+    the prompt's count only.
+    """
+    [candidate] = final["candidates"]
+    parts = candidate["content"]["parts"]
+    usage = final["usageMetadata"]
+    chunks = []
+    for number, part in enumerate(parts, start=1):
+        last = number == len(parts)
+        chunk_candidate: dict[str, Any] = {
+            "content": {"parts": [part], "role": "model"},
+            "index": 0,
+        }
+        if last:
+            chunk_candidate["finishReason"] = candidate["finishReason"]
+        chunks.append(
+            SSE(
+                {
+                    **final,
+                    "candidates": [chunk_candidate],
+                    "usageMetadata": usage
+                    if last
+                    else {"promptTokenCount": usage["promptTokenCount"]},
+                }
+            )
+        )
+    return chunks
 
 
 class FakeOpenAI(ProviderServer):

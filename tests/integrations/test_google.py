@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from fluxgate_async._recording import Mode
 from fluxgate_async.integrations.google import track_genai
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import cancel_reading, recorded
+from .helpers import cancel_reading, known_gaps, recorded
 from .servers import SSE, Answer, ProviderServer
 
 # google-genai subclasses aiohttp.ClientSession, which aiohttp warns about: not ours to fix.
@@ -132,7 +133,10 @@ async def test_finish_reason_sets_the_status(
     """Each finish reason maps to its row of the status table."""
     client = track_genai(raw, fg)
     server.answer(Answer(body=content(finish_reason, usage=USAGE)))
-    await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    known = finish_reason is None or finish_reason in types.FinishReason.__members__
+    # An SDK older than the reason warns, and passes the reason on as text.
+    with contextlib.nullcontext() if known else pytest.warns(UserWarning, match=finish_reason):
+        await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Hi")
     [event] = await recorded(fg, collector)
     assert event["status"] == status
     assert event["metadata"].get("finishReason") == finish_reason
@@ -319,6 +323,10 @@ async def test_embed_content_records_its_tokens(
     )
     assert result.embeddings
     [event] = await recorded(fg, collector)
+    if "usageMetadata" in body and "usage_metadata" not in types.EmbedContentResponse.model_fields:
+        # This SDK drops the usage before the wrapper sees it: a gap the documentation lists.
+        assert "google-genai" in known_gaps().get("embed_content", "")
+        tokens = 0
     assert event["usage"]["inputTokens"] == tokens
     assert event["usage"]["outputTokens"] == 0
     assert event["usage"]["model"] == "gemini-embedding-001"

@@ -62,4 +62,13 @@ body has been read (by any of these), or when the stream `parse()` returned
 ends, whichever way, as above. A response closed or collected before its body
 was read records ERROR "response closed before its body was read" (for a
 stream, the messages above).
+
+## SDK versions
+
+Each wrapper is tested on the oldest and on the newest SDK its extra allows:
+`openai` from 1.66, `anthropic` from 1.0, `google-genai` from 1.49. A usage
+field newer than the SDK reaches it as a plain dict (openai, anthropic) and is
+read all the same, so the same answer records the same tokens on every
+version; the documentation's SDK coverage page lists what an older SDK drops
+before the wrapper can see it.
 """

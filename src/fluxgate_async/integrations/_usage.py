@@ -1,4 +1,9 @@
-"""Reading token counts off the SDKs' usage objects, which any field of may lack."""
+"""Reading token counts off the SDKs' usage objects, which any field of may lack.
+
+An SDK types only the usage fields it knew when it was released; newer ones
+reach older SDKs as plain dicts (openai and anthropic keep unknown fields as
+they came), so every step of a path reads an attribute or a key alike.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,18 @@ __all__ = ["count", "extra_counts"]
 def count(obj: Any, *path: str) -> int | None:
     """The non-negative int at `obj.path[0].path[1]...`, or `None` if any step is missing.
 
-    OpenAI-compatible hosts fill usage objects loosely (missing details, `null`
-    counts, floats); a value that is not a count reads as missing.
+    Each step reads an attribute, or a key of a dict (a field the SDK does not
+    type yet). OpenAI-compatible hosts fill usage objects loosely (missing
+    details, `null` counts, floats); a value that is not a count reads as missing.
 
     Example:
+        >>> count({"details": {"cached_tokens": 3}}, "details", "cached_tokens")
+        3
         >>> count(None, "prompt_tokens") is None
         True
     """
     for name in path:
-        obj = getattr(obj, name, None)
+        obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
         if obj is None:
             return None
     if (

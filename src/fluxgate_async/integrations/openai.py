@@ -457,6 +457,11 @@ class _ResponseEvents:
             )
         elif kind == "error":
             self._error = getattr(event, "message", None) or "error event in the stream"
+        elif getattr(event, "event", None) == "error":
+            # openai before 1.97.2 passes an `error` event on untyped, its body under `data`.
+            data = getattr(event, "data", None)
+            message = data.get("message") if isinstance(data, dict) else None
+            self._error = message or "error event in the stream"
         return True
 
     def outcome(self) -> Outcome | None:
