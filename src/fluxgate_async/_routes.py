@@ -11,7 +11,8 @@ framework's span around an SDK instrumentation's span). The rule:
    made a call, and a model request that started inside a tracked client's
    call (an SDK instrumentation patched beneath the wrapper).
 3. Between hooks, the innermost wins: a model request during which another
-   hook's model request started is skipped.
+   hook's model request started is skipped. (Two requests of one hook never
+   nest; two that overlap in one task are siblings, and both are recorded.)
 
 The hooks open a `ModelRequest` where their request starts, in the context
 (task or thread) that makes the request, and ask `ModelRequest.close` whether
@@ -59,9 +60,10 @@ class _Call(Protocol):
 class ModelRequest:
     """A model request one route is watching, between its start and its end."""
 
-    __slots__ = ("_token", "covered", "ended", "parent")
+    __slots__ = ("_token", "covered", "ended", "owner", "parent")
 
-    def __init__(self, parent: ModelRequest | None, covered: bool) -> None:
+    def __init__(self, owner: object, parent: ModelRequest | None, covered: bool) -> None:
+        self.owner = owner
         self.parent = parent
         self.covered = covered
         """Whether another route records this request (see the module's rule)."""
@@ -105,29 +107,32 @@ def is_inference(attributes: Mapping[str, Any]) -> bool:
     )
 
 
-def cover_enclosing() -> ModelRequest | None:
-    """Mark the hooks' open requests around this point as covered; return the innermost one."""
+def cover_enclosing(owner: object = None) -> ModelRequest | None:
+    """Mark the open requests around this point as covered; return the innermost one.
+
+    Those of `owner` (the hook asking) are left alone: they are its siblings.
+    """
     innermost = request = _open.get()
     for _ in range(_MAX_DEPTH):
         if request is None:
             break
-        if not request.ended:
+        if not request.ended and request.owner is not owner:
             request.covered = True
         request = request.parent
     return innermost
 
 
-def open_model_request() -> ModelRequest:
-    """Start watching a model request here, for a hook or the bridge.
+def open_model_request(owner: object) -> ModelRequest:
+    """Start watching a model request here, for the hook `owner`.
 
-    Covers the requests already open around this point (rule 3); the new
-    request is covered at once when it starts inside a tracked client's call
-    (rule 2).
+    Covers the other hooks' requests already open around this point (rule 3);
+    the new request is covered at once when it starts inside a tracked
+    client's call (rule 2).
     """
-    parent = cover_enclosing()
+    parent = cover_enclosing(owner)
     while parent is not None and parent.ended:
         parent = parent.parent  # drop ended requests from the chain
-    request = ModelRequest(parent, covered=inside_tracked_call())
+    request = ModelRequest(owner, parent, covered=inside_tracked_call())
     request._token = _open.set(request)
     return request
 

@@ -201,7 +201,7 @@ class FluxGateSpanProcessor(SpanProcessor):
         try:
             if not is_inference(span.attributes or {}):
                 return
-            cover_enclosing()  # a framework hook's request around this span
+            cover_enclosing(self)  # a framework hook's request around this span
             covered = inside_tracked_call()
             parent = trace.get_current_span(parent_context).get_span_context()
             with self._lock:
@@ -242,8 +242,9 @@ class FluxGateSpanProcessor(SpanProcessor):
             model=attributes.get("gen_ai.response.model"),
             finish_reason=reasons[0] if reasons else None,
         )
-        error_type = attributes.get("error.type") or _exception_type(span)
+        error_type = attributes.get("error.type")
         if span.status.status_code is StatusCode.ERROR or error_type:
+            error_type = error_type or _exception_type(span)
             message = span.status.description or str(error_type or "error")
             extra = {"errorType": str(error_type)} if error_type else {}
             outcome = failed(outcome, message, **extra)
