@@ -87,7 +87,7 @@ def anthropic_stream(
     )
     start["content"] = []
     start["stop_reason"] = None
-    events = [
+    events: list[tuple[str, dict[str, Any]]] = [
         ("message_start", {"message": start}),
         ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
         ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi!"}}),
@@ -96,7 +96,13 @@ def anthropic_stream(
             "message_delta",
             {
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": output_tokens},
+                # As Anthropic sends it now: the final counts, input and cache included.
+                "usage": {
+                    "input_tokens": input_tokens,
+                    "cache_creation_input_tokens": cache_write,
+                    "cache_read_input_tokens": cache_read,
+                    "output_tokens": output_tokens,
+                },
             },
         ),
         ("message_stop", {}),

@@ -53,7 +53,7 @@ def instrumented(tracer_provider: TracerProvider) -> Iterator[None]:
 @pytest.fixture
 def openai_v2(tracer_provider: TracerProvider) -> Iterator[None]:
     """The OpenTelemetry contrib OpenAI instrumentation, traced to `tracer_provider`."""
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
     instrumentor.instrument(tracer_provider=tracer_provider)
     yield
     instrumentor.uninstrument()
@@ -172,7 +172,12 @@ async def test_pydantic_ai_anthropic_tokens_match_the_anthropic_wrapper(
 ) -> None:
     """Anthropic's cache reads and writes are recorded as track_anthropic records them."""
     async with ProviderServer() as anthropic_api:
-        usage = {"input_tokens": 25, "output_tokens": 15, "cache_read": 200, "cache_write": 100}
+        usage: dict[str, Any] = {
+            "input_tokens": 25,
+            "output_tokens": 15,
+            "cache_read": 200,
+            "cache_write": 100,
+        }
         if stream:
             anthropic_api.answer(anthropic_stream(**usage))
         else:
@@ -403,10 +408,11 @@ def test_older_attribute_names_and_other_conventions_are_read() -> None:
         "llm.token_count.prompt": 9,
         "llm.token_count.completion": 2,
     }
-    for attributes in (old, openllmetry, openinference):
+    spans: tuple[dict[str, Any], ...] = (old, openllmetry, openinference)
+    for attributes in spans:
         with tracer.start_as_current_span("llm", attributes=attributes):
             pass
-    ignored = (
+    ignored: tuple[dict[str, Any], ...] = (
         {"gen_ai.operation.name": "invoke_agent", "gen_ai.aggregated_usage.input_tokens": 99},
         {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "weather"},
         {},
