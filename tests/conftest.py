@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,6 +13,9 @@ from fluxgate_async import FluxGate
 from fluxgate_async.testing import FakeCollector
 
 API_KEY = "sk-test-0123456789-secret"
+
+# LiteLLM downloads its price map when first imported, unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture
