@@ -12,7 +12,8 @@ The convention, also stated in `docs/index.md` for contributors:
   `FLUXGATE_API_KEY` is set, so `FluxGate()` works with no arguments; likewise
   `AsyncOpenAI()`, `AsyncAnthropic()` and `genai.Client()` reach a loopback fake
   of their API through `OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL` and
-  `GOOGLE_GEMINI_BASE_URL`.
+  `GOOGLE_GEMINI_BASE_URL` (chat completions, the Responses API, messages and
+  content), and so do the agent frameworks built on those SDKs.
 - A fence written ```` ```python {.pending} ```` shows an API that is not released yet:
   it is rendered with a "coming soon" mark and not run.
 """
@@ -109,6 +110,34 @@ _CHAT = {
         "completion_tokens_details": {"reasoning_tokens": 0},
     },
 }
+_RESPONSE = {
+    "id": "resp_docs",
+    "object": "response",
+    "created_at": 1764115200,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "model": "gpt-4.1-2025-04-14",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_docs",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
+        }
+    ],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 15,
+    },
+}
 _MESSAGE = {
     "id": "msg_docs",
     "type": "message",
@@ -180,6 +209,10 @@ async def _openai_chat(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def _openai_responses(request: web.Request) -> web.Response:
+    return web.json_response(_RESPONSE)
+
+
 async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     if not (await request.json()).get("stream"):
         return web.json_response(_MESSAGE)
@@ -234,6 +267,7 @@ class ThreadedServers:
         await self.collector.start()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", _openai_chat)
+        app.router.add_post("/v1/responses", _openai_responses)
         app.router.add_post("/v1/messages", _anthropic_messages)
         app.router.add_post("/{version}/models/{model}:generateContent", _gemini_content)
         app.router.add_post("/{version}/models/{model}:streamGenerateContent", _gemini_stream)

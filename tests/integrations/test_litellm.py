@@ -8,6 +8,7 @@ from typing import Any
 
 import litellm
 import pytest
+from litellm.exceptions import InternalServerError
 
 from fluxgate_async import FluxGate, tracking_context
 from fluxgate_async.integrations.litellm import FluxGateLogger
@@ -72,7 +73,7 @@ async def arrived(fg: FluxGate, collector: FakeCollector, count: int = 1) -> lis
 async def test_acompletion_records_tokens_model_provider_and_timing(
     server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
 ) -> None:
-    """acompletion records the usage, the answering model and the provider."""
+    """An `acompletion` call records the usage, the answering model and the provider."""
     server.answer_chat(
         prompt_tokens=120, completion_tokens=30, cached_tokens=64, reasoning_tokens=8
     )
@@ -137,7 +138,7 @@ async def test_failing_call_records_one_error(
     """A call the provider refuses records one ERROR event; LiteLLM's error is unchanged."""
     server.answer(Answer(status=500, body={"error": {"message": "overloaded"}}))
 
-    with pytest.raises(litellm.InternalServerError, match="overloaded"):
+    with pytest.raises(InternalServerError, match="overloaded"):
         await litellm.acompletion(
             model="openai/gpt-4o-mini",
             messages=MESSAGES,

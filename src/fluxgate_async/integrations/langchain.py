@@ -3,13 +3,14 @@
 Install with `pip install 'fluxgate-async[langchain]'`.
 
 ```python
+import httpx
 from langchain_openai import ChatOpenAI
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.langchain import FluxGateCallbackHandler
 
-async with FluxGate() as fg:
+async with FluxGate() as fg, httpx.AsyncClient() as http:
     handler = FluxGateCallbackHandler(fg, feature="support")
-    llm = ChatOpenAI(model="gpt-4o-mini", stream_usage=True)
+    llm = ChatOpenAI(model="gpt-4o-mini", stream_usage=True, http_async_client=http)
     reply = await llm.ainvoke("Hello!", config={"callbacks": [handler]})
     # or for a whole LangGraph graph: await graph.ainvoke(state, {"callbacks": [handler]})
 ```

@@ -4,14 +4,16 @@ Install with `pip install 'fluxgate-async[litellm]'`.
 
 ```python
 import litellm
+from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.litellm import FluxGateLogger
 
 async with FluxGate() as fg:
     litellm.callbacks = [FluxGateLogger(fg, feature="router")]
     reply = await litellm.acompletion(
-        model="anthropic/claude-sonnet-4-6", messages=[{"role": "user", "content": "Hi"}]
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
     )
+    await GLOBAL_LOGGING_WORKER.flush()  # LiteLLM runs callbacks after the call returns
 ```
 
 `FluxGateLogger` is a LiteLLM `CustomLogger`: add it to `litellm.callbacks`

@@ -4,27 +4,30 @@ Install with `pip install 'fluxgate-async[openai-agents]'`.
 
 ```python
 import agents
-from agents import Agent, Runner
+from agents import Agent, OpenAIResponsesModel, Runner
+from openai import AsyncOpenAI
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.openai_agents import FluxGateTracingProcessor
 
-async with FluxGate() as fg:
-    agents.add_trace_processor(FluxGateTracingProcessor(fg, feature="support"))
-    agent = Agent(name="Assistant", instructions="Be brief.")
+async with FluxGate() as fg, AsyncOpenAI() as client:
+    agents.set_trace_processors([FluxGateTracingProcessor(fg, feature="support")])
+    model = OpenAIResponsesModel(model="gpt-4.1", openai_client=client)
+    agent = Agent(name="Assistant", instructions="Be brief.", model=model)
     result = await Runner.run(agent, "Hello!")
 ```
 
-`FluxGateTracingProcessor` is an Agents SDK `TracingProcessor`: added with
-`agents.add_trace_processor`, it runs beside the SDK's own exporter (replace
-that with `agents.set_trace_processors([...])`). Tracing must stay enabled:
-`set_tracing_disabled(True)` stops every processor, this one included.
+`FluxGateTracingProcessor` is an Agents SDK `TracingProcessor`: registered with
+`agents.set_trace_processors([...])` it is the only one; with
+`agents.add_trace_processor(...)` it runs beside the SDK's exporter to OpenAI.
+Tracing must stay enabled: `set_tracing_disabled(True)` stops every processor,
+this one included.
 
 ## What is recorded
 
 One event per model request, that is per `response` span (Responses API
 models) and per `generation` span (chat completions models, and LiteLLM
-models), whether the run is `Runner.run`, `Runner.run_sync` or
-`Runner.run_streamed`, with tools and handoffs. Agent, tool, handoff and
+models), whether the run is `Runner.run` or `Runner.run_streamed`, with tools
+and handoffs. Agent, tool, handoff and
 guardrail spans record nothing.
 
 | event field | from |
