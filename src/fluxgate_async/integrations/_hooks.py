@@ -15,7 +15,7 @@ from typing import Any
 from .._recording import EventSink, Outcome, event_for
 from .._tracking_context import current_context, metadata_fields
 
-__all__ = ["HookSink", "seconds_between"]
+__all__ = ["HookSink"]
 
 log = logging.getLogger("fluxgate_async")
 
@@ -71,11 +71,3 @@ class HookSink:
             self.fluxgate.record_event_nowait(event)
         except Exception:
             log.exception("FluxGate: bug while recording a framework's model request")
-
-
-def seconds_between(start: object, end: object) -> float | None:
-    """`end - start` for two numbers of seconds (timestamps or monotonic), else `None`."""
-    kinds = (int, float)
-    if isinstance(start, kinds) and isinstance(end, kinds) and not isinstance(start, bool):
-        return float(end) - float(start)
-    return None

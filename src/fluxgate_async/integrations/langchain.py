@@ -105,8 +105,7 @@ class _Run:
 
     __slots__ = ("first_token", "metadata", "model", "provider", "request", "started")
 
-    def __init__(self, request: ModelRequest, metadata: Mapping[str, Any]) -> None:
-        self.request = request
+    def __init__(self, owner: object, metadata: Mapping[str, Any]) -> None:
         self.started = time.monotonic()
         self.first_token: float | None = None
         model = metadata.get("ls_model_name")
@@ -117,6 +116,8 @@ class _Run:
             "conversation_id": metadata.get("thread_id"),
         }
         self.metadata = {key: str(value) for key, value in fields.items() if value is not None}
+        # Opened last: a run whose metadata cannot be read leaves no request open.
+        self.request: ModelRequest = open_model_request(owner)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -161,7 +162,7 @@ class FluxGateCallbackHandler(AsyncCallbackHandler):
 
     def _start(self, run_id: UUID, metadata: Mapping[str, Any] | None) -> None:
         try:
-            run = _Run(open_model_request(self), metadata or {})
+            run = _Run(self, metadata or {})
             with self._lock:
                 if len(self._runs) >= _MAX_OPEN:
                     del self._runs[next(iter(self._runs))]
