@@ -307,7 +307,7 @@ class FluxGate:
     ) -> AbstractAsyncContextManager[TrackedCall]:
         """Track a call to any LLM provider: time it, let the block set its usage, record it.
 
-        The seed's "Direct Integration", in one block. Latency is measured with
+        The TypeScript SDK's "Direct Integration", in one block. Latency is measured with
         the monotonic clock from entering the block to leaving it. An exception
         leaving the block is recorded as ERROR with its message (MALFORMED_REQUEST
         for a 400-class HTTP error) and re-raised unchanged; a cancelled block
@@ -315,6 +315,8 @@ class FluxGate:
 
         Example:
             ```python
+            import asyncio
+
             from fluxgate_async import FluxGate
 
 
@@ -323,12 +325,16 @@ class FluxGate:
                 return {"input_tokens": len(prompt.split()), "output_tokens": 42}
 
 
-            async with (
-                FluxGate() as fg,
-                fg.track(model="my-model", provider="acme", feature="chat") as call,
-            ):
-                reply = await generate("Summarise the meeting notes")
-                call.set_usage(reply["input_tokens"], reply["output_tokens"])
+            async def main() -> None:
+                async with (
+                    FluxGate() as fg,
+                    fg.track(model="my-model", provider="acme", feature="chat") as call,
+                ):
+                    reply = await generate("Summarise the meeting notes")
+                    call.set_usage(reply["input_tokens"], reply["output_tokens"])
+
+
+            asyncio.run(main())
             ```
 
         Args:

@@ -44,7 +44,7 @@ __all__ = [
 
 
 EventInput: TypeAlias = LLMEvent | Mapping[str, Any]
-"""What `record_event` takes: a model, or a mapping shaped like the seed's `LLMEvent`."""
+"""What `record_event` takes: an `LLMEvent`, or a mapping of the API's JSON (camelCase keys)."""
 
 
 class InvalidEventError(ValueError):

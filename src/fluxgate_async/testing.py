@@ -7,6 +7,8 @@ drop the connection.
 
 Example:
     ```python
+    import asyncio
+
     from fluxgate_async import FluxGate
     from fluxgate_async.testing import FakeCollector, Reply
 
@@ -23,7 +25,7 @@ Example:
         assert collector.events[0]["usage"]["inputTokens"] == 100
 
 
-    await test_my_feature_records_usage()  # pytest-asyncio runs it in your suite
+    asyncio.run(test_my_feature_records_usage())  # pytest-asyncio runs it in your suite
     ```
 """
 

@@ -46,9 +46,16 @@ def run_cli(
 class CollectorProcess:
     """`fluxgate-async serve` running in a child process on a free port."""
 
-    def __init__(self, db: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log_requests: bool = False,
+    ) -> None:
         self.db = db
-        self.args = args
+        # Quiet by default: nobody reads the pipe until the end, and a full pipe blocks.
+        self.args = args if log_requests else (*args, "--quiet")
         self.env = env
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

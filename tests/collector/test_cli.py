@@ -7,14 +7,19 @@ import io
 import json
 import random
 import re
+import shutil
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fluxgate_async import FluxGate
 from fluxgate_async.cli import main
 from fluxgate_async.cli._demo import DEMO_STEPS, StepOutcome, run_demo
+from fluxgate_async.cli._report import print_report
 from fluxgate_async.cli._serve import exposure_warning
 
 from .conftest import CollectorProcess, free_port, run_cli
@@ -49,7 +54,7 @@ def test_send_one_event_from_flags(collector_process: CollectorProcess) -> None:
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["status"] == "SUCCESS"
+    assert answer["pricing"] == "SUCCESS"
     assert answer["cost"] > 0
     stored = collector_process.get("/api/events")["events"][0]["event"]
     assert stored["usage"]["isStreamed"] is True
@@ -126,11 +131,23 @@ def test_send_to_nothing_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[
     base = ["send", "--endpoint", endpoint, "--timeout", "2"]
     assert main([*base, "--file", str(events)]) == 1
     err = capsys.readouterr().err
-    assert "line 1: ClientConnectorError: Cannot connect to host" in err
+    assert f"line 1: nothing answers at {endpoint}: start a collector with" in err
+    assert "sent 1 event: 0 recorded, 1 failed" in err
     assert main([*base, *SEND_FLAGS]) == 1
-    assert capsys.readouterr().err.startswith(
-        "fluxgate-async send: error: event not recorded: ClientConnectorError: "
+    assert capsys.readouterr().err == (
+        f"fluxgate-async send: error: event not recorded: nothing answers at {endpoint}: "
+        "start a collector with `fluxgate-async serve`, or give --endpoint\n"
     )
+
+
+def test_send_to_a_wrong_path_hints_at_the_events_endpoint(
+    collector_process: CollectorProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 404 says where the events endpoint is."""
+    endpoint = f"{collector_process.base_url}/events"
+    assert main(["send", "--endpoint", endpoint, "--api-key", "k", *SEND_FLAGS]) == 1
+    err = capsys.readouterr().err
+    assert f"{endpoint} answered 404 Not Found: the events endpoint ends in /api/events" in err
 
 
 @pytest.mark.parametrize(
@@ -256,7 +273,12 @@ def test_report_json_and_csv(filled_db: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--db", "/no/such.sqlite"], "no collector database at '/no/such.sqlite'"),
+        (
+            ["--db", "/no/such.sqlite"],
+            "no collector database at '/no/such.sqlite': pass --db with the file a collector "
+            "writes to, or start one that writes there with "
+            "`fluxgate-async serve --db /no/such.sqlite`",
+        ),
         (["--since", "last week"], "since must be an ISO 8601"),
     ],
 )
@@ -296,13 +318,25 @@ def test_demo_runs_the_whole_loop() -> None:
     assert "awaited calls:    40/40 recorded" in out
     assert "background calls: 60/60 queued, 60 delivered in the background, 0 failed" in out
     assert re.search(r"streamed call:    40 chunks in [\d.]+ ms, cost \$0\.\d+", out)
-    assert "unknown model:    cost None, status UNKNOWN_MODEL" in out
-    assert "failed call:      recorded as evt_" in out
+    assert re.search(r"unknown model:    recorded as evt_\w+, cost n/a \(no price", out)
+    assert re.search(r"failed call:      recorded as evt_\w+, status ERROR, cost \$0\.\d+", out)
     assert "collector stopped; database closed" in out
     assert "LLM usage by model" in out
     assert "claude-sonnet-4-5" in out
     assert "LLM usage by feature" in out
     assert result.stderr == ""
+    kept = re.search(r"The events are kept in (\S+)\. Next:", out)
+    assert kept is not None
+    report = run_cli("report", "--db", kept[1], "--by", "user", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    assert {row["user"] for row in json.loads(report.stdout)["rows"]} >= {"user-ada"}
+    next_steps = out.split("Next:\n", 1)[1]
+    assert [line[:5] for line in next_steps.splitlines() if line[2:3].isdigit()] == [
+        "  1. ",
+        "  2. ",
+        "  3. ",
+    ]
+    shutil.rmtree(Path(kept[1]).parent)
 
 
 @pytest.mark.parametrize(
@@ -355,3 +389,42 @@ def test_unopenable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("fluxgate-async serve: error: cannot open database")
     assert result.stderr.count("\n") == 1
+
+
+def test_serve_prints_a_line_per_request(db: Path) -> None:
+    """`serve` prints method, path, status and milliseconds for each request it answers."""
+    proc = CollectorProcess(db, log_requests=True)
+    proc.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError):
+            proc.get("/api/summary?group_by=colour")
+        body = json.dumps({"usage": {"inputTokens": 1, "outputTokens": 1}}).encode()
+        request = urllib.request.Request(proc.url, data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        code, out, _ = proc.stop()
+    assert code == 0
+    lines = [line for line in out.splitlines() if not line.startswith("fluxgate-async")]
+    assert re.fullmatch(r"GET /healthz 200 \d+\.\d ms", lines[0])
+    assert re.fullmatch(r"GET /api/summary\?group_by=colour 400 \d+\.\d ms", lines[-2])
+    assert re.fullmatch(r"POST /api/events 200 \d+\.\d ms", lines[-1])
+
+
+def test_serve_quiet_prints_no_request_lines(collector_process: CollectorProcess) -> None:
+    """With `--quiet`, `serve` prints its start line and nothing per request."""
+    collector_process.get("/healthz")
+    code, out, _ = collector_process.stop()
+    assert code == 0
+    assert [line for line in out.splitlines() if "/healthz" in line] == []
+
+
+def test_csv_costs_are_decimals(capsys: pytest.CaptureFixture[str]) -> None:
+    """CSV writes a small cost as 0.000009, not 9e-06, and a missing one as an empty cell."""
+    row: dict[str, Any] = {"calls": 1, "inputTokens": 3, "outputTokens": 0, "tokens": 3}
+    row |= {"unpriced": 0, "errors": 0}
+    rows = [{"model": "tiny", **row, "cost": 9e-06}, {"model": "acme", **row, "cost": None}]
+    print_report(rows, by="model", fmt="csv")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "tiny,1,3,0,3,0.000009,0,0"
+    assert lines[2] == "acme,1,3,0,3,,0,0"

@@ -1,8 +1,9 @@
 """`fluxgate-async demo`: the whole loop on this machine, with a simulated workload.
 
-A collector starts on a free port with a temporary database; the real client
-records a day's worth of LLM calls to it, one step at a time; everything shuts
-down; the report is printed from the database.
+A collector starts on a free port with a new database in a temporary folder; the
+real client records a day's worth of LLM calls to it, one step at a time;
+everything shuts down; the report is printed from the database, which is kept so
+that `fluxgate-async report --db ...` can slice it further.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ Step = Callable[[FluxGate, random.Random], Awaitable[StepOutcome]]
 """One part of the workload: records events through the client and says how it went."""
 
 
+def _money(cost: float | None) -> str:
+    return "n/a" if cost is None else f"${cost:.6f}"
+
+
 def _cost(answers: list[CreateAiEventResponse | None]) -> str:
-    return f"${sum(a.cost or 0.0 for a in answers if a is not None):.6f}"
+    return _money(sum(a.cost or 0.0 for a in answers if a is not None))
 
 
 def _outcome(
@@ -118,7 +123,11 @@ async def unknown_model(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="search", user="user-linus"),
         )
     )
-    return _outcome("unknown model:   ", answer, lambda a: f"cost {a.cost}, status {a.status}")
+    return _outcome(
+        "unknown model:   ",
+        answer,
+        lambda a: f"recorded as {a.id}, cost {_money(a.cost)} (no price for acme-llm-7b)",
+    )
 
 
 async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
@@ -131,7 +140,11 @@ async def failed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
             metadata=AiEventMetadata(feature="chat", user="user-ada"),
         )
     )
-    return _outcome("failed call:     ", answer, lambda a: f"recorded as {a.id}, status ERROR")
+    return _outcome(
+        "failed call:     ",
+        answer,
+        lambda a: f"recorded as {a.id}, status ERROR, cost {_money(a.cost)}",
+    )
 
 
 async def _fake_stream(rng: random.Random, words: int) -> AsyncIterator[str]:
@@ -155,7 +168,7 @@ async def streamed_call(fg: FluxGate, rng: random.Random) -> StepOutcome:
         return StepOutcome("streamed call:    not recorded", lost=1)
     return StepOutcome(
         f"streamed call:    {len(chunks)} chunks in {call.streaming_duration_in_ms} ms, "
-        f"cost ${tracking.cost or 0.0:.6f}"
+        f"cost {_money(tracking.cost)}"
     )
 
 
@@ -176,25 +189,36 @@ async def run_demo(steps: tuple[Step, ...] = DEMO_STEPS) -> int:
         MissingExtraError: The `collector` extra is not installed.
     """
     rng = random.Random(2026)  # the same workload every run
-    with tempfile.TemporaryDirectory(prefix="fluxgate-demo-") as tmp:
-        db = Path(tmp) / "demo.sqlite"
-        lost = 0
-        async with Collector(db, api_keys=[_KEY]) as collector:
-            print(f"collector listening on {collector.base_url} (database {db})", flush=True)
-            async with FluxGate(_KEY, endpoint=collector.url) as fg:
-                for step in steps:
-                    outcome = await step(fg, rng)
-                    lost += outcome.lost
-                    print(outcome.summary, flush=True)
-        print("collector stopped; database closed\n", flush=True)
-        conn = connect_readonly(db)
-        try:
-            by_model = summarise(conn, "model")
-            by_feature = summarise(conn, "feature")
-        finally:
-            conn.close()
+    # Kept after the demo, so that the user can report on it; a new folder each run.
+    db = Path(tempfile.mkdtemp(prefix="fluxgate-demo-")) / "demo.sqlite"
+    lost = 0
+    async with Collector(db, api_keys=[_KEY]) as collector:
+        print(f"collector listening on {collector.base_url} (database {db})", flush=True)
+        async with FluxGate(_KEY, endpoint=collector.url) as fg:
+            for step in steps:
+                outcome = await step(fg, rng)
+                lost += outcome.lost
+                print(outcome.summary, flush=True)
+    print("collector stopped; database closed\n", flush=True)
+    conn = connect_readonly(db)
+    try:
+        by_model = summarise(conn, "model")
+        by_feature = summarise(conn, "feature")
+    finally:
+        conn.close()
     print_report(by_model, by="model", fmt="table")
     print_report(by_feature, by="feature", fmt="table")
+    print(_next_steps(db))
     if lost:
         print(f"{lost} event(s) were not recorded: see the warnings above", file=sys.stderr)
     return 1 if lost else 0
+
+
+def _next_steps(db: Path) -> str:
+    return (
+        f"\nThe events are kept in {db}. Next:\n"
+        f"  1. Slice them another way:  fluxgate-async report --db {db} --by user\n"
+        "  2. Record your own app's calls: run `fluxgate-async serve`, then\n"
+        "     export FLUXGATE_API_KEY=local FLUXGATE_ENDPOINT=http://127.0.0.1:8787/api/events\n"
+        "  3. Read the tutorial: https://fluxgate.app/docs/python/tutorial/"
+    )

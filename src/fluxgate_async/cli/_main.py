@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an API key to require; repeatable (default: ${ENV_API_KEYS}, comma-separated; "
         "none means any request is accepted)",
     )
+    serve.add_argument("--quiet", action="store_true", help="do not print a line for each request")
 
     send = commands.add_parser(
         "send",
@@ -101,18 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     event = send.add_argument_group("one event from flags")
     event.add_argument("--input-tokens", type=int, help="prompt tokens")
     event.add_argument("--output-tokens", type=int, help="completion tokens")
-    event.add_argument("--cached-tokens", type=int)
-    event.add_argument("--model")
-    event.add_argument("--provider")
-    event.add_argument("--latency-ms", type=float)
+    event.add_argument("--cached-tokens", type=int, help="prompt tokens read from a cache")
+    event.add_argument("--model", help="the model, e.g. gpt-4o")
+    event.add_argument("--provider", help="the provider, e.g. openai")
+    event.add_argument("--latency-ms", type=float, help="how long the call took")
     event.add_argument("--streamed", action="store_true", help="the answer was streamed")
     event.add_argument("--status", help="SUCCESS (default), ERROR, MAX_TOKENS, ...")
-    event.add_argument("--error-message")
-    event.add_argument("--feature")
-    event.add_argument("--step")
+    event.add_argument("--error-message", help="why the call failed (status ERROR unless --status)")
+    event.add_argument("--feature", help="the feature of your app the call was for")
+    event.add_argument("--step", help="the step of a multi-step feature")
     event.add_argument("--user", help="the end user's id")
-    event.add_argument("--session-id")
-    event.add_argument("--conversation-id")
+    event.add_argument("--session-id", help="the end user's session")
+    event.add_argument("--conversation-id", help="the conversation the call belongs to")
 
     report = commands.add_parser(
         "report",
@@ -141,7 +142,9 @@ def _run(args: argparse.Namespace) -> int:
         keys = args.api_key
         if keys is None:
             keys = [k.strip() for k in os.environ.get(ENV_API_KEYS, "").split(",") if k.strip()]
-        return run_serve(host=args.host, port=args.port, db=args.db, api_keys=keys)
+        return run_serve(
+            host=args.host, port=args.port, db=args.db, api_keys=keys, quiet=args.quiet
+        )
     if args.command == "send":
         endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT
         api_key = args.api_key or os.environ.get(ENV_API_KEY) or "local"

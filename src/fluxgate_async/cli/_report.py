@@ -16,7 +16,8 @@ __all__ = ["print_report", "run_report"]
 _COLUMNS = ("calls", "inputTokens", "outputTokens", "tokens", "cost", "unpriced", "errors")
 # The table leaves out `tokens` (input + output) to fit 80 columns; JSON and CSV have it.
 _TABLE_COLUMNS = tuple(c for c in _COLUMNS if c != "tokens")
-_HEADERS = {"inputTokens": "input", "outputTokens": "output"}
+# `errors` counts failed calls (the events' status); `unpriced` counts events with no price.
+_HEADERS = {"inputTokens": "input", "outputTokens": "output", "errors": "failed"}
 
 
 def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
@@ -32,7 +33,11 @@ def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
     try:
         conn = connect_readonly(db)
     except FileNotFoundError as exc:
-        raise CommandError(str(exc)) from None
+        msg = (
+            f"{exc}: pass --db with the file a collector writes to, or start one that "
+            f"writes there with `fluxgate-async serve --db {db}`"
+        )
+        raise CommandError(msg) from None
     except Exception as exc:  # sqlite3 says "file is not a database" in many ways
         msg = f"cannot read {db!r} as a collector database: {exc}"
         raise CommandError(msg) from None
@@ -51,13 +56,18 @@ def print_report(rows: list[dict[str, Any]], *, by: str, fmt: str) -> None:
     elif fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow([by, *_COLUMNS])
-        writer.writerows([[row[by], *(row[c] for c in _COLUMNS)] for row in rows])
+        writer.writerows([[row[by], *(_csv_cell(row[c]) for c in _COLUMNS)] for row in rows])
     else:
         _print_table(rows, by)
 
 
+def _csv_cell(value: object) -> object:
+    # Costs as plain decimals (0.000009), never in exponent form (9e-06), for spreadsheets.
+    return f"{value:.10f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+
+
 def _cost(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.6f}"
+    return "n/a" if value is None else f"${value:,.6f}"
 
 
 def _print_table(rows: list[dict[str, Any]], by: str) -> None:

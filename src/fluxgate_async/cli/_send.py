@@ -23,19 +23,37 @@ __all__ = ["run_send"]
 _CHUNK_BYTES = 64 * 1024
 _EVENT_PREFIX = re.compile(r"^event \S+ not recorded: ")
 _line: contextvars.ContextVar[int] = contextvars.ContextVar("fluxgate_send_line", default=0)
+_REFUSED = re.compile(r"Cannot connect to host|ClientConnectorError|Connection refused")
+_NOT_FOUND = re.compile(r"\bHTTP 404\b")
+
+
+def explain(reason: str, endpoint: str) -> str:
+    """The client's reason for a failure, in the words of someone running the command."""
+    if _REFUSED.search(reason):
+        return (
+            f"nothing answers at {endpoint}: start a collector with `fluxgate-async serve`, "
+            "or give --endpoint"
+        )
+    if _NOT_FOUND.search(reason):
+        return (
+            f"{endpoint} answered 404 Not Found: the events endpoint ends in /api/events, "
+            "e.g. http://127.0.0.1:8787/api/events"
+        )
+    return reason
 
 
 class _Reasons(logging.Handler):
     """Keeps the client's last warning for each line, so failures can say why."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str) -> None:
         super().__init__(logging.WARNING)
         self.by_line: dict[int, str] = {}
+        self._endpoint = endpoint
 
     def emit(self, record: logging.LogRecord) -> None:
         # The client logs inside the task sending the line, so the context says which.
         message = record.getMessage().removeprefix("FluxGate: ")
-        self.by_line[_line.get()] = _EVENT_PREFIX.sub("", message)
+        self.by_line[_line.get()] = explain(_EVENT_PREFIX.sub("", message), self._endpoint)
 
 
 def _event_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -70,7 +88,12 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _answer_json(answer: CreateAiEventResponse, line: int | None) -> str:
     out: dict[str, Any] = {} if line is None else {"line": line}
-    return json.dumps({**out, **answer_to_json(answer)})
+    answer_json = answer_to_json(answer)
+    # The answer's `status` says how the event was priced, not how the call went: an ERROR
+    # event answered UNKNOWN_MODEL is recorded but not priced. Named for what it is here.
+    if "status" in answer_json:
+        answer_json["pricing"] = answer_json.pop("status")
+    return json.dumps({**out, **answer_json})
 
 
 async def run_send(args: argparse.Namespace, *, endpoint: str, api_key: str) -> int:
@@ -87,7 +110,7 @@ async def run_send(args: argparse.Namespace, *, endpoint: str, api_key: str) -> 
         client = FluxGate(api_key, endpoint=endpoint, timeout=args.timeout)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    reasons = _Reasons()
+    reasons = _Reasons(endpoint)
     logger = logging.getLogger("fluxgate_async")
     logger.addHandler(reasons)
     try:
@@ -197,7 +220,8 @@ def _parse_line(text: str) -> tuple[Any, str]:
 
 def _summarise(sent: int, failures: dict[int, str]) -> int:
     recorded = sent - len(failures)
-    print(f"sent {sent} events: {recorded} recorded, {len(failures)} failed", file=sys.stderr)
+    events = "event" if sent == 1 else "events"
+    print(f"sent {sent} {events}: {recorded} recorded, {len(failures)} failed", file=sys.stderr)
     for number in sorted(failures)[:20]:
         print(f"  line {number}: {failures[number]}", file=sys.stderr)
     if len(failures) > 20:

@@ -6,6 +6,10 @@ import asyncio
 import errno
 import sqlite3
 import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
 
 from .._config import is_loopback
 from ..collector import Collector, serve
@@ -24,8 +28,27 @@ def exposure_warning(host: str, api_keys: list[str]) -> str:
     )
 
 
-def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
-    """Serve until stopped; return the exit status.
+@web.middleware
+async def log_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Print one line per request: method, path, status and milliseconds taken."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        took = (time.perf_counter() - started) * 1000
+        print(f"{request.method} {request.path_qs} {status} {took:.1f} ms", flush=True)
+
+
+def run_serve(*, host: str, port: int, db: str, api_keys: list[str], quiet: bool = False) -> int:
+    """Serve until stopped, printing a line per request unless `quiet`; return the exit status.
 
     Raises:
         CommandError: An API key is empty, the database cannot be opened, or the address
@@ -35,6 +58,8 @@ def run_serve(*, host: str, port: int, db: str, api_keys: list[str]) -> int:
         collector = Collector(db, host=host, port=port, api_keys=api_keys)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if not quiet:
+        collector.app.middlewares.append(log_request)
 
     def ready(running: Collector) -> None:
         auth = f"{len(api_keys)} API key(s) required" if api_keys else "no API key required"

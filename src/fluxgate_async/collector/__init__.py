@@ -6,17 +6,24 @@ at it. Needs the `collector` extra: `pip install 'fluxgate-async[collector]'`.
 
 Example:
     ```python
+    import asyncio
+
     from fluxgate_async import FluxGate
     from fluxgate_async.collector import Collector
 
-    async with (
-        Collector("events.sqlite") as collector,
-        FluxGate("local", endpoint=collector.url) as fg,
-    ):
-        answer = await fg.record_event(
-            {"usage": {"inputTokens": 100, "outputTokens": 50, "model": "gpt-4o"}}
-        )
-    print(answer)  # its id, and its cost as genai-prices prices it
+
+    async def main() -> None:
+        async with (
+            Collector("events.sqlite") as collector,
+            FluxGate("local", endpoint=collector.url) as fg,
+        ):
+            answer = await fg.record_event(
+                {"usage": {"inputTokens": 100, "outputTokens": 50, "model": "gpt-4o"}}
+            )
+        print(answer)  # its id, and its cost as genai-prices prices it
+
+
+    asyncio.run(main())
     ```
 """
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from .._extras import MissingExtraError, require_extra
 from .._models import AiEventUsage
 
 __all__ = ["PRICED", "UNKNOWN_MODEL", "MissingExtraError", "Price", "load_prices", "price_usage"]
@@ -17,10 +17,6 @@ PRICED = "SUCCESS"
 """Answer status of an event that was priced."""
 UNKNOWN_MODEL = "UNKNOWN_MODEL"
 """Answer status of an event whose model `genai-prices` does not know: its cost is `null`."""
-
-
-class MissingExtraError(ImportError):
-    """A command needs a package of the `collector` extra that is not installed."""
 
 
 @attrs.frozen
@@ -38,18 +34,13 @@ class Price:
     detail: str = ""
 
 
-def require(module: str) -> Any:
-    """Import `module`, a dependency of the `collector` extra.
+def require(module: str, needed_by: str = "this command") -> Any:
+    """Import `module`, a dependency of the `collector` extra that `needed_by` uses.
 
     Raises:
         MissingExtraError: It is not installed; the message says how to install it.
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        package = module.partition(".")[0]
-        msg = f"this command needs the {package!r} package: pip install 'fluxgate-async[collector]'"
-        raise MissingExtraError(msg) from exc
+    return require_extra(module, extra="collector", needed_by=needed_by)
 
 
 @functools.cache
@@ -59,7 +50,7 @@ def load_prices() -> Callable[..., Any]:
     Raises:
         MissingExtraError: `genai-prices` is not installed.
     """
-    prices = require("genai_prices")
+    prices = require("genai_prices", needed_by="the local collector, to price events,")
 
     def calc(usage: AiEventUsage, model: str, provider: str | None) -> Any:
         # inputTokens counts every prompt token, cached ones included (OpenAI's and

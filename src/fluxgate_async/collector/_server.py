@@ -31,15 +31,22 @@ class Collector:
 
     Example:
         ```python
+        import asyncio
+
         from fluxgate_async import FluxGate
         from fluxgate_async.collector import Collector
 
-        async with (
-            Collector("events.sqlite", port=0) as collector,
-            FluxGate("any-key", endpoint=collector.url) as fg,
-        ):
-            print(collector.url)  # the free port it found
-            print(await fg.record_event({"usage": {"inputTokens": 10, "outputTokens": 5}}))
+
+        async def main() -> None:
+            async with (
+                Collector("events.sqlite", port=0) as collector,
+                FluxGate("any-key", endpoint=collector.url) as fg,
+            ):
+                print(collector.url)  # the free port it found
+                print(await fg.record_event({"usage": {"inputTokens": 10, "outputTokens": 5}}))
+
+
+        asyncio.run(main())
         ```
 
     Args:
@@ -73,6 +80,11 @@ class Collector:
     def __repr__(self) -> str:
         state = "running" if self._runner is not None else "stopped"
         return f"<Collector http://{self.host}:{self.port} {state}>"
+
+    @property
+    def app(self) -> web.Application:
+        """The `aiohttp.web` application it serves; add middlewares before `start()`."""
+        return self._app
 
     @property
     def base_url(self) -> str:

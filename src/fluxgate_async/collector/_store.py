@@ -121,11 +121,15 @@ def normalise_since(value: str) -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before the request is answered, even across power loss.
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.executescript(_SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before the request is answered, even across power loss.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -141,8 +145,12 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
         msg = f"no collector database at {str(path)!r}"
         raise FileNotFoundError(msg)
     conn = sqlite3.connect(target.resolve().as_uri() + "?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute("SELECT 1 FROM events LIMIT 1")
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

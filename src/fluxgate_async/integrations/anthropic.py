@@ -68,6 +68,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
 from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, tracked_create
@@ -124,7 +125,7 @@ def track_anthropic(
         ValueError: An unknown `mode`, an invalid metadata value, or a client
             that is already tracked.
     """
-    import anthropic  # noqa: PLC0415 - the `anthropic` extra is needed only here
+    anthropic = require_extra("anthropic", extra="anthropic", needed_by="track_anthropic")
 
     refuse_tracked(client, "track_anthropic")
     given: object = client  # checked at run time, whatever the annotation says

@@ -7,19 +7,18 @@ from google import genai
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations.google import track_genai
 
-async with FluxGate() as fg:
-    client = track_genai(genai.Client(), fg, feature="summaries")
-    try:
-        reply = await client.aio.models.generate_content(
-            model="gemini-2.5-flash", contents="Summarise: tokens are billed."
-        )
-        print(reply.text)
-        async for chunk in await client.aio.models.generate_content_stream(
-            model="gemini-2.5-flash", contents="And once more, streamed."
-        ):
-            print(chunk.text, end="")
-    finally:
-        await client.aio.aclose()
+async with (
+    FluxGate() as fg,
+    track_genai(genai.Client(), fg, feature="summaries").aio as client,
+):
+    reply = await client.models.generate_content(
+        model="gemini-2.5-flash", contents="Summarise: tokens are billed."
+    )
+    print(reply.text)
+    async for chunk in await client.models.generate_content_stream(
+        model="gemini-2.5-flash", contents="And once more, streamed."
+    ):
+        print(chunk.text, end="")
 ```
 
 `client` is a drop-in: it is still a `genai.Client` to `isinstance` and to type
@@ -73,6 +72,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
@@ -130,7 +130,7 @@ def track_genai(
         ValueError: An unknown `mode`, an invalid metadata value, or a client
             that is already tracked.
     """
-    from google import genai  # noqa: PLC0415 - the `google` extra is needed only here
+    genai = require_extra("google.genai", extra="google", needed_by="track_genai")
 
     refuse_tracked(client, "track_genai")
     given: object = client  # checked at run time, whatever the annotation says

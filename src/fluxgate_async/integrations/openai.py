@@ -103,6 +103,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CANCELLED, Mode, Outcome, Recorder
 from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked, tracked_create
@@ -198,7 +199,7 @@ def track_openai(
         ValueError: An unknown `mode`, an invalid metadata value, or a client
             that is already tracked.
     """
-    import openai  # noqa: PLC0415 - the `openai` extra is needed only here
+    openai = require_extra("openai", extra="openai", needed_by="track_openai")
 
     refuse_tracked(client, "track_openai")
     given: object = client  # checked at run time, whatever the annotation says

@@ -1,0 +1,71 @@
+"""Build-time pieces of the documentation site: the CLI reference and readable defaults.
+
+- MkDocs hook (`hooks:` in mkdocs.yml): the CLI reference page is written from the
+  command line's own parsers, and the site shows the installed package's version.
+- Griffe extension (`extensions:` of mkdocstrings): a parameter whose default is a named
+  constant shows the constant's value (`timeout=5.0`, not `timeout=DEFAULT_TIMEOUT`), and an
+  attribute set from a parameter (`self.host = host`) shows no value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import griffe
+
+from fluxgate_async import __version__
+from fluxgate_async.cli._reference import cli_reference
+
+CLI_MARKER = "<!-- cli-reference -->"
+
+
+def on_config(config: Any) -> Any:
+    """Show the package's version in the header (beside the repository link) and the footer."""
+    config["repo_name"] = f"fluxgate-async {__version__}"
+    config["copyright"] = f"fluxgate-async {__version__} · MIT License"
+    return config
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """Replace the CLI marker with the reference written from the parsers."""
+    return markdown.replace(CLI_MARKER, cli_reference())
+
+
+class ValuesNotNames(griffe.Extension):
+    """Defaults as values, and no `host = host` attributes, in the API reference."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Rewrite the loaded package once it is complete, so every constant can be resolved."""
+        self._visit(pkg, pkg)
+
+    def _visit(self, obj: griffe.Object, pkg: griffe.Module) -> None:
+        for member in obj.members.values():
+            if member.is_alias:
+                continue
+            if isinstance(member, griffe.Function):
+                self._function(member, pkg)
+            elif isinstance(member, griffe.Attribute):
+                self._attribute(member)
+            elif isinstance(member, griffe.Class | griffe.Module):
+                self._visit(member, pkg)
+
+    def _function(self, func: griffe.Function, pkg: griffe.Module) -> None:
+        for parameter in func.parameters:
+            default = parameter.default
+            if not isinstance(default, griffe.ExprName):
+                continue
+            try:
+                target = pkg.modules_collection.get_member(default.canonical_path)
+            except (KeyError, ValueError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+                continue
+            if isinstance(target, griffe.Alias):
+                target = target.final_target
+            if isinstance(target, griffe.Attribute) and target.value is not None:
+                parameter.default = str(target.value)
+
+    def _attribute(self, attribute: griffe.Attribute) -> None:
+        # `self.host = host`: the value is a parameter's name, which says nothing.
+        if "instance-attribute" in attribute.labels and isinstance(
+            attribute.value, griffe.ExprName
+        ):
+            attribute.value = None
