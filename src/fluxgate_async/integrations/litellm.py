@@ -3,6 +3,8 @@
 Install with `pip install 'fluxgate-async[litellm]'`.
 
 ```python
+import asyncio
+
 import litellm
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from fluxgate_async import FluxGate
@@ -13,7 +15,9 @@ async with FluxGate() as fg:
     reply = await litellm.acompletion(
         model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
     )
-    await GLOBAL_LOGGING_WORKER.flush()  # LiteLLM runs callbacks after the call returns
+    await asyncio.sleep(0)  # LiteLLM runs its callbacks in tasks once the call returns
+    await GLOBAL_LOGGING_WORKER.flush()
+await litellm.close_litellm_async_clients()
 ```
 
 `FluxGateLogger` is a LiteLLM `CustomLogger`: add it to `litellm.callbacks`
