@@ -1,7 +1,9 @@
 """Build-time pieces of the documentation site: the CLI reference and readable defaults.
 
 - MkDocs hook (`hooks:` in mkdocs.yml): the CLI reference page is written from the
-  command line's own parsers, and the site shows the installed package's version.
+  command line's own parsers, the SDK coverage page from the integration modules
+  (`fluxgate_async.integrations._coverage`), and the site shows the installed package's
+  version.
 - Griffe extension (`extensions:` of mkdocstrings): a parameter whose default is a named
   constant shows the constant's value (`timeout=5.0`, not `timeout=DEFAULT_TIMEOUT`), and an
   attribute set from a parameter (`self.host = host`) shows no value.
@@ -15,8 +17,10 @@ import griffe
 
 from fluxgate_async import __version__
 from fluxgate_async.cli._reference import cli_reference
+from fluxgate_async.integrations._coverage import markdown as sdk_coverage
 
 CLI_MARKER = "<!-- cli-reference -->"
+COVERAGE_MARKER = "<!-- sdk-coverage -->"
 
 
 def on_config(config: Any) -> Any:
@@ -27,8 +31,12 @@ def on_config(config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
-    """Replace the CLI marker with the reference written from the parsers."""
-    return markdown.replace(CLI_MARKER, cli_reference())
+    """Replace the CLI and SDK coverage markers with the pages' generated parts."""
+    if CLI_MARKER in markdown:
+        markdown = markdown.replace(CLI_MARKER, cli_reference())
+    if COVERAGE_MARKER in markdown:
+        markdown = markdown.replace(COVERAGE_MARKER, sdk_coverage())
+    return markdown
 
 
 class ValuesNotNames(griffe.Extension):

@@ -270,18 +270,37 @@ async def test_invalid_mapping_gives_none_with_the_field_named(
 
 
 async def test_unexpected_errors_are_contained(
-    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+    fg: FluxGate,
+    collector: FakeCollector,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Even a bug below record_event comes out as None and a log line, never an exception."""
 
-    class Exploding(dict[str, Any]):
-        def keys(self) -> Any:
-            raise RuntimeError(f"boom with {API_KEY}")
+    def buggy(*_args: object) -> None:
+        raise RuntimeError(f"boom with {API_KEY}")
 
-    assert await fg.record_event(Exploding(usage={})) is None
+    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
+    assert await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}}) is None
     assert "unexpected error" in caplog.text
     assert "boom with ***" in caplog.text
     assert API_KEY not in caplog.text
+    assert collector.requests == []
+
+
+async def test_a_mapping_that_raises_while_read_is_an_invalid_event(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's mapping that raises when read is refused as invalid, with its message."""
+
+    class Exploding(dict[str, Any]):
+        def keys(self) -> Any:
+            raise RuntimeError("boom")
+
+    assert await fg.record_event(Exploding(usage={})) is None
+    assert fg.record_event_nowait(Exploding(usage={})) is False
+    assert fg.stats.dropped == {"invalid_event": 1}
+    assert "invalid event, not recorded: boom" in caplog.text
 
 
 # --- retries ------------------------------------------------------------------------------
@@ -545,9 +564,9 @@ async def test_unserialisable_extra_gives_none_naming_the_field(
     fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An extra value JSON cannot hold is reported, not sent, not raised."""
-    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"at": datetime.now(UTC)}))
+    bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"blob": b"\x00"}))
     assert await fg.record_event(bad) is None
-    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert "metadata.blob: bytes is not JSON; pass a str" in caplog.text
     assert collector.requests == []
 
 
@@ -600,16 +619,16 @@ async def test_chunked_answers_are_read_up_to_the_limit(
 
 
 async def test_tracebacks_in_debug_logs_never_show_the_key(
-    fg: FluxGate, caplog: pytest.LogCaptureFixture
+    fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An exception that quotes the key, logged with its traceback, is masked too."""
 
-    class Exploding(dict[str, Any]):
-        def keys(self) -> Any:
-            raise RuntimeError(f"headers were {{'Authorization': 'Bearer {API_KEY}'}}")
+    def buggy(*_args: object) -> None:
+        raise RuntimeError(f"headers were {{'Authorization': 'Bearer {API_KEY}'}}")
 
+    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
     with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
-        assert await fg.record_event(Exploding(usage={})) is None
+        assert await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}}) is None
     assert "unexpected error details" in caplog.text
     assert "Bearer ***" in caplog.text
     assert "Traceback" in caplog.text

@@ -272,25 +272,49 @@ async def test_on_error_is_called_once_per_lost_event(collector: FakeCollector) 
         (9, "http_400"),
         (10, DropReason.QUEUE_FULL),
         (11, DropReason.QUEUE_FULL),
-        (100, DropReason.QUEUE_FULL),
+        (100, DropReason.INVALID_EVENT),
     ]
-    assert (stats.sent, stats.failed, stats.dropped) == (5, 5, {DropReason.QUEUE_FULL: 3})
+    assert (stats.sent, stats.failed, stats.dropped) == (
+        5,
+        5,
+        {DropReason.QUEUE_FULL: 2, DropReason.INVALID_EVENT: 1},
+    )
 
 
-async def test_unencodable_event_fails_with_its_reason(
+async def test_unencodable_event_is_refused_when_recorded(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An extra value JSON cannot hold fails in the sender, named in the log and on_error."""
+    """An extra value JSON cannot hold is refused at once: False, counted, named, on_error."""
     reasons: list[str] = []
     async with FluxGate(
         API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
     ) as fg:
         bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"x": {1, 2}}))
+        assert fg.record_event_nowait(bad) is False
+        assert await fg.flush(5)
+        assert fg.stats.dropped == {DropReason.INVALID_EVENT: 1}
+        assert fg.stats.enqueued == 0
+    assert reasons == [DropReason.INVALID_EVENT]
+    assert "metadata.x: set is not JSON; pass a list" in caplog.text
+    assert collector.requests == []
+
+
+async def test_a_value_changed_after_recording_fails_in_the_sender(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list filled with bytes after the event was queued fails, counted, reported, named."""
+    reasons: list[str] = []
+    items: list[object] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"items": items}))
         assert fg.record_event_nowait(bad)
+        items.append(b"late")
         assert await fg.flush(5)
         assert fg.stats.failed == 1
     assert reasons == [DropReason.INVALID_EVENT]
-    assert "metadata.extra is not JSON serialisable" in caplog.text
+    assert "metadata.items[0]: bytes is not JSON; pass a str" in caplog.text
     assert collector.requests == []
 
 
@@ -457,15 +481,21 @@ async def test_stats_reconcile_at_quiet_points(collector: FakeCollector) -> None
 
 
 async def test_unexpected_errors_in_nowait_are_contained(
-    fg: FluxGate, caplog: pytest.LogCaptureFixture
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Even a bug below record_event_nowait comes out as False and a log line."""
+    """Even a bug below record_event_nowait comes out as False, a log line, a count, on_error."""
+    reasons: list[str] = []
 
-    class Exploding(dict[str, Any]):
-        def keys(self) -> Any:
-            raise RuntimeError("boom")
+    def buggy(*_args: object) -> None:
+        raise RuntimeError("boom")
 
-    assert fg.record_event_nowait(Exploding(usage={})) is False
+    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        assert fg.record_event_nowait(event(1)) is False
+        assert fg.stats.dropped == {DropReason.INTERNAL_ERROR: 1}
+    assert reasons == [DropReason.INTERNAL_ERROR]
     assert "unexpected error, event not queued: boom" in caplog.text
 
 
@@ -560,3 +590,67 @@ async def test_a_server_echoing_the_key_never_gets_it_logged(
             assert await fg.flush(5)
     assert "unknown key ***" in caplog.text
     assert API_KEY not in caplog.text
+
+
+class _Unprintable:
+    """A status value whose repr raises: it must still be refused, counted, reported."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+async def test_a_status_whose_repr_raises_is_counted_and_reported(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The nowait call returns False, stats.dropped counts it, on_error hears of it."""
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        bad = {"usage": {"inputTokens": 1, "outputTokens": 1}, "status": _Unprintable()}
+        assert fg.record_event_nowait(bad) is False
+        assert await fg.record_event(bad) is None
+        assert fg.stats.dropped == {DropReason.INVALID_EVENT: 1}
+    assert reasons == [DropReason.INVALID_EVENT]
+    assert "got <_Unprintable object>" in caplog.text
+
+
+async def test_an_event_over_max_event_bytes_is_refused_naming_its_biggest_field(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 2 MB feature is not sent: False, counted as too_large, named, on_error."""
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        assert fg.record_event_nowait(event(1, feature="f" * 2_000_000)) is False
+        assert fg.record_event_nowait(event(2, feature="f" * 1000))
+        assert await fg.flush(5)
+        assert fg.stats.dropped == {DropReason.TOO_LARGE: 1}
+    assert reasons == [DropReason.TOO_LARGE]
+    assert "over max_event_bytes (1,048,576); its biggest field is metadata.feature" in caplog.text
+    assert [e["usage"]["inputTokens"] for e in collector.events] == [2]
+
+
+async def test_max_event_bytes_is_configurable(collector: FakeCollector) -> None:
+    """A smaller cap refuses smaller events; an invalid cap is a configuration error."""
+    async with FluxGate(API_KEY, endpoint=collector.url, max_event_bytes=1000) as fg:
+        assert fg.record_event_nowait(event(1, feature="f" * 1000)) is False
+        assert fg.stats.dropped == {DropReason.TOO_LARGE: 1}
+    with pytest.raises(ValueError, match="max_event_bytes must be a positive int"):
+        FluxGate(API_KEY, max_event_bytes=0)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_a_long_retry_after_is_capped_so_flush_ends(
+    collector: FakeCollector, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """Retry-After: 3600 waits the cap, not an hour: flush() without a timeout ends."""
+    monkeypatch.setattr("fluxgate_async._retry.MAX_RETRY_AFTER", 0.2)
+    collector.reply_with(Reply(status=status, retry_after=3600))
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        assert fg.record_event_nowait(event(1))
+        async with asyncio.timeout(10):  # the test's guard; the cap makes it 0.2 s
+            assert await fg.flush()
+        assert fg.stats.sent == 1
+    assert len(collector.requests) == 2

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import string
-from datetime import UTC, datetime, timedelta, timezone
+import uuid
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,7 +22,16 @@ from fluxgate_async import (
     LLMEvent,
     TrackedUser,
 )
-from fluxgate_async._wire import answer_to_json, encode_event, parse_response, to_event, to_wire
+from fluxgate_async._wire import (
+    EventTooLargeError,
+    InvalidEventError,
+    answer_to_json,
+    check_event,
+    encode_event,
+    parse_response,
+    to_event,
+    to_wire,
+)
 
 SEED_FULL_EVENT: dict[str, Any] = {
     "usage": {
@@ -168,12 +180,12 @@ def test_invalid_mappings_name_the_field(mapping: Any, message: str) -> None:
 
 
 def test_unserialisable_extra_names_the_field() -> None:
-    """A metadata.extra value JSON cannot hold is refused at encoding, naming extra."""
+    """A metadata value JSON cannot hold is refused at encoding, naming its field."""
     bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"when": object()}))
-    with pytest.raises(TypeError, match=r"metadata\.extra is not JSON serialisable"):
+    with pytest.raises(InvalidEventError, match=r"^metadata\.when: object is not JSON; pass a"):
         encode_event(bad)
     nan = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"score": float("nan")}))
-    with pytest.raises(ValueError, match=r"metadata\.extra is not JSON serialisable"):
+    with pytest.raises(InvalidEventError, match=r"^metadata\.score: nan is not JSON; pass a fin"):
         encode_event(nan)
 
 
@@ -292,7 +304,7 @@ def test_cyclic_extra_is_refused_naming_the_field() -> None:
     loop: list[Any] = []
     loop.append(loop)
     bad = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"loop": loop}))
-    with pytest.raises(ValueError, match=r"metadata\.extra is not JSON serialisable: it contains"):
+    with pytest.raises(InvalidEventError, match=r"^metadata\.loop\[0\]: contains itself$"):
         encode_event(bad)
 
 
@@ -300,3 +312,113 @@ def test_answer_json_reads_back_as_the_same_answer() -> None:
     """What the local servers answer is exactly what the client parses."""
     answer = CreateAiEventResponse("evt_1", "2026-05-05T00:00:00+00:00", None, "UNKNOWN_MODEL")
     assert parse_response(json.loads(json.dumps(answer_to_json(answer)))) == answer
+
+
+def _with_extra(**extra: Any) -> LLMEvent:
+    return LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra=extra))
+
+
+class _Plan(enum.StrEnum):
+    PRO = "pro"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
+    """datetime/date as ISO 8601 text, Decimal as a number, UUID as its text."""
+    when = datetime(2026, 11, 27, 8, 30, tzinfo=UTC)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    ev = _with_extra(
+        at=when,
+        day=date(2026, 11, 27),
+        price=Decimal("0.125"),
+        id=ident,
+        nested={"list": [when, Decimal(2)]},
+        plan=_Plan.PRO,
+        level=_Level.HIGH,
+        flags=(True, None),
+    )
+    check_event(ev, 1024)
+    sent = json.loads(encode_event(ev))["metadata"]
+    assert sent == {
+        "at": "2026-11-27T08:30:00+00:00",
+        "day": "2026-11-27",
+        "price": 0.125,
+        "id": "12345678-1234-5678-1234-567812345678",
+        "nested": {"list": ["2026-11-27T08:30:00+00:00", 2.0]},
+        "plan": "pro",
+        "level": 3,
+        "flags": [True, None],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"blob": b"x"}, "metadata.blob: bytes is not JSON; pass a str"),
+        ({"tags": {"a"}}, "metadata.tags: set is not JSON; pass a list"),
+        ({"o": object()}, "metadata.o: object is not JSON; pass a str, number, bool"),
+        ({"t": time(8, 30)}, "metadata.t: time is not JSON"),
+        ({"deep": {"list": [1, b"x"]}}, "metadata.deep.list[1]: bytes is not JSON"),
+        ({"feature2": "a\ud800b"}, "metadata.feature2: text holds a lone surrogate ('\\ud800' at"),
+        ({"big": 10**30}, "metadata.big: int of 100 bits is too large for JSON; pass a str"),
+        ({"inf": float("inf")}, "metadata.inf: inf is not JSON; pass a finite number"),
+        ({"d": Decimal("NaN")}, "metadata.d: Decimal NaN is not a JSON number"),
+        ({"d": Decimal("1e400")}, "metadata.d: Decimal 1E+400 is not a JSON number"),
+        ({"k": {1: "a"}}, "metadata.k: key 1 (int) is not JSON; use str keys"),
+        ({"a\udc80": 1}, "metadata.a\\udc80: text holds a lone surrogate"),
+    ],
+)
+def test_values_json_cannot_carry_are_refused_naming_the_field(
+    extra: dict[str, Any], message: str
+) -> None:
+    """bytes, sets, objects, lone surrogates, huge ints: refused with the field's path."""
+    with pytest.raises(InvalidEventError) as raised:
+        check_event(_with_extra(**extra), 1024 * 1024)
+    assert str(raised.value).startswith(message)
+
+
+def test_a_lone_surrogate_in_a_named_field_is_named() -> None:
+    """metadata.feature with a lone surrogate: the message names it, not a TypeError's text."""
+    ev = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(feature="caf\udce9"))
+    with pytest.raises(InvalidEventError, match=r"^metadata\.feature: text holds a lone surr"):
+        check_event(ev, 1024)
+    with pytest.raises(InvalidEventError, match=r"^metadata\.feature: text holds a lone surr"):
+        encode_event(ev)
+
+
+def test_huge_token_counts_are_blamed_on_their_field() -> None:
+    """inputTokens=10**5000 names usage.inputTokens, not metadata."""
+    with pytest.raises(InvalidEventError, match=r"^usage\.inputTokens: must be below 2\*\*63"):
+        to_event({"usage": {"inputTokens": 10**5000, "outputTokens": 1}})
+
+
+def test_an_event_over_the_size_limit_names_its_biggest_field() -> None:
+    """The size cap counts encoded bytes and names the largest field."""
+    ev = LLMEvent(
+        AiEventUsage(1, 1, model="m"),
+        metadata=AiEventMetadata(feature="f" * 2000, extra={"notes": "n" * 500}),
+    )
+    check_event(ev, 4000)  # close to the bound: measured exactly, and it fits
+    with pytest.raises(EventTooLargeError) as raised:
+        check_event(ev, 2000)
+    assert str(raised.value).startswith("event of 2,")
+    assert "over max_event_bytes (2,000); its biggest field is metadata.feature (2,002 bytes)" in (
+        str(raised.value)
+    )
+    status = LLMEvent(AiEventUsage(1, 1), status="ERROR", error_message="e" * 3000)
+    with pytest.raises(EventTooLargeError, match=r"biggest field is errorMessage \(3,002 bytes\)"):
+        check_event(status, 2000)
+
+
+def test_nesting_deeper_than_a_hundred_levels_is_refused() -> None:
+    """A value nested 150 deep is refused with its path, before the encoder recurses."""
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(150):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(InvalidEventError, match=r"nested more than 100 levels deep$"):
+        check_event(_with_extra(deep=deep), 1024 * 1024)

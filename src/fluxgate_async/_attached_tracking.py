@@ -122,6 +122,10 @@ def tracking_of(response: object) -> FluxGateCostTrackingResponse | None:
         ```
     """
     found = getattr(response, TRACKING_ATTRIBUTE, None)
+    if found is None:
+        # The SDKs' stream helpers (`messages.stream()`, `chat.completions.stream()`,
+        # `responses.stream()`) read the tracked stream they hold as `_raw_stream`.
+        found = getattr(getattr(response, "_raw_stream", None), TRACKING_ATTRIBUTE, None)
     if isinstance(found, FluxGateCostTrackingResponse):
         return found
     try:

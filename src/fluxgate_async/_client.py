@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -16,20 +15,28 @@ import attrs
 from ._config import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_QUEUE_SIZE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     FluxGateConfig,
 )
 from ._delivery import OnError, Pipeline
-from ._logging import hide_secret, log, show_debug_logs
+from ._logging import hide_secret, log, scrub, show_debug_logs
 from ._manual_tracking import TrackedCall, track
 from ._models import CreateAiEventResponse, LLMEvent
 from ._recording import Mode
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
 from ._transport import Attempt, Transport
-from ._wire import EventInput, encode_event, to_event
+from ._wire import (
+    EventInput,
+    EventTooLargeError,
+    InvalidEventError,
+    check_event,
+    encode_event,
+    to_event,
+)
 
 __all__ = ["FluxGate"]
 
@@ -65,6 +72,8 @@ class FluxGate:
             500, 502, 503 or 504 answer.
         max_queue_size: Events `record_event_nowait` may hold; more are refused
             and counted as dropped (`queue_full`), so memory stays bounded.
+        max_event_bytes: The largest event sent, in bytes of JSON; a larger one
+            is refused (`too_large`), and the log names its biggest field.
         concurrency: Background POSTs in flight at once.
         before_send: Called with each event before it is sent: return it, a
             changed copy (to redact), or `None` to drop it. An exception in it
@@ -89,6 +98,7 @@ class FluxGate:
         session: aiohttp.ClientSession | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         concurrency: int = DEFAULT_CONCURRENCY,
         before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
         on_error: OnError | None = None,
@@ -106,6 +116,7 @@ class FluxGate:
             debug=debug,
             enabled=enabled,
             max_queue_size=max_queue_size,
+            max_event_bytes=max_event_bytes,
             concurrency=concurrency,
             before_send=before_send,
             on_error=on_error,
@@ -150,50 +161,70 @@ class FluxGate:
         state = "closed" if self._closed else "open"
         if not self._config.enabled:
             state += ", disabled"
-        return f"<FluxGate endpoint={self._config.endpoint!r} {state}>"
+        return f"<FluxGate endpoint={scrub(self._config.endpoint)!r} {state}>"
 
     def _prepare(self, event: EventInput) -> LLMEvent | str:  # noqa: PLR0911 - guard clauses
-        """The validated event after `before_send`, or the `DropReason` why there is none."""
+        """The checked event after `before_send`, or the `DropReason` why there is none.
+
+        Everything that would make sending fail is found here, so that
+        `record_event_nowait` can say at once whether the event will be sent.
+        """
         if self._closed:
             return DropReason.CLOSED
         if not self._config.enabled:
             return DropReason.DISABLED
         try:
             model = to_event(event)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # a user's object may raise anything while it is read
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return DropReason.INVALID_EVENT
-        if self._before_send is None:
-            return model
+        if self._before_send is not None:
+            try:
+                kept: object = self._before_send(model)
+            except Exception:
+                log.warning("FluxGate: before_send raised; event dropped", exc_info=True)
+                return DropReason.BEFORE_SEND_ERROR
+            if kept is None:
+                log.debug("FluxGate: before_send dropped an event")
+                return DropReason.BEFORE_SEND
+            if not isinstance(kept, LLMEvent):
+                log.warning(
+                    "FluxGate: before_send must return an LLMEvent or None, got %s; event dropped",
+                    type(kept).__name__,
+                )
+                return DropReason.BEFORE_SEND_ERROR
+            model = kept
         try:
-            kept: object = self._before_send(model)
-        except Exception:
-            log.warning("FluxGate: before_send raised; event dropped", exc_info=True)
-            return DropReason.BEFORE_SEND_ERROR
-        if kept is None:
-            log.debug("FluxGate: before_send dropped an event")
-            return DropReason.BEFORE_SEND
-        if not isinstance(kept, LLMEvent):
-            log.warning(
-                "FluxGate: before_send must return an LLMEvent or None, got %s; event dropped",
-                type(kept).__name__,
-            )
-            return DropReason.BEFORE_SEND_ERROR
-        return kept
+            check_event(model, self._config.max_event_bytes)
+        except EventTooLargeError as exc:
+            log.warning("FluxGate: event too large, not recorded: %s", exc)
+            return DropReason.TOO_LARGE
+        except InvalidEventError as exc:
+            log.warning("FluxGate: invalid event, not recorded: %s", exc)
+            return DropReason.INVALID_EVENT
+        return model
 
     def record_event_nowait(self, event: EventInput) -> bool:
         """Queue one event for background delivery and return at once.
 
         Synchronous and cheap, so it fits anywhere: in a request handler, in sync
         code running in the loop, in a `finally` block while a task is being
-        cancelled. The event is delivered by background senders with retries,
-        the same `Idempotency-Key` on every attempt; `flush()` waits for them
-        and `aclose()` delivers what is left before closing.
+        cancelled, in another thread. The event is delivered by background
+        senders with retries, under an `Idempotency-Key` chosen now and sent
+        with every attempt; `flush()` waits for them and `aclose()` delivers
+        what is left before closing.
+
+        From another thread (a thread pool running a sync endpoint, a tracing
+        callback), the event is handed to the loop that runs the client, which
+        wakes at once. If no event loop runs anywhere, the event waits for the
+        next one that uses the client (any `await` on it); one still waiting
+        at exit is reported in a WARNING.
 
         Returns:
             `True` if the event was queued; `False` if it was refused (queue
-            full, client closing or closed or disabled, invalid input, dropped
-            by `before_send`). Each refusal is counted in `stats.dropped` by
+            full, client closing or closed or disabled, invalid input, a value
+            JSON cannot carry, over `max_event_bytes`, dropped by
+            `before_send`). Each refusal is counted in `stats.dropped` by
             reason. Never raises.
         """
         pipeline = self._pipeline
@@ -207,6 +238,10 @@ class FluxGate:
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not queued: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
+            try:
+                pipeline.drop(event, DropReason.INTERNAL_ERROR)
+            except Exception:
+                log.debug("FluxGate: could not count the event", exc_info=True)
             return False
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -254,10 +289,11 @@ class FluxGate:
             return None
         try:
             body = encode_event(prepared)
-        except (TypeError, ValueError) as exc:
+        except InvalidEventError as exc:
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return None
-        key = str(uuid.uuid4())
+        assert self._pipeline is not None
+        key = self._pipeline.keys.next()
         log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
         try:
             async with asyncio.timeout(self._config.timeout) as deadline:
@@ -393,6 +429,13 @@ class FluxGate:
         if pipeline is not None:
             pipeline.abandon()  # idle senders would otherwise outlive their client
         if pending:
+            # Also a WARNING: Python hides ResourceWarning unless asked, and these
+            # events are lost.
+            log.warning(
+                "FluxGate: client collected with %d event(s) still pending, now lost: "
+                "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends",
+                pending,
+            )
             warnings.warn(
                 f"FluxGate client collected with {pending} event(s) still pending, now lost: "
                 "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends",

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_QUEUE_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -61,6 +62,10 @@ BACKOFF_BASE = 0.25
 """Seconds: the first retry waits up to this long, each further one twice as long."""
 BACKOFF_CAP = 8.0
 """Seconds: the most any single backoff may wait."""
+MAX_RETRY_AFTER = 60.0
+"""Seconds: the most a `Retry-After` answer makes an event wait before its next attempt."""
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+"""Bytes: the largest encoded event sent; a larger one is refused, naming its biggest field."""
 
 
 def _mask(_: str) -> str:
@@ -91,6 +96,7 @@ class FluxGateConfig:
     debug: bool
     enabled: bool = True
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     concurrency: int = DEFAULT_CONCURRENCY
     before_send: Callable[[LLMEvent], LLMEvent | None] | None = None
     on_error: Callable[[EventInput, str], object] | None = None
@@ -106,6 +112,7 @@ class FluxGateConfig:
         debug: bool,
         enabled: bool | None = None,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         concurrency: int = DEFAULT_CONCURRENCY,
         before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
         on_error: Callable[[EventInput, str], object] | None = None,
@@ -131,6 +138,7 @@ class FluxGateConfig:
         _check_positive("timeout", timeout)
         _check_count("max_retries", max_retries, minimum=0)
         _check_count("max_queue_size", max_queue_size, minimum=1)
+        _check_count("max_event_bytes", max_event_bytes, minimum=1)
         _check_count("concurrency", concurrency, minimum=1)
         hooks: tuple[tuple[str, object], ...] = (
             ("before_send", before_send),
@@ -150,6 +158,7 @@ class FluxGateConfig:
             debug=bool(debug),
             enabled=bool(enabled),
             max_queue_size=max_queue_size,
+            max_event_bytes=max_event_bytes,
             concurrency=concurrency,
             before_send=before_send,
             on_error=on_error,

@@ -1,9 +1,20 @@
 """Background delivery: a bounded queue drained by a few sender tasks, with retries.
 
-The queue is a plain deque that belongs to the client, not to an event loop, so
-events queued in one `asyncio.run` are still delivered by the next one. The
-sender tasks and their wake-up events belong to the loop they run in and are
-started afresh in each.
+The queue belongs to the client, not to an event loop, so events queued in one
+`asyncio.run` are still delivered by the next one. The sender tasks and their
+wake-up events belong to the loop they run in (the client's *home* loop) and
+are started afresh in each.
+
+Threads: only the home loop's thread touches the queue and the counters, so the
+common call, from a coroutine or callback on that loop, takes no lock. Another
+thread hands its events over through an inbox (a deque, whose `append` is
+atomic) and wakes the loop with `call_soon_threadsafe`; the loop moves them to
+the queue. With no loop running anywhere, they wait in the inbox for the next
+loop that uses the client.
+
+Forks: a child process starts with an empty queue, fresh counters, a fresh
+session and fresh senders; what was queued before the fork belongs to the
+parent, which alone delivers it.
 
 Every event that enters the queue leaves it exactly once, counted as sent,
 failed or dropped (see `DeliveryStats`); a lost event is never silent.
@@ -12,16 +23,23 @@ failed or dropped (see `DeliveryStats`); a lost event is never silent.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import itertools
 import logging
+import os
+import threading
 import uuid
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from ._models import LLMEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason
 from ._transport import Attempt, Transport
-from ._wire import EventInput, encode_event
+from ._wire import EventInput, InvalidEventError, encode_event
 
 __all__ = ["OnError", "Pipeline"]
 
@@ -34,16 +52,46 @@ OnError = Callable[[EventInput, str], object]
 # unless something below them swallows the cancellation.
 _UNWIND_SECONDS = 1.0
 
+# The running loop of the calling thread, or None: the C function behind
+# `asyncio.get_running_loop()`, without an exception to build when there is none.
+_running_loop = asyncio._get_running_loop
+
+_T = TypeVar("_T")
+
 
 class _Item:
-    __slots__ = ("event", "key", "seq")
+    __slots__ = ("event", "key", "number", "seq")
 
-    def __init__(self, event: LLMEvent, seq: int) -> None:
+    def __init__(self, event: LLMEvent, number: int) -> None:
         self.event = event
-        self.seq = seq
-        # Chosen at the first attempt and kept for every retry, so the server
-        # records the event once however often it is sent.
+        # The key is chosen when the event is queued (its number, under the
+        # client's prefix) and kept for every attempt, so the server records the
+        # event once however often it is sent. It is written out at the first
+        # attempt: formatting costs more than the rest of queueing.
+        self.number = number
         self.key: str | None = None
+        self.seq = 0
+
+
+class _Keys:
+    """Idempotency keys, unique per process: a random prefix and a counter.
+
+    They read as UUIDs (version 4, its last 48 bits a counter), and cost a
+    fraction of `uuid4()`. A forked child draws a new prefix.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        # next() on a count is atomic under the GIL: threads share it safely.
+        self.numbers = itertools.count(1)
+
+    def key(self, number: int) -> str:
+        """The key of the event numbered `number`."""
+        return f"{self._prefix}{number & 0xFFFFFFFFFFFF:012x}"
+
+    def next(self) -> str:
+        """A key for an event sent at once."""
+        return self.key(next(self.numbers))
 
 
 class Pipeline:
@@ -65,10 +113,16 @@ class Pipeline:
         self._concurrency = concurrency
         self._max_queue_size = max_queue_size
         self._on_error = on_error
+        self._closing = False
+        self._reset()
+        _pipelines.add(self)
+
+    def _reset(self) -> None:
+        """Empty queue, zero counters, no loop: a new client's state, or a forked child's."""
+        self.keys = _Keys()
         self._pending: deque[_Item] = deque()
         self._in_flight: dict[int, _Item] = {}
         self._seq = 0
-        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_loop: asyncio.AbstractEventLoop | None = None
         self._senders: set[asyncio.Task[None]] = set()
@@ -79,42 +133,112 @@ class Pipeline:
         self._failed = 0
         self._retried = 0
         self._dropped: dict[str, int] = {}
+        # Other threads' side: written under the lock, read by the home loop.
+        self._lock = threading.Lock()
+        self._inbox: deque[_Item] = deque()
+        self._inbox_dropped: dict[str, int] = {}
+        self._woken: asyncio.AbstractEventLoop | None = None
+        self._sealed = False
 
     @property
     def stats(self) -> DeliveryStats:
-        """A consistent snapshot of the counters."""
+        """A snapshot of the counters; exact at quiet points, from any thread."""
+        inbox = len(self._inbox)
+        dropped = dict(self._dropped)
+        for reason, count in dict(self._inbox_dropped).items():
+            dropped[reason] = dropped.get(reason, 0) + count
         return DeliveryStats(
-            enqueued=self._seq,
+            enqueued=self._seq + inbox,
             sent=self._sent,
             failed=self._failed,
             retried=self._retried,
-            queued=len(self._pending),
+            queued=len(self._pending) + inbox,
             in_flight=len(self._in_flight),
-            dropped=self._dropped,
+            dropped=dropped,
         )
 
     @property
     def unfinished(self) -> int:
         """Events queued or in flight."""
-        return len(self._pending) + len(self._in_flight)
+        return len(self._pending) + len(self._inbox) + len(self._in_flight)
 
     def submit(self, event: LLMEvent) -> bool:
         """Queue `event` for delivery; `False` (and counted) when the queue is full.
 
         The client refuses events once closing, before they reach the pipeline.
         """
-        if len(self._pending) >= self._max_queue_size:
+        loop = _running_loop()
+        if loop is not self._loop or loop is None:
+            return self._submit_elsewhere(event, loop)
+        # The home loop's own thread: no other thread writes these.
+        if len(self._pending) + len(self._inbox) >= self._max_queue_size:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
+        item = _Item(event, next(self.keys.numbers))
         self._seq += 1
-        self._pending.append(_Item(event, self._seq))
-        self._start_senders()
+        item.seq = self._seq
+        self._pending.append(item)
+        if len(self._senders) < self._concurrency:
+            self._start_senders()
         self._wakeup.set()
         return True
 
+    def _submit_elsewhere(self, event: LLMEvent, loop: asyncio.AbstractEventLoop | None) -> bool:
+        home = self._loop
+        if loop is not None and (home is None or not home.is_running()):
+            # A new loop, the previous one gone (a second `asyncio.run`): it becomes home.
+            self._adopt(loop)
+            return self.submit(event)
+        # Another thread (or a second loop) while the home loop runs, or no loop
+        # at all: hand over through the inbox.
+        with self._lock:
+            if self._sealed:
+                refused = DropReason.CLOSED
+            elif len(self._pending) + len(self._inbox) >= self._max_queue_size:
+                refused = DropReason.QUEUE_FULL
+            else:
+                self._inbox.append(_Item(event, next(self.keys.numbers)))
+                refused = ""
+                wake = home is not None and self._woken is not home
+                if wake:
+                    self._woken = home
+            if refused:
+                self._inbox_dropped[refused] = self._inbox_dropped.get(refused, 0) + 1
+        if refused:
+            self._report(event, refused)
+            return False
+        if wake:
+            assert home is not None
+            # A closed loop refuses: the next loop that uses the client takes it.
+            with contextlib.suppress(RuntimeError):
+                home.call_soon_threadsafe(self._take_inbox)
+        return True
+
+    def _take_inbox(self) -> None:
+        """On the home loop: move what other threads handed over into the queue."""
+        if _running_loop() is not self._loop:
+            return  # a wake-up meant for a loop that is no longer home
+        self._woken = None
+        if not self._inbox:
+            return
+        while self._inbox:
+            item = self._inbox.popleft()
+            self._seq += 1
+            item.seq = self._seq
+            self._pending.append(item)
+        self._start_senders()
+        self._wakeup.set()
+
     def drop(self, event: EventInput, reason: str) -> None:
-        """Count `event` as dropped for `reason` and tell `on_error`, unless dropped on purpose."""
-        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        """Count `event` as dropped for `reason` and tell `on_error`, unless dropped on purpose.
+
+        Safe from any thread: off the home loop's thread it counts under the lock.
+        """
+        if self._loop is not None and _running_loop() is self._loop:
+            self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        else:
+            with self._lock:
+                self._inbox_dropped[reason] = self._inbox_dropped.get(reason, 0) + 1
         if reason not in (DropReason.BEFORE_SEND, DropReason.DISABLED):
             self._report(event, reason)
 
@@ -126,18 +250,21 @@ class Pipeline:
         except Exception:  # a broken callback must not break the app or the senders
             log.warning("FluxGate: on_error callback raised", exc_info=True)
 
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A new loop (the previous one ended): its tasks and events are gone.
+        self._loop = loop
+        self._senders = set()
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._resume_at = 0.0
+        self._take_inbox()
+
     def _start_senders(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             return  # no loop yet: the senders start with the first call made inside one
         if loop is not self._loop:
-            # A new loop (the previous one ended): its tasks and events are gone.
-            self._loop = loop
-            self._senders = set()
-            self._wakeup = asyncio.Event()
-            self._progress = asyncio.Event()
-            self._resume_at = 0.0
+            self._adopt(loop)
         while len(self._senders) < self._concurrency:
             task = loop.create_task(self._send_forever(), name="fluxgate-sender")
             self._senders.add(task)  # a strong reference: the loop keeps only weak ones
@@ -145,16 +272,17 @@ class Pipeline:
 
     async def _send_forever(self) -> None:
         wakeup, progress = self._wakeup, self._progress
+        in_flight = self._in_flight
         while True:
             while not self._pending:
                 wakeup.clear()
                 await wakeup.wait()
             item = self._pending.popleft()
-            self._in_flight[item.seq] = item
+            in_flight[item.seq] = item
             try:
                 await self._deliver(item)
             except asyncio.CancelledError:
-                if self._in_flight.pop(item.seq, None) is None:
+                if in_flight.pop(item.seq, None) is None:
                     raise  # closing gave up waiting for us and counted it already
                 if self._closing:
                     self.drop(item.event, DropReason.SHUTDOWN)
@@ -166,8 +294,10 @@ class Pipeline:
                 raise
             except Exception:  # a bug below must cost one event, not the sender
                 log.exception("FluxGate: unexpected error delivering an event")
-                self._fail(item, "internal_error")
-            del self._in_flight[item.seq]
+                self._fail(item, DropReason.INTERNAL_ERROR)
+            if in_flight is not self._in_flight:
+                return  # a forked child's copy of a parent's sender: the event is the parent's
+            del in_flight[item.seq]
             progress.set()
 
     def _warn_cut_off(self) -> None:
@@ -183,12 +313,13 @@ class Pipeline:
     async def _deliver(self, item: _Item) -> None:
         try:
             body = encode_event(item.event)
-        except (TypeError, ValueError) as exc:
+        except InvalidEventError as exc:
             log.warning("FluxGate: invalid event, not sent: %s", exc)
             self._fail(item, DropReason.INVALID_EVENT)
             return
         if item.key is None:
-            item.key = str(uuid.uuid4())
+            item.key = self.keys.key(item.number)
+        key = item.key
         loop = asyncio.get_running_loop()
         retry = 0
         while True:
@@ -197,29 +328,30 @@ class Pipeline:
                 await asyncio.sleep(pause)
             try:
                 async with asyncio.timeout(self._timeout):
-                    result = await self._transport.post(body, item.key)
+                    result = await self._transport.post(body, key)
             except TimeoutError:
                 result = Attempt(
                     reason="timeout", detail=f"no answer within {self._timeout}s", retryable=True
                 )
             if result.response is not None:
                 self._sent += 1
-                log.debug("FluxGate: event %s recorded: %s", item.key, result.response)
+                log.debug("FluxGate: event %s recorded: %s", key, result.response)
                 return
             if not result.retryable or retry >= self._max_retries:
                 log.warning(
                     "FluxGate: event %s not recorded after %d attempt(s): %s",
-                    item.key,
+                    key,
                     retry + 1,
                     result.detail,
                 )
                 self._fail(item, result.reason)
                 return
+            # Retry-After is capped (MAX_RETRY_AFTER) when it is read.
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
             if result.reason == "http_429" and result.retry_after is not None:
                 # Rate limited: every sender waits, not just this event.
                 self._resume_at = max(self._resume_at, loop.time() + delay)
-            log.debug("FluxGate: event %s: %s; retrying in %.2fs", item.key, result.detail, delay)
+            log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             self._retried += 1
             await asyncio.sleep(delay)
             retry += 1
@@ -234,11 +366,19 @@ class Pipeline:
         return all(seq > upto for seq in self._in_flight)
 
     async def flush(self, timeout: float | None) -> bool:
-        """Wait until every event queued so far is delivered or given up on."""
+        """Wait until every event queued so far is delivered or given up on.
+
+        From a loop other than the home loop while that one runs (another
+        thread's), the wait runs on the home loop and this loop awaits it.
+        """
+        home = self._loop
+        if home is not None and home.is_running() and _running_loop() is not home:
+            return await _on_home_loop(home, self.flush(timeout), timeout)
+        self._start_senders()
+        self._take_inbox()
         upto = self._seq
         if self._settled(upto):
             return True
-        self._start_senders()
         try:
             async with asyncio.timeout(timeout):
                 while not self._settled(upto):
@@ -251,6 +391,11 @@ class Pipeline:
     async def close(self, timeout: float) -> None:
         """Refuse new events, deliver what is queued within `timeout`, drop the rest."""
         self._closing = True
+        home = self._loop
+        if home is not None and home.is_running() and _running_loop() is not home:
+            # The senders are that loop's: only it may cancel them.
+            await _on_home_loop(home, self.close(timeout), timeout + 2 * _UNWIND_SECONDS)
+            return
         try:
             await self.flush(timeout)
         finally:
@@ -269,13 +414,68 @@ class Pipeline:
             task.cancel()
         if senders and self._loop is asyncio.get_running_loop():
             await asyncio.wait(senders, timeout=_UNWIND_SECONDS)
-        abandoned = [*self._in_flight.values(), *self._pending]
+        with self._lock:
+            self._sealed = True  # no other thread adds to the inbox from now on
+            abandoned = [*self._in_flight.values(), *self._pending, *self._inbox]
+            self._inbox.clear()
         self._in_flight.clear()
         self._pending.clear()
         for item in abandoned:
+            if item.seq == 0:  # still in the inbox: count it as enqueued, as stats did
+                self._seq += 1
             self.drop(item.event, DropReason.SHUTDOWN)
         if abandoned:
             log.warning(
                 "FluxGate: closed with %d event(s) undelivered, counted as dropped (shutdown)",
                 len(abandoned),
             )
+
+
+async def _on_home_loop(
+    home: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T], timeout: float | None
+) -> _T | bool:
+    """Run `work` on the home loop, from another loop's thread; `False` if it cannot end."""
+    future = asyncio.run_coroutine_threadsafe(work, home)
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.wrap_future(future)
+    except TimeoutError:
+        return False
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return False  # the home loop ended first and cancelled the work
+
+
+# Every live pipeline, for the fork and exit hooks below.
+_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+def _live() -> Iterator[Pipeline]:
+    return iter(list(_pipelines))
+
+
+def _after_fork_in_child() -> None:
+    # The child is a new client: the parent's queue, counters, lock (maybe held
+    # by a thread that does not exist here) and session stay the parent's.
+    for pipeline in _live():
+        pipeline._reset()
+        pipeline._transport.forget_parent()
+
+
+def _warn_at_exit() -> None:
+    # A program that never awaited aclose() loses what is queued: say so, even
+    # with no logging configured (WARNING reaches stderr through logging's last resort).
+    for pipeline in _live():
+        if not pipeline._closing and pipeline.unfinished:
+            log.warning(
+                "FluxGate: %d event(s) still queued at exit were never sent: "
+                "await fg.aclose() (or use `async with FluxGate(...)`) before the program ends",
+                pipeline.unfinished,
+            )
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system has it
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_warn_at_exit)

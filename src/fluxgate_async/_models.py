@@ -15,6 +15,9 @@ from typing import Any
 
 import attrs
 
+from ._encoding import InvalidEventError, size_bound
+from ._logging import quote
+
 __all__ = [
     "AiEventMetadata",
     "AiEventStatus",
@@ -62,6 +65,10 @@ def _check_optional_str(inst: object, attribute: attrs.Attribute[Any], value: ob
         _check_str(inst, attribute, value)
 
 
+# Token counts are stored as 64-bit integers.
+_MAX_TOKENS = 2**63 - 1
+
+
 def _check_token_count(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     # bool is an int subclass; `True` tokens is always a bug upstream.
     if isinstance(value, bool) or not isinstance(value, int):
@@ -72,6 +79,12 @@ def _check_token_count(inst: object, attribute: attrs.Attribute[Any], value: obj
         raise TypeError(msg)
     if value < 0:
         msg = f"{_owner(inst)}.{attribute.name} must be a non-negative int, got {value}"
+        raise ValueError(msg)
+    if value > _MAX_TOKENS:
+        msg = (
+            f"{_owner(inst)}.{attribute.name} must be below 2**63, "
+            f"got an int of {value.bit_length()} bits"
+        )
         raise ValueError(msg)
 
 
@@ -173,7 +186,7 @@ def _check_extra(inst: object, attribute: attrs.Attribute[Any], value: Mapping[A
             raise TypeError(msg)
         if key in _METADATA_NAMES:
             msg = (
-                f"AiEventMetadata.extra key {key!r} collides with a named field; "
+                f"AiEventMetadata.extra key {quote(key)} collides with a named field; "
                 "pass it as that field instead"
             )
             raise ValueError(msg)
@@ -220,9 +233,9 @@ def _to_status(value: AiEventStatus | str) -> AiEventStatus:
         return value
     try:
         return AiEventStatus(value)
-    except ValueError:
+    except Exception:  # any object may come here, with an __eq__ or __hash__ that raises
         allowed = ", ".join(s.value for s in AiEventStatus)
-        msg = f"LLMEvent.status must be one of {allowed}; got {value!r}"
+        msg = f"LLMEvent.status must be one of {allowed}; got {quote(value)}"
         raise ValueError(msg) from None
 
 
@@ -251,6 +264,19 @@ class LLMEvent:
     status: AiEventStatus = attrs.field(default=AiEventStatus.SUCCESS, converter=_to_status)
     error_message: str | None = attrs.field(default=None, validator=_check_optional_str)
     metadata: AiEventMetadata | None = attrs.field(default=None, validator=_check_metadata)
+    # Whether the event can be sent as JSON, and at most how big it is: found
+    # once when the event is built, read each time it is recorded (cheaply, on
+    # the hot path of record_event_nowait). Not part of the value.
+    _json_size: int = attrs.field(init=False, repr=False, eq=False, hash=False)
+    _json_problem: str | None = attrs.field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            size, problem = size_bound(self), None
+        except InvalidEventError as exc:
+            size, problem = 0, str(exc)
+        object.__setattr__(self, "_json_size", size)
+        object.__setattr__(self, "_json_problem", problem)
 
 
 @attrs.frozen

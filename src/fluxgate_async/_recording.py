@@ -70,6 +70,9 @@ class Outcome:
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     streaming_duration_in_ms: float | None = None
     """Set only by `FluxGate.track`, whose caller measures it; else from the first chunk."""
+    latency_s: float | None = None
+    """Set when the provider says how long the request ran (a background response,
+    polled later); else the call's own duration."""
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -229,7 +232,9 @@ class CallTimer:
             outcome,
             provider=self._recorder.provider,
             model=self._model,
-            latency_s=time.monotonic() - self._started,
+            latency_s=time.monotonic() - self._started
+            if outcome.latency_s is None
+            else outcome.latency_s,
             streamed=streamed,
             time_to_first_chunk_s=None if first is None else first - self._started,
             metadata={**self._recorder.defaults, **self._context},
@@ -261,6 +266,10 @@ class CallTimer:
         if response is not None:
             attach(response, tracking)
         return tracking
+
+    def discard(self) -> None:
+        """Send nothing for this call: it turned out not to be a model request to record."""
+        self.finished = True
 
     def finish_nowait(self, outcome: Outcome, *, streamed: bool | None = False) -> None:
         """Queue the event in the background, whatever the mode: for calls that cannot wait.

@@ -7,14 +7,12 @@ import math
 import random
 from datetime import UTC, datetime
 
-from ._config import BACKOFF_BASE, BACKOFF_CAP
+from ._config import BACKOFF_BASE, BACKOFF_CAP, MAX_RETRY_AFTER
 
 __all__ = ["RETRYABLE_STATUSES", "backoff_delay", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses that say "not now" rather than "not this": worth another attempt."""
-
-_MAX_RETRY_AFTER = 3600.0
 
 
 def backoff_delay(retry: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -30,7 +28,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     """Seconds a `Retry-After` header asks to wait, or `None` if absent or unreadable.
 
     Takes both forms of RFC 9110: delay-seconds and an HTTP date. A date in the
-    past means "now" (0); absurd values are capped at an hour.
+    past means "now" (0); longer waits are capped at `MAX_RETRY_AFTER` (60 s), so
+    that an event is never held much longer than its own deadlines.
     """
     if not value:
         return None
@@ -47,4 +46,4 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):
         return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

@@ -18,7 +18,9 @@ class DropReason:
     CLOSED = "closed"
     """The client was closing or closed."""
     INVALID_EVENT = "invalid_event"
-    """The event did not validate; the log names the field."""
+    """The event did not validate, or holds a value JSON cannot carry; the log names the field."""
+    TOO_LARGE = "too_large"
+    """The encoded event was over `max_event_bytes`; the log names its biggest field."""
     BEFORE_SEND = "before_send"
     """`before_send` returned `None`: dropped on purpose."""
     BEFORE_SEND_ERROR = "before_send_error"
@@ -27,6 +29,8 @@ class DropReason:
     """The client is disabled (`enabled=False` or `FLUXGATE_ENABLED=0`)."""
     SHUTDOWN = "shutdown"
     """Still queued or in flight when `aclose()` ran out of time."""
+    INTERNAL_ERROR = "internal_error"
+    """An unexpected error in fluxgate-async itself; the log has the traceback."""
 
 
 def _frozen_counts(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -43,6 +47,9 @@ class DeliveryStats:
 
     Events refused by `record_event_nowait` are counted in `dropped` (by reason)
     but were never enqueued.
+
+    It may be read from any thread; a snapshot taken from another thread while
+    events move between queue, flight and done is exact again at the next quiet point.
 
     Attributes:
         enqueued: Events accepted by `record_event_nowait`.

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import zlib
 from collections.abc import AsyncGenerator
 from importlib.metadata import version
+from typing import Any
 
 import aiohttp
 import attrs
 
 from ._config import MAX_RESPONSE_BYTES, FluxGateConfig
+from ._logging import quote, scrub, shorten
 from ._models import CreateAiEventResponse
 from ._retry import RETRYABLE_STATUSES, parse_retry_after
 from ._wire import parse_response
@@ -28,6 +32,9 @@ USER_AGENT = f"fluxgate-async/{version('fluxgate-async')}"
 """Sent as `User-Agent` with every event."""
 
 _SNIPPET_BYTES = 200
+_CHUNK_BYTES = 16 * 1024
+# How long closing waits for another thread's loop to close its session.
+_CLOSE_SECONDS = 2.0
 
 
 @attrs.frozen
@@ -47,63 +54,90 @@ async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[Non
     # A suspended async generator is closed by the loop's `shutdown_asyncgens()`,
     # which `asyncio.run` and pytest-asyncio call before closing the loop: so a
     # program that forgets `aclose()` still closes its sockets while it can.
+    pid = os.getpid()
     try:
         yield
     finally:
-        await session.close()
+        # A forked child shares the parent's sockets: closing them from the child
+        # would end the parent's TLS sessions. The child leaves them alone.
+        if os.getpid() == pid:
+            await session.close()
+
+
+# Sessions a forked child inherited: kept, never closed nor collected, because
+# their sockets are the parent's (closing or a collection warning would touch them).
+_inherited: list[object] = []
 
 
 class Transport:
     """Posts event bodies to the endpoint over one keep-alive session per event loop."""
 
     def __init__(self, config: FluxGateConfig, session: aiohttp.ClientSession | None) -> None:
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard: AsyncGenerator[None] | None = None
+        self._borrowed = session
+        # One session per event loop: a session may only be used in its own loop,
+        # and two threads may each run a loop that uses the client.
+        self._sessions: dict[
+            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]
+        ] = {}
         self._url = config.endpoint
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {config.api_key}",
             "User-Agent": USER_AGENT,
+            # The answer is a few hundred bytes of JSON: nothing to gain from
+            # compression, and an encoded answer is one more thing to bound.
+            "Accept-Encoding": "identity",
         }
 
     @property
     def has_open_session(self) -> bool:
         """Whether this transport owns a session that is still open."""
-        return self._owns_session and self._session is not None and not self._session.closed
+        return any(not session.closed for session, _ in list(self._sessions.values()))
 
     def _current_session(self) -> aiohttp.ClientSession:
+        if self._borrowed is not None:
+            return self._borrowed
         loop = asyncio.get_running_loop()
-        session = self._session
-        if not self._owns_session:
-            assert session is not None  # borrowed sessions are given at construction
-            return session
-        if session is None or session.closed or self._loop is not loop:
-            # Our session is bound to a loop that has ended (a second `asyncio.run`,
-            # pytest-asyncio's loop per test): start afresh in this one.
+        entry = self._sessions.get(loop)
+        if entry is None or entry[0].closed:
+            # A new loop (a second `asyncio.run`, pytest-asyncio's loop per test,
+            # another thread's): start afresh in it, and forget loops that ended.
+            for ended in [other for other in list(self._sessions) if other.is_closed()]:
+                self._sessions.pop(ended, None)
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
             guard = _close_with_loop(session)
             with contextlib.suppress(StopIteration):
                 guard.asend(None).send(None)
-            self._session, self._loop, self._guard = session, loop, guard
-        return session
+            entry = self._sessions[loop] = (session, guard)
+        return entry[0]
 
     async def post(self, body: bytes, idempotency_key: str) -> Attempt:
         """POST one event body; never raises for what the network or server does."""
         session = self._current_session()
         headers = {**self._headers, "Idempotency-Key": idempotency_key}
         try:
+            # aiohttp would inflate any encoding it can (brotli and zstd too, when
+            # importable) before a byte limit applies: a few KB become gigabytes.
+            # The answer is read raw instead, and inflated here within the limit.
             async with session.post(
-                self._url, data=body, headers=headers, allow_redirects=False
+                self._url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return await _read_answer(resp)
                 retryable = resp.status in RETRYABLE_STATUSES
-                snippet = await resp.content.read(_SNIPPET_BYTES)
+                snippet = await _read_body(resp, _SNIPPET_BYTES, _SNIPPET_BYTES)
+                text = (
+                    snippet[:_SNIPPET_BYTES].decode(errors="replace")
+                    if isinstance(snippet, bytes)
+                    else snippet
+                )
                 return Attempt(
                     reason=f"http_{resp.status}",
-                    detail=f"HTTP {resp.status}: {snippet.decode(errors='replace')!r}",
+                    detail=f"HTTP {resp.status}: {scrub(text)!r}",
                     retryable=retryable,
                     retry_after=(
                         parse_retry_after(resp.headers.get("Retry-After")) if retryable else None
@@ -113,39 +147,95 @@ class Transport:
             # Covers refused and dropped connections, DNS, TLS and truncated answers;
             # retrying is safe because the Idempotency-Key makes the server dedupe.
             return Attempt(
-                reason="connection", detail=f"{type(exc).__name__}: {exc}", retryable=True
+                reason="connection",
+                detail=scrub(shorten(f"{type(exc).__name__}: {exc}")),
+                retryable=True,
             )
 
+    def forget_parent(self) -> None:
+        """In a forked child: leave the parent's session alone and start a fresh one when used."""
+        _inherited.append(self._sessions)
+        self._sessions = {}
+
     async def aclose(self) -> None:
-        """Close the owned session, if any; a borrowed session is left open."""
-        guard, self._guard = self._guard, None
-        if guard is None or not self._owns_session:
-            return
-        if self._loop is asyncio.get_running_loop():
-            await guard.aclose()
-        # Otherwise the session belongs to a loop that has ended and whose
-        # shutdown already closed it.
+        """Close the owned sessions; a borrowed session is left open.
+
+        A session belongs to its loop: one of another thread's running loop is
+        closed on that loop. Sessions of loops that have ended were closed by
+        their shutdown.
+        """
+        current = asyncio.get_running_loop()
+        for loop, (_, guard) in list(self._sessions.items()):
+            self._sessions.pop(loop, None)
+            if loop is current:
+                await guard.aclose()
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(guard.aclose(), loop)
+                async with asyncio.timeout(_CLOSE_SECONDS):
+                    await asyncio.wrap_future(future)
+
+
+class _Inflater:
+    """Inflates gzip or deflate, never more than a given number of bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._decoder: Any = None
+
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        if self._decoder is None:
+            # "deflate" is zlib-wrapped by the RFC, raw in some servers: the first
+            # byte tells (a zlib header's low nibble is 8). 47 reads a gzip header.
+            wbits = 47 if self._encoding != "deflate" else (15 if chunk[0] & 0x0F == 8 else -15)
+            self._decoder = zlib.decompressobj(wbits=wbits)
+        return bytes(self._decoder.decompress(chunk, room))
+
+
+_IDENTITY = frozenset({"", "identity"})
+_INFLATED = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+async def _read_body(resp: aiohttp.ClientResponse, raw_limit: int, limit: int) -> bytes | str:
+    """The answer's body decoded, at most `limit` bytes of it; a `str` says why not.
+
+    A body over the limit is cut for a snippet (`raw_limit == limit`), refused
+    otherwise: the caller compares the length.
+    """
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if encoding in _INFLATED:
+        inflater = _Inflater(encoding)
+    elif encoding not in _IDENTITY:
+        return f"answer in {shorten(encoding, 40)!r} encoding, which was not asked for"
+    out = bytearray()
+    read = 0
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+            read += len(chunk)
+            out += chunk if inflater is None else inflater.feed(chunk, limit + 1 - len(out))
+            if len(out) > limit or read > raw_limit:
+                break
+    except zlib.error as exc:
+        return f"answer is not valid {encoding}: {exc}"
+    return bytes(out)
 
 
 async def _read_answer(resp: aiohttp.ClientResponse) -> Attempt:
     size = resp.content_length
     if size is not None and size > MAX_RESPONSE_BYTES:
         return _invalid(f"answer of {size} bytes is over the limit")
-    if size is not None:
-        raw: bytes | bytearray = await resp.read()  # the common case: a declared small body
-    else:
-        raw = bytearray()
-        async for chunk in resp.content.iter_any():
-            raw += chunk
-            if len(raw) > MAX_RESPONSE_BYTES:
-                return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
+    raw = await _read_body(resp, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
+    if isinstance(raw, str):
+        return _invalid(raw)
+    if len(raw) > MAX_RESPONSE_BYTES:
+        return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
-        return _invalid(f"HTTP {resp.status} answer is not JSON: {bytes(raw[:_SNIPPET_BYTES])!r}")
+        return _invalid(f"HTTP {resp.status} answer is not JSON: {quote(raw[:_SNIPPET_BYTES])}")
     parsed = parse_response(body)
     if parsed is None:
-        return _invalid(f"HTTP {resp.status} answer has no string id: {str(body)[:_SNIPPET_BYTES]}")
+        return _invalid(f"HTTP {resp.status} answer has no string id: {quote(body)}")
     return Attempt(response=parsed)
 
 

@@ -22,6 +22,14 @@ from typing import Any, TypeAlias, TypeGuard
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._encoding import (
+    EventTooLargeError,
+    InvalidEventError,
+    field_name,
+    json_default,
+    size_bound,
+)
+from ._logging import quote
 from ._models import (
     AiEventMetadata,
     AiEventStatus,
@@ -33,10 +41,13 @@ from ._models import (
 
 __all__ = [
     "EventInput",
+    "EventTooLargeError",
     "InvalidEventError",
     "answer_to_json",
+    "check_event",
     "converter",
     "encode_event",
+    "encode_value",
     "parse_response",
     "to_event",
     "to_wire",
@@ -45,10 +56,6 @@ __all__ = [
 
 EventInput: TypeAlias = LLMEvent | Mapping[str, Any]
 """What `record_event` takes: an `LLMEvent`, or a mapping of the API's JSON (camelCase keys)."""
-
-
-class InvalidEventError(ValueError):
-    """An event mapping that does not fit the wire shape; the message names the field."""
 
 
 converter = cattrs.Converter(forbid_extra_keys=True)
@@ -110,7 +117,7 @@ def _structure_timestamp(value: Any, _: Any) -> datetime:
             return datetime.fromisoformat(value)
         except ValueError:
             pass
-    msg = f"metadata.timestamp must be an ISO 8601 string, got {value!r}"
+    msg = f"metadata.timestamp must be an ISO 8601 string, got {quote(value)}"
     raise ValueError(msg)
 
 
@@ -280,13 +287,15 @@ def to_wire(event: LLMEvent) -> dict[str, Any]:
 
 def _make_dumps() -> Callable[[Any], str]:
     # One compact encoder, built once: `json.dumps` builds a new one per call,
-    # which shows on the hot path. The events are trees, so no cycle check is
-    # needed; a cyclic `extra` ends as RecursionError, caught below.
+    # which shows on the hot path. The events are trees (checked when recorded),
+    # so no cycle check is needed; a cyclic value ends as RecursionError.
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        return json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default
+        ).encode
     encode = c_make_encoder(
-        None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False
+        None, json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
     return lambda value: "".join(encode(value, 0))
 
@@ -294,21 +303,64 @@ def _make_dumps() -> Callable[[Any], str]:
 _dumps = _make_dumps()
 
 
+def encode_value(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON, with the metadata rules (dates, Decimal, UUID).
+
+    Raises:
+        TypeError, ValueError, RecursionError: `value` cannot be written.
+    """
+    return _dumps(value).encode()
+
+
 def encode_event(event: LLMEvent) -> bytes:
     """Return the request body for `event`.
 
     Raises:
-        TypeError: A value in `metadata.extra` is not JSON serialisable.
-        ValueError: A value in `metadata.extra` is NaN or infinite.
+        InvalidEventError: A value cannot be written as JSON; the message names its field.
     """
     try:
-        return _dumps(to_wire(event)).encode()
-    except (TypeError, ValueError) as exc:
-        msg = f"metadata.extra is not JSON serialisable: {exc}"
-        raise type(exc)(msg) from None
-    except RecursionError:
-        msg = "metadata.extra is not JSON serialisable: it contains itself"
-        raise ValueError(msg) from None
+        return encode_value(to_wire(event))
+    except (TypeError, ValueError, RecursionError) as exc:
+        # The check when recording names the field; reaching here means a value
+        # changed after that (a list the caller kept and filled).
+        size_bound(event)
+        msg = f"metadata is not JSON: {type(exc).__name__}"
+        raise InvalidEventError(msg) from None
+
+
+def check_event(event: LLMEvent, max_bytes: int) -> None:
+    """Refuse `event` now if sending it would fail; cheap unless it is near `max_bytes`.
+
+    Raises:
+        InvalidEventError: A value JSON cannot carry; the message names its field.
+        EventTooLargeError: The encoded event is over `max_bytes`; the message
+            names its biggest field.
+    """
+    problem = event._json_problem
+    if problem is not None:
+        raise InvalidEventError(problem)
+    if event._json_size <= max_bytes:
+        return
+    size = len(encode_event(event))
+    if size > max_bytes:
+        msg = (
+            f"event of {size:,} bytes is over max_event_bytes ({max_bytes:,}); "
+            f"its biggest field is {_largest_field(event)}"
+        )
+        raise EventTooLargeError(msg)
+
+
+def _largest_field(event: LLMEvent) -> str:
+    wire = to_wire(event)
+    sizes: dict[str, int] = {}
+    for part in ("usage", "metadata"):
+        for key, value in wire.get(part, {}).items():
+            sizes[f"{part}.{field_name(key)}"] = len(encode_value(value))
+    status = wire["status"]
+    if isinstance(status, dict):
+        sizes["errorMessage"] = len(encode_value(status["errorMessage"]))
+    name = max(sizes, key=sizes.__getitem__)
+    return f"{name} ({sizes[name]:,} bytes)"
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

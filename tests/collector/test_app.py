@@ -111,7 +111,7 @@ async def test_infinite_extra_value_is_refused(collector: Collector) -> None:
         ) as resp,
     ):
         assert resp.status == 400
-        assert "metadata.extra" in (await resp.json())["error"]
+        assert (await resp.json())["error"].startswith("metadata.x: inf is not JSON")
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])

@@ -16,9 +16,10 @@ async def recorded(fg: FluxGate, collector: FakeCollector, count: int = 1) -> li
     """The events that reached the collector, once background delivery has settled.
 
     A few loop turns first let an abandoned stream's generator be finalized
-    (asyncio closes it in a task of its own).
+    (asyncio closes it in a task of its own; a generator held by another,
+    such as a chat's stream around the SDK's, one turn after the other).
     """
-    for _ in range(3):
+    for _ in range(10):
         await asyncio.sleep(0)
     assert await fg.flush(5)
     assert len(collector.events) == count, collector.events

@@ -121,13 +121,15 @@ class ProviderServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
+        # Multipart uploads (images, audio) are kept out of `json`.
+        is_json = bool(raw) and request.content_type == "application/json"
         self.requests.append(
             Received(
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
                 headers=dict(request.headers),
-                json=json.loads(raw) if raw else None,
+                json=json.loads(raw) if is_json else None,
             )
         )
         if self._answers:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +12,6 @@ from anthropic import AsyncAnthropic
 
 from fluxgate_async import FluxGate, tracking_of
 from fluxgate_async._recording import Mode
-from fluxgate_async.integrations import anthropic as fg_anthropic
 from fluxgate_async.integrations.anthropic import track_anthropic
 from fluxgate_async.testing import FakeCollector
 
@@ -421,26 +419,3 @@ async def test_bad_client_is_refused(raw: AsyncAnthropic, fg: FluxGate) -> None:
         track_anthropic(sync_client, fg)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="already tracked"):
         track_anthropic(track_anthropic(raw, fg), fg)
-
-
-async def test_a_helper_stream_that_cannot_be_watched_still_works(
-    raw: AsyncAnthropic,
-    server: ProviderServer,
-    fg: FluxGate,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """If the helper's stream cannot be watched (an SDK change), it works untracked and says so."""
-
-    def unwatchable(*args: object, **kwargs: object) -> None:
-        raise AttributeError("_raw_stream")
-
-    monkeypatch.setattr(fg_anthropic, "TrackedStream", unwatchable)
-    client = track_anthropic(raw, fg)
-    server.answer(Answer(events=message_events()))
-    with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
-        async with client.messages.stream(
-            model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES
-        ) as stream:
-            assert await stream.get_final_text() == "Hi!"
-    assert "cannot watch this message stream" in caplog.text

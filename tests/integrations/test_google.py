@@ -364,3 +364,103 @@ async def test_a_stream_is_no_context_manager_as_without_tracking(
             pass
     assert [chunk.text async for chunk in stream] == ["Hello there!"]
     await recorded(fg, collector)
+
+
+async def test_chat_send_message_records_one_event_per_message(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
+) -> None:
+    """`aio.chats.create(...).send_message` records one event per message, with its usage."""
+    client = track_genai(raw, fg, mode=mode)
+    second = {"promptTokenCount": 30, "candidatesTokenCount": 5, "totalTokenCount": 35}
+    server.answer(Answer(body=content(usage=USAGE)), Answer(body=content(usage=second)))
+    chat = client.aio.chats.create(model="gemini-2.5-flash")
+    first_reply = await chat.send_message("Hi")
+    second_reply = await chat.send_message("And then?")
+    assert first_reply.text == second_reply.text == "Hello there!"
+    assert len(chat.get_history()) == 4
+    events = await recorded(fg, collector, 2)
+    assert [
+        (e["usage"]["inputTokens"], e["usage"]["outputTokens"], e["usage"].get("cachedTokens"))
+        for e in events
+    ] == [(14, 27, 4), (30, 5, None)]
+    assert {e["usage"]["isStreamed"] for e in events} == {False}
+    assert (tracking_of(second_reply) is not None) is (mode == "inline")
+
+
+async def test_chat_send_message_stream_records_once_at_its_end(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """`send_message_stream` records one streamed event with the stream's last usage."""
+    client = track_genai(raw, fg)
+    server.answer(
+        Answer(events=[SSE(content(None, text="Hel")), SSE(content("STOP", usage=USAGE))])
+    )
+    chat = client.aio.chats.create(model="gemini-2.5-flash")
+    texts = [chunk.text async for chunk in await chat.send_message_stream("Hi")]
+    assert texts == ["Hel", "Hello there!"]
+    [event] = await recorded(fg, collector)
+    usage = event["usage"]
+    assert (usage["inputTokens"], usage["outputTokens"], usage["cachedTokens"]) == (14, 27, 4)
+    assert usage["isStreamed"] is True
+
+
+async def test_an_sdk_error_before_sending_records_nothing(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """An argument the SDK refuses before any request records no event and raises as is."""
+    client = track_genai(raw, fg)
+    with pytest.raises(ValueError, match="temperature") as tracked:
+        await client.aio.models.generate_content(
+            model="gemini-2.5-flash",
+            contents="Hi",
+            config={"temperature": "hot"},  # type: ignore[arg-type]
+        )
+    assert server.requests == []
+    assert type(tracked.value).__module__.startswith("pydantic")
+    assert await fg.flush(5)
+    assert collector.events == []
+
+
+async def test_automatic_function_calling_records_each_model_request(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector, mode: Mode
+) -> None:
+    """A call whose tool the SDK runs itself records each of its model requests, once."""
+    client = track_genai(raw, fg, mode=mode)
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    asking = content(usage={"promptTokenCount": 9, "candidatesTokenCount": 3})
+    asking["candidates"][0]["content"]["parts"] = [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    ]
+    server.answer(Answer(body=asking), Answer(body=content(usage=USAGE)))
+    reply = await client.aio.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Weather in Paris?",
+        config=types.GenerateContentConfig(tools=[get_weather]),
+    )
+    assert reply.text == "Hello there!"
+    assert len(server.requests) == 2
+    events = await recorded(fg, collector, 2)
+    assert [(e["usage"]["inputTokens"], e["usage"]["outputTokens"]) for e in events] == [
+        (9, 3),
+        (14, 27),
+    ]
+    assert (tracking_of(reply) is not None) is (mode == "inline")
+
+
+async def test_chat_stream_left_early_records_one_event(
+    raw: genai.Client, server: ProviderServer, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Leaving a chat's stream with `break` records one ERROR event with the usage seen."""
+    client = track_genai(raw, fg)
+    chunk = SSE(content(None, usage={"promptTokenCount": 5, "totalTokenCount": 5}))
+    server.answer(Answer(events=[chunk, chunk, chunk]))
+    chat = client.aio.chats.create(model="gemini-2.5-flash")
+    async for _chunk in await chat.send_message_stream("Hi"):
+        break
+    [event] = await recorded(fg, collector)
+    assert event["status"] == {"status": "ERROR", "errorMessage": "stream closed before its end"}
+    assert event["usage"]["inputTokens"] == 5

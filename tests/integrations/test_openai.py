@@ -16,6 +16,7 @@ from fluxgate_async import FluxGate, tracking_context, tracking_of
 from fluxgate_async._recording import Mode
 from fluxgate_async.integrations import openai as fg_openai
 from fluxgate_async.integrations._proxy import TrackedStream
+from fluxgate_async.integrations._requests import Route
 from fluxgate_async.integrations.openai import detect_provider, track_openai
 from fluxgate_async.testing import FakeCollector
 
@@ -707,7 +708,7 @@ async def test_a_bug_in_tracking_never_reaches_the_call(
     def broken(_: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(fg_openai, "_chat_outcome", broken)
+    monkeypatch.setattr(fg_openai, "_CHAT", Route(read=broken))
     client = track_openai(raw, fg)
     server.answer_chat()
     with caplog.at_level(logging.ERROR, logger="fluxgate_async"):

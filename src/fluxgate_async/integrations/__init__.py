@@ -14,7 +14,8 @@ Each module imports its SDK only when used: install the matching extra,
   SDK's class, attributes and methods not tracked pass straight through,
   `with`/`async with` hand back the tracked client, and your client itself is
   not modified. Wrapping a tracked client again is refused.
-- Each tracked call records one event: tokens, model, provider, `latencyInMs`
+- Each request that spends tokens records one event, whichever method sent it
+  (see the [SDK coverage](coverage.md)): tokens, model, provider, `latencyInMs`
   (the whole call, monotonic clock) and a status, with the metadata given to
   the wrapper, under that of the enclosing `fluxgate_async.tracking_context`
   blocks (taken when the call starts).
@@ -22,8 +23,12 @@ Each module imports its SDK only when used: install the matching extra,
   `FluxGate.record_event_nowait`: the call takes no longer than without
   tracking. `mode="inline"` awaits `FluxGate.record_event` before the call
   returns and attaches FluxGate's answer, read with `fluxgate_async.tracking_of`.
-- A provider exception is recorded (ERROR with its message; MALFORMED_REQUEST
-  for a 400, 404, 413 or 422 answer) and re-raised unchanged. A cancelled call
+- Only calls that reached the provider are recorded: an exception the SDK
+  raises before sending (a bad argument, a missing key, a check such as
+  Anthropic's "Streaming is required") records nothing and reaches you
+  unchanged. A provider exception (an HTTP error, a connection error, a
+  timeout) is recorded (ERROR with its message; MALFORMED_REQUEST for a 400,
+  404, 413 or 422 answer) and re-raised unchanged. A cancelled call
   records ERROR "cancelled", with the usage seen so far, and `CancelledError`
   propagates. A bug in tracking itself is logged on the `fluxgate_async`
   logger and never reaches your call.
@@ -44,5 +49,17 @@ and exactly one event, whichever way it ends:
 
 The last three are always queued in the background, since nothing can wait
 for them; in inline mode `tracking_of(stream)` is set only when the stream is
-read to its end.
+read to its end. The stream helpers (`messages.stream()`,
+`chat.completions.stream()`, `responses.stream()`) record the same way, and
+`tracking_of(helper_stream)` reads their tracking.
+
+## Raw responses
+
+`with_raw_response` and `with_streaming_response` (OpenAI and Anthropic) give
+the SDK's own response objects: headers, `parse()`, `read()`, `iter_lines()`
+and the rest work as without tracking. The call is recorded once: when the
+body has been read (by any of these), or when the stream `parse()` returned
+ends, whichever way, as above. A response closed or collected before its body
+was read records ERROR "response closed before its body was read" (for a
+stream, the messages above).
 """

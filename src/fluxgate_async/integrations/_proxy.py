@@ -26,11 +26,10 @@ __all__ = [
     "Accumulator",
     "Proxy",
     "TrackedStream",
-    "node",
+    "finish",
     "refuse_tracked",
     "run_tracked",
     "safe_outcome",
-    "tracked_create",
 ]
 
 log = logging.getLogger("fluxgate_async")
@@ -126,12 +125,7 @@ def refuse_tracked(client: object, wrapper: str) -> None:
         raise ValueError(msg)
 
 
-def node(overrides: Mapping[str, Override]) -> Override:
-    """An override that proxies the attribute in turn, with `overrides` of its own."""
-    return functools.partial(Proxy, overrides=overrides)
-
-
-def safe_outcome(read: Callable[[], Outcome]) -> Outcome:
+def safe_outcome(read: Callable[[], Outcome | None]) -> Outcome | None:
     """Call `read`; on a bug of ours, log it and return an empty outcome instead."""
     try:
         return read()
@@ -146,11 +140,16 @@ async def run_tracked(
     call: Callable[[], Awaitable[Any]],
     outcome: Callable[[Any], Outcome],
     stream: Callable[[Any, CallTimer], Any] | None = None,
+    *,
+    reached: Callable[[Exception], bool] = lambda _: True,
 ) -> Any:
     """Await `call()` and send its event; return exactly what it returned, raise what it raised.
 
     `outcome` reads a plain answer. When `stream` is given the answer is a
     stream, and `stream(answer, timer)` wraps it to send the event at its end.
+    An exception for which `reached(exc)` is false was raised before any
+    request reached the provider (a bad argument, a missing key): it records
+    nothing.
     """
     timer = recorder.start(model if isinstance(model, str) else None)
     try:
@@ -159,12 +158,25 @@ async def run_tracked(
         timer.finish_nowait(cancelled_outcome(), streamed=stream is not None)
         raise
     except Exception as exc:
-        await timer.finish(error_outcome(exc), streamed=stream is not None)
+        if reached(exc):
+            await timer.finish(error_outcome(exc), streamed=stream is not None)
+        else:
+            timer.discard()
         raise
     if stream is not None:
         return stream(answer, timer)
-    await timer.finish(safe_outcome(lambda: outcome(answer)), response=answer)
+    await finish(timer, safe_outcome(lambda: outcome(answer)), response=answer)
     return answer
+
+
+async def finish(
+    timer: CallTimer, outcome: Outcome | None, *, streamed: bool = False, response: object = None
+) -> None:
+    """Send the call's event, or nothing when `outcome` is `None` (nothing to record)."""
+    if outcome is None:
+        timer.discard()
+    else:
+        await timer.finish(outcome, streamed=streamed, response=response)
 
 
 class Accumulator(Protocol):
@@ -173,8 +185,8 @@ class Accumulator(Protocol):
     def add(self, chunk: Any) -> bool:
         """Take in one chunk; return whether the caller sees it (False hides it)."""
 
-    def outcome(self) -> Outcome:
-        """What the chunks so far say."""
+    def outcome(self) -> Outcome | None:
+        """What the chunks so far say; `None` when there is nothing to record (yet)."""
 
 
 class TrackedStream(Proxy):
@@ -226,13 +238,19 @@ class TrackedStream(Proxy):
             try:
                 chunk = await self._fg_target.__anext__()
             except StopAsyncIteration:
-                await timer.finish(self._fg_seen(), streamed=True, response=self._fg_shown)
+                await finish(timer, self._fg_seen(), streamed=True, response=self._fg_shown)
                 raise
             except asyncio.CancelledError:
-                timer.finish_nowait(cancelled_outcome(self._fg_seen()), streamed=True)
+                seen = self._fg_seen()
+                if seen is None:
+                    timer.discard()
+                else:
+                    timer.finish_nowait(cancelled_outcome(seen), streamed=True)
                 raise
             except Exception as exc:
-                await timer.finish(error_outcome(exc, self._fg_seen()), streamed=True)
+                seen = self._fg_seen()
+                failed = None if seen is None else error_outcome(exc, seen)
+                await finish(timer, failed, streamed=True)
                 raise
             if self._fg_add(chunk):
                 return chunk
@@ -245,7 +263,7 @@ class TrackedStream(Proxy):
             log.exception("FluxGate: bug while reading a stream chunk")
             return True
 
-    def _fg_seen(self) -> Outcome:
+    def _fg_seen(self) -> Outcome | None:
         return safe_outcome(self._fg_accumulator.outcome)
 
     def _fg_left_early(self, why: str) -> None:
@@ -253,6 +271,9 @@ class TrackedStream(Proxy):
         if timer.finished:
             return
         seen = self._fg_seen()
+        if seen is None:
+            timer.discard()
+            return
         if seen.extra.get("finishReason") is None:
             seen = attrs.evolve(seen, status=AiEventStatus.ERROR, error_message=why)
         timer.finish_nowait(seen, streamed=True)
@@ -285,34 +306,3 @@ class TrackedStream(Proxy):
             return
         if not timer.finished:
             self._fg_left_early(NEVER_CONSUMED)
-
-
-def tracked_create(
-    recorder: Recorder,
-    outcome: Callable[[Any], Outcome],
-    events: Callable[[], Accumulator] | None = None,
-) -> Override:
-    """An override tracking an SDK `create(model=..., stream=...)` method.
-
-    `outcome` reads a plain answer; `events` makes the accumulator that reads
-    the stream when the call passes `stream=True` (and is `None` for methods
-    that never stream).
-    """
-
-    def override(create: Any) -> Any:
-        @functools.wraps(create)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            streamed = events is not None and kwargs.get("stream") is True
-            return await run_tracked(
-                recorder,
-                kwargs.get("model"),
-                lambda: create(*args, **kwargs),
-                outcome,
-                (lambda stream, timer: TrackedStream(stream, timer, events()))
-                if events is not None and streamed
-                else None,
-            )
-
-        return tracked
-
-    return override

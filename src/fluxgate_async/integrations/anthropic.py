@@ -1,4 +1,4 @@
-"""Track `anthropic.AsyncAnthropic` calls: messages, streamed or not, and the beta messages.
+"""Track `anthropic.AsyncAnthropic` calls: messages, beta messages, helpers and tool runners.
 
 Install with `pip install 'fluxgate-async[anthropic]'`.
 
@@ -21,15 +21,26 @@ async with (
 
 `client` is a drop-in: it is still an `AsyncAnthropic` to `isinstance` and to
 type checkers, every call returns and raises exactly what it would without
-tracking, and the original client is not modified. Tracked, one event per call:
+tracking, and the original client is not modified. Every request the client
+sends passes through one tracked path, so a method is tracked however it is
+called: bare, through `with_raw_response` or `with_streaming_response`, from an
+SDK helper, or from a framework holding the client (pydantic-ai's
+`AnthropicModel`). One event per Messages request:
 
-- `client.messages.create(...)`, with or without `stream=True`;
+- `client.messages.create(...)`, with or without `stream=True`, and
+  `client.messages.parse(...)`;
 - `async with client.messages.stream(...) as stream:` (the helper; the event is
-  sent when the stream ends, or when the block exits);
-- `client.beta.messages.create(...)`, with or without `stream=True`;
+  sent when the stream ends, or when the block exits; in inline mode
+  `tracking_of(stream)` reads it);
+- the same under `client.beta.messages`, and each model request of
+  `client.beta.messages.tool_runner(...)` and of a message `thread`;
 - the same on clients made by `client.with_options(...)` and `client.copy(...)`.
 
-Everything else passes through untracked.
+Everything else (token counting, batches, files, ...) passes through untracked;
+the [SDK coverage](coverage.md) page says why for each method. A check the SDK
+makes before sending, such as "Streaming is required for operations that may
+take longer than 10 minutes" for a large `max_tokens` without `stream=True`,
+raises as without tracking and records nothing.
 
 ## Tokens
 
@@ -63,15 +74,14 @@ event to the end and metadata `timeToFirstTokenMs`. Provider is `anthropic`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._extras import require_extra
 from .._models import AiEventStatus
-from .._recording import CallTimer, Mode, Outcome, Recorder, cancelled_outcome, error_outcome
-from ._proxy import LEFT_EARLY, Proxy, TrackedStream, node, refuse_tracked, tracked_create
+from .._recording import Mode, Outcome, Recorder
+from ._proxy import refuse_tracked
+from ._requests import Route, Sdk, tracked_client
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -80,8 +90,6 @@ if TYPE_CHECKING:
     from .._client import FluxGate
 
 __all__ = ["track_anthropic"]
-
-log = logging.getLogger("fluxgate_async")
 
 _ClientT = TypeVar("_ClientT", bound="AsyncAnthropic")
 
@@ -135,77 +143,34 @@ def track_anthropic(
             f"{type(client).__name__} (the synchronous client is not supported)"
         )
         raise TypeError(msg)
+    tracked: _ClientT = _tracked(client, fluxgate, mode, metadata)
+    return tracked
+
+
+def _tracked(client: Any, fluxgate: FluxGate, mode: Mode, metadata: dict[str, Any]) -> Any:
+    import anthropic  # noqa: PLC0415
+    from anthropic._models import construct_type  # noqa: PLC0415
+    from anthropic._resource import AsyncAPIResource  # noqa: PLC0415
+    from anthropic._response import AsyncAPIResponse  # noqa: PLC0415
+
+    sdk = Sdk(
+        resource=AsyncAPIResource,
+        api_error=anthropic.APIError,
+        stream=anthropic.AsyncStream,
+        raw=(AsyncAPIResponse,),
+        construct=construct_type,
+    )
     recorder = Recorder(fluxgate, mode=mode, provider=_PROVIDER, metadata=metadata)
-
-    def rewrap(make_client: Any) -> Any:
-        @functools.wraps(make_client)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            return track_anthropic(make_client(*args, **kwargs), fluxgate, mode=mode, **metadata)
-
-        return tracked
-
-    create = tracked_create(recorder, _message_outcome, _MessageEvents)
-    return Proxy(  # type: ignore[return-value]  # a Proxy stands in for the client
-        client,
-        {
-            "messages": node({"create": create, "stream": _messages_stream(recorder)}),
-            "beta": node({"messages": node({"create": create})}),
-            "with_options": rewrap,
-            "copy": rewrap,
-        },
+    return tracked_client(
+        client, recorder, _route, sdk, lambda copy: _tracked(copy, fluxgate, mode, metadata)
     )
 
 
-def _messages_stream(recorder: Recorder) -> Any:
-    def override(stream: Any) -> Any:
-        @functools.wraps(stream)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            return _TrackedStreamManager(stream(*args, **kwargs), recorder, kwargs.get("model"))
-
-        return tracked
-
-    return override
-
-
-class _TrackedStreamManager(Proxy):
-    """`messages.stream(...)`'s manager; the stream it opens reports to a `TrackedStream`."""
-
-    __slots__ = ("_fg_model", "_fg_raw", "_fg_recorder")
-
-    def __init__(self, manager: Any, recorder: Recorder, model: Any) -> None:
-        super().__init__(manager, {})
-        object.__setattr__(self, "_fg_recorder", recorder)
-        object.__setattr__(self, "_fg_model", model if isinstance(model, str) else None)
-        object.__setattr__(self, "_fg_raw", None)
-
-    async def __aenter__(self) -> Any:
-        # The request is sent here, so the call is timed from here.
-        timer: CallTimer = self._fg_recorder.start(self._fg_model)
-        try:
-            stream = await self._fg_target.__aenter__()
-        except asyncio.CancelledError:
-            timer.finish_nowait(cancelled_outcome(), streamed=True)
-            raise
-        except Exception as exc:
-            await timer.finish(error_outcome(exc), streamed=True)
-            raise
-        try:
-            # The helper reads its events from `_raw_stream`, the SDK's AsyncStream:
-            # putting a TrackedStream there lets us see every event as it passes.
-            raw = TrackedStream(stream._raw_stream, timer, _MessageEvents(), shown=stream)
-            stream._raw_stream = raw
-            object.__setattr__(self, "_fg_raw", raw)
-        except Exception:
-            log.exception("FluxGate: cannot watch this message stream; it is not tracked")
-        return stream
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        try:
-            return await self._fg_target.__aexit__(*exc_info)
-        finally:
-            raw = self._fg_raw
-            if raw is not None:
-                raw._fg_left_early(LEFT_EARLY)
+def _route(method: str, path: str, body: Mapping[str, Any]) -> Route | None:
+    """Which Anthropic requests spend tokens: messages, beta or not (`?beta=true`)."""
+    if method == "post" and path.partition("?")[0] == "/v1/messages":
+        return _MESSAGES
+    return None
 
 
 def _usage_outcome(
@@ -271,3 +236,6 @@ class _MessageEvents:
 
     def outcome(self) -> Outcome:
         return self._seen
+
+
+_MESSAGES = Route(read=_message_outcome, events=_MessageEvents)

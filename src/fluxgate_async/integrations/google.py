@@ -27,9 +27,17 @@ tracking, and the original client is not modified. Tracked, one event per call:
 
 - `client.aio.models.generate_content(...)`;
 - `client.aio.models.generate_content_stream(...)`;
-- `client.aio.models.embed_content(...)`.
+- `client.aio.models.embed_content(...)`;
+- each message of a chat made by `client.aio.chats.create(...)`, with
+  `send_message` or `send_message_stream`.
 
-Everything else, the synchronous `client.models` included, passes through untracked.
+One event per model request: when the SDK sends several for one call
+(automatic function calling, which runs your Python tools between requests,
+or automatic continuations), each records its own usage.
+
+Everything else, the synchronous `client.models` included, passes through
+untracked; the [SDK coverage](coverage.md) page says why for each method. An
+error the SDK raises before sending (an invalid argument) records nothing.
 
 ## Tokens
 
@@ -69,13 +77,15 @@ chunk to the end and metadata `timeToFirstTokenMs`.
 
 from __future__ import annotations
 
-import functools
+import contextvars
+import inspect
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._extras import require_extra
 from .._models import AiEventStatus
-from .._recording import Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked
+from .._recording import CallTimer, Mode, Outcome, Recorder
+from ._proxy import LEFT_EARLY, Proxy, TrackedStream, refuse_tracked, run_tracked
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -138,12 +148,19 @@ def track_genai(
         msg = f"track_genai needs a google.genai.Client, got {type(client).__name__}"
         raise TypeError(msg)
     recorder = Recorder(fluxgate, mode=mode, provider=_PROVIDER, metadata=metadata)
-    models = {
-        "generate_content": _tracked(recorder, _content_outcome, streamed=False),
-        "generate_content_stream": _tracked(recorder, _content_outcome, streamed=True),
-        "embed_content": _tracked(recorder, _embedding_outcome, streamed=False),
-    }
-    return Proxy(client, {"aio": node({"models": node(models)})})  # type: ignore[return-value]
+
+    def aio(async_client: Any) -> Proxy:
+        tracked_models = _TrackedModels(async_client.models, recorder)
+        # A chat sends each message through the models it is given: the tracked ones.
+        return Proxy(
+            async_client,
+            {
+                "models": lambda _: tracked_models,
+                "chats": lambda chats: type(chats)(modules=tracked_models),
+            },
+        )
+
+    return Proxy(client, {"aio": aio})  # type: ignore[return-value]
 
 
 def _requested_model(kwargs: dict[str, Any]) -> str | None:
@@ -151,24 +168,152 @@ def _requested_model(kwargs: dict[str, Any]) -> str | None:
     return model.removeprefix("models/") if isinstance(model, str) else None
 
 
-def _tracked(recorder: Recorder, read: Any, *, streamed: bool) -> Any:
-    def override(method: Any) -> Any:
-        @functools.wraps(method)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            model = _requested_model(kwargs)
-            return await run_tracked(
-                recorder,
-                model,
-                lambda: method(*args, **kwargs),
-                lambda answer: read(answer, model),
-                (lambda stream, timer: TrackedStream(stream, timer, _ContentChunks(model)))
-                if streamed
-                else None,
-            )
+# The stream the caller holds, while it asks for its next chunk: the one to attach
+# the inline tracking to, whichever model request that chunk comes from.
+_shown: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "fluxgate_async_gemini_stream", default=None
+)
 
-        return tracked
 
-    return override
+class _TrackedModels(Proxy):
+    """`client.aio.models`, whose methods run with this view as `self`.
+
+    `generate_content` and `generate_content_stream` may send several model
+    requests (automatic function calling, continuations), each through the
+    SDK's private `_generate_content` or `_generate_content_stream`: tracking
+    those records one event per model request, with its own usage. An SDK
+    without them has its public methods tracked instead, one event per call.
+    """
+
+    __slots__ = ("_fg_recorder",)
+
+    def __init__(self, models: Any, recorder: Recorder) -> None:
+        super().__init__(models, {})
+        object.__setattr__(self, "_fg_recorder", recorder)
+
+    def __getattr__(self, name: str) -> Any:
+        cache: dict[str, Any] = self._fg_cache
+        found = cache.get(name)
+        if found is not None:
+            return found
+        member = inspect.getattr_static(type(self._fg_target), name, None)
+        if not isinstance(member, FunctionType):
+            return getattr(self._fg_target, name)
+        found = cache[name] = MethodType(member, self)
+        return found
+
+    async def _fg_run(self, method: str, kwargs: dict[str, Any], *, streamed: bool) -> Any:
+        model = _requested_model(kwargs)
+        shown = _shown.get()
+        return await run_tracked(
+            self._fg_recorder,
+            model,
+            lambda: getattr(self._fg_target, method)(**kwargs),
+            lambda answer: _content_outcome(answer, model),
+            (lambda stream, timer: _hop(stream, timer, model, shown)) if streamed else None,
+            reached=_reached,
+        )
+
+    async def _generate_content(self, **kwargs: Any) -> Any:
+        return await self._fg_run("_generate_content", kwargs, streamed=False)
+
+    async def _generate_content_stream(self, **kwargs: Any) -> Any:
+        return await self._fg_run("_generate_content_stream", kwargs, streamed=True)
+
+    async def generate_content(self, **kwargs: Any) -> Any:
+        """The SDK's `generate_content`: each model request it sends is recorded."""
+        sdk = type(self._fg_target)
+        if not hasattr(sdk, "_generate_content"):
+            return await self._fg_run("generate_content", kwargs, streamed=False)
+        return await sdk.generate_content(self, **kwargs)
+
+    async def generate_content_stream(self, **kwargs: Any) -> Any:
+        """The SDK's `generate_content_stream`: each model request it streams is recorded."""
+        sdk = type(self._fg_target)
+        if not hasattr(sdk, "_generate_content_stream"):
+            return await self._fg_run("generate_content_stream", kwargs, streamed=True)
+        return _ShownStream(await sdk.generate_content_stream(self, **kwargs))
+
+    async def embed_content(self, **kwargs: Any) -> Any:
+        """The SDK's `embed_content`, recorded."""
+        model = _requested_model(kwargs)
+        return await run_tracked(
+            self._fg_recorder,
+            model,
+            lambda: self._fg_target.embed_content(**kwargs),
+            lambda answer: _embedding_outcome(answer, model),
+            reached=_reached,
+        )
+
+
+def _hop(stream: Any, timer: CallTimer, model: str | None, shown: object) -> TrackedStream:
+    """One model request of a stream; the stream the caller holds learns of it."""
+    hop = TrackedStream(stream, timer, _ContentChunks(model), shown=shown)
+    if isinstance(shown, _ShownStream):
+        object.__setattr__(shown, "_fg_hop", hop)
+    return hop
+
+
+class _ShownStream(Proxy):
+    """The SDK's stream of `generate_content_stream`, handed to the caller.
+
+    While it fetches a chunk, the model request that chunk comes from knows it
+    as the stream to attach its inline tracking to, and it knows that request,
+    to record it when the caller leaves early (`break`, `aclose()`).
+    """
+
+    __slots__ = ("_fg_hop", "fluxgate_tracking")
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream, {})
+        object.__setattr__(self, "_fg_hop", None)
+
+    def __aiter__(self) -> Any:
+        return self._fg_iterate()
+
+    async def _fg_iterate(self) -> Any:
+        # A generator of our own, so that `break` (which drops it) finalizes it.
+        try:
+            while True:
+                try:
+                    chunk = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            self._fg_left()
+
+    async def __anext__(self) -> Any:
+        token = _shown.set(self)
+        try:
+            return await self._fg_target.__anext__()
+        finally:
+            _shown.reset(token)
+
+    async def aclose(self) -> None:
+        """Close the SDK's stream; a model request not yet recorded is recorded as left."""
+        try:
+            await self._fg_target.aclose()
+        finally:
+            self._fg_left()
+
+    def _fg_left(self) -> None:
+        hop: TrackedStream | None = self._fg_hop
+        if hop is not None:
+            hop._fg_left_early(LEFT_EARLY)
+
+
+# The HTTP libraries google-genai sends with: their errors are the provider's.
+_TRANSPORTS = frozenset({"aiohttp", "httpx", "httpx2", "httpcore", "httpcore2"})
+
+
+def _reached(exc: Exception) -> bool:
+    """Whether `exc` came from the provider or the way to it, not from the SDK's own checks."""
+    from google.genai import errors  # noqa: PLC0415
+
+    if isinstance(exc, errors.APIError | OSError | TimeoutError):
+        return True
+    return type(exc).__module__.partition(".")[0] in _TRANSPORTS
 
 
 def _raw(value: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""Track `openai.AsyncOpenAI` calls: chat completions, responses and embeddings, streamed or not.
+"""Track `openai.AsyncOpenAI` calls: chat completions, responses, embeddings, images, audio.
 
 Install with `pip install 'fluxgate-async[openai]'`.
 
@@ -20,15 +20,41 @@ the FluxGate client.
 
 `client` is a drop-in: it is still an `AsyncOpenAI` to `isinstance` and to type
 checkers, every call returns and raises exactly what it would without tracking,
-and the original client is not modified. Tracked, one event per call:
+and the original client is not modified. Every request the client sends passes
+through one tracked path, so a method is tracked however it is called: bare,
+through `with_raw_response` or `with_streaming_response` (the OpenAI Agents SDK
+streams this way), from an SDK helper, or from a framework holding the client.
+One event per request that spends tokens:
 
-- `client.chat.completions.create(...)`, with or without `stream=True`;
-- `client.responses.create(...)`, with or without `stream=True`;
-- `client.embeddings.create(...)`;
+- `chat.completions.create(...)`, `.parse(...)` and the `.stream(...)` helper
+  (and their `beta.chat.completions` twins);
+- `responses.create(...)`, `.parse(...)`, `.stream(...)` and `.compact(...)`;
+- `completions.create(...)` (the legacy API), `embeddings.create(...)`,
+  `decisions.create(...)`;
+- `images.generate`, `images.edit` and `images.create_variation` when the
+  answer has `usage` (the gpt-image models), `audio.transcriptions.create` when
+  it has token usage;
+- background responses, see below;
 - the same on clients made by `client.with_options(...)` and `client.copy(...)`.
 
-Everything else (`with_raw_response`, `.stream()` and `.parse()` helpers, files,
-images, ...) passes through untracked.
+Every other request (files, models, vector stores, ...) passes through
+untracked. The [SDK coverage](coverage.md) page lists each method
+that spends tokens, tracked or not and why.
+
+A raw response (`with_raw_response`) is the SDK's own object, recorded when it
+arrives; a streaming response (`with_streaming_response`) records when its body
+is read, or when the stream its `parse()` returns ends; closed or dropped
+before, it records ERROR "response closed before its body was read" (or the
+stream's "stream closed before its end").
+
+## Background responses
+
+`responses.create(background=True)` records nothing when it is submitted. The
+first `responses.retrieve(...)` (or resumed stream, or `responses.cancel(...)`)
+that shows the response ended (`completed`, `failed`, `incomplete`,
+`cancelled`) records it, once per response id, with `latencyInMs` from its
+`created_at` to its `completed_at`. Retrieving a response that ran inline
+records nothing more: it was recorded when it ran.
 
 ## Tokens
 
@@ -54,7 +80,9 @@ Responses API, from `usage`:
 | metadata `cacheWriteTokens` | `input_tokens_details.cache_write_tokens` |
 | metadata `finishReason` | `incomplete_details.reason`, else the response's `status` |
 
-Embeddings record `usage.prompt_tokens` as input and 0 output tokens. Input
+Embeddings record `usage.prompt_tokens` as input and 0 output tokens. Images,
+transcriptions and decisions record `usage.input_tokens` and
+`usage.output_tokens`; a compaction records its usage like a response. Input
 tokens include the cached ones, as OpenAI counts them; metadata counts are
 sent only when known and non-zero. The model is the one the response names,
 else the requested one.
@@ -98,6 +126,9 @@ another.
 from __future__ import annotations
 
 import functools
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -106,7 +137,8 @@ import attrs
 from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CANCELLED, Mode, Outcome, Recorder
-from ._proxy import Proxy, TrackedStream, node, refuse_tracked, run_tracked, tracked_create
+from ._proxy import refuse_tracked
+from ._requests import Route, Router, Sdk, tracked_client
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -213,55 +245,101 @@ def track_openai(
         "azure" if isinstance(client, openai.AsyncAzureOpenAI) else detect_provider(client.base_url)
     )
     recorder = Recorder(fluxgate, mode=mode, provider=provider or detected, metadata=metadata)
-
-    def rewrap(make_client: Any) -> Any:
-        # A copy may point at another base_url: its provider is found again.
-        @functools.wraps(make_client)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            copy = make_client(*args, **kwargs)
-            return track_openai(copy, fluxgate, mode=mode, provider=provider, **metadata)
-
-        return tracked
-
-    return Proxy(  # type: ignore[return-value]  # a Proxy stands in for the client
+    tracked: _ClientT = _tracked(
         client,
-        {
-            "chat": node({"completions": node({"create": _chat_create(recorder)})}),
-            "responses": node(
-                {"create": tracked_create(recorder, _response_outcome, _ResponseEvents)}
-            ),
-            "embeddings": node({"create": tracked_create(recorder, _embedding_outcome)}),
-            "with_options": rewrap,
-            "copy": rewrap,
-        },
+        recorder,
+        fluxgate=fluxgate,
+        mode=mode,
+        provider=provider,
+        metadata=metadata,
+        background=_BackgroundResponses(),
+    )
+    return tracked
+
+
+def _tracked(
+    client: Any,
+    recorder: Recorder,
+    *,
+    fluxgate: FluxGate,
+    mode: Mode,
+    provider: str | None,
+    metadata: dict[str, Any],
+    background: _BackgroundResponses,
+) -> Any:
+    import openai  # noqa: PLC0415
+    from openai._legacy_response import LegacyAPIResponse  # noqa: PLC0415
+    from openai._models import construct_type  # noqa: PLC0415
+    from openai._resource import AsyncAPIResource  # noqa: PLC0415
+    from openai._response import AsyncAPIResponse  # noqa: PLC0415
+
+    sdk = Sdk(
+        resource=AsyncAPIResource,
+        api_error=openai.APIError,
+        stream=openai.AsyncStream,
+        raw=(AsyncAPIResponse, LegacyAPIResponse),
+        construct=construct_type,
     )
 
+    def rewrap(copy: Any) -> Any:
+        # A copy may point at another base_url: its provider is found again. It
+        # shares the background responses recorded, so that each is recorded once.
+        detected = (
+            "azure" if isinstance(copy, openai.AsyncAzureOpenAI) else detect_provider(copy.base_url)
+        )
+        again = Recorder(fluxgate, mode=mode, provider=provider or detected, metadata=metadata)
+        return _tracked(
+            copy,
+            again,
+            fluxgate=fluxgate,
+            mode=mode,
+            provider=provider,
+            metadata=metadata,
+            background=background,
+        )
 
-def _chat_create(recorder: Recorder) -> Any:
-    def override(create: Any) -> Any:
-        @functools.wraps(create)
-        async def tracked(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("stream") is not True:
-                return await run_tracked(
-                    recorder, kwargs.get("model"), lambda: create(*args, **kwargs), _chat_outcome
-                )
-            # Anything but a mapping (absent, None, the SDK's `omit`) means "not set".
-            options = kwargs.get("stream_options")
-            injected = not isinstance(options, Mapping) or "include_usage" not in options
-            if injected:
-                given = options if isinstance(options, Mapping) else {}
-                kwargs = {**kwargs, "stream_options": {**given, "include_usage": True}}
-            return await run_tracked(
-                recorder,
-                kwargs.get("model"),
-                lambda: create(*args, **kwargs),
-                _chat_outcome,
-                lambda stream, timer: TrackedStream(stream, timer, _ChatChunks(injected)),
-            )
+    return tracked_client(client, recorder, _router(background), sdk, rewrap)
 
-        return tracked
 
-    return override
+_RESPONSE_PATH = re.compile(r"/responses/[^/]+(/cancel)?")
+
+
+def _router(background: _BackgroundResponses) -> Router:
+    """Which OpenAI requests spend tokens, and how to read their answers."""
+
+    def route(method: str, path: str, body: Mapping[str, Any]) -> Route | None:
+        path = path.partition("?")[0]
+        if method == "post":
+            if path in {"/chat/completions", "/completions"}:
+                return _chat_route(body)
+            if path == "/responses":
+                return background.route if body.get("background") is True else _RESPONSES
+            found = _POST_ROUTES.get(path)
+            if found is not None:
+                return found
+        match = _RESPONSE_PATH.fullmatch(path)
+        if match is not None and (method == "get" or match[1] is not None):
+            # A retrieve, a stream resumed, or a cancel: only a background
+            # response that has ended is recorded, once.
+            return background.route
+        return None
+
+    return route
+
+
+def _chat_route(body: Mapping[str, Any]) -> Route:
+    if body.get("stream") is not True:
+        return _CHAT
+    # Anything but a mapping (absent, None) means "not set".
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and "include_usage" in options:
+        return _CHAT_STREAM
+    given = options if isinstance(options, Mapping) else {}
+    return Route(
+        read=_chat_outcome,
+        events=functools.partial(_ChatChunks, hide_usage_chunk=True),
+        body={**body, "stream_options": {**given, "include_usage": True}},
+    )
 
 
 def _chat_usage(usage: Any, model: str | None, finish_reason: str | None) -> Outcome:
@@ -294,7 +372,7 @@ def _chat_outcome(completion: Any) -> Outcome:
 class _ChatChunks:
     """Reads a chat completion stream; hides the usage chunk if the wrapper asked for it."""
 
-    def __init__(self, hide_usage_chunk: bool) -> None:
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
         self._hide_usage_chunk = hide_usage_chunk
         self._model: str | None = None
         self._finish: str | None = None
@@ -355,9 +433,14 @@ _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respons
 
 
 class _ResponseEvents:
-    """Reads a Responses API event stream: the final event carries the whole response."""
+    """Reads a Responses API event stream: the final event carries the whole response.
 
-    def __init__(self) -> None:
+    The stream of a background response records only its final event, once:
+    leaving it earlier leaves the response running.
+    """
+
+    def __init__(self, background: _BackgroundResponses | None = None) -> None:
+        self._background = background
         self._model: str | None = None
         self._final: Outcome | None = None
         self._error: str | None = None
@@ -368,12 +451,17 @@ class _ResponseEvents:
         if response is not None:
             self._model = getattr(response, "model", None) or self._model
         if kind in _FINAL_EVENTS:
-            self._final = _response_outcome(response)
+            background = self._background
+            self._final = (
+                _response_outcome(response) if background is None else background.read(response)
+            )
         elif kind == "error":
             self._error = getattr(event, "message", None) or "error event in the stream"
         return True
 
-    def outcome(self) -> Outcome:
+    def outcome(self) -> Outcome | None:
+        if self._background is not None:
+            return self._final
         outcome = self._final or Outcome(model=self._model)
         if self._error is not None:
             return attrs.evolve(outcome, status=AiEventStatus.ERROR, error_message=self._error)
@@ -385,3 +473,89 @@ def _embedding_outcome(response: Any) -> Outcome:
         input_tokens=count(getattr(response, "usage", None), "prompt_tokens") or 0,
         model=getattr(response, "model", None),
     )
+
+
+def _tokens_outcome(answer: Any) -> Outcome | None:
+    """Images and transcriptions: `usage.input_tokens` and `output_tokens`, when given."""
+    usage = getattr(answer, "usage", None)
+    input_tokens = count(usage, "input_tokens")
+    output_tokens = count(usage, "output_tokens")
+    if input_tokens is None and output_tokens is None:
+        return None  # no usage (dall-e, whisper-1, a text transcript): nothing to price
+    return Outcome(
+        input_tokens=input_tokens or 0,
+        output_tokens=output_tokens or 0,
+        cached_tokens=count(usage, "input_tokens_details", "cached_tokens"),
+        model=getattr(answer, "model", None),
+    )
+
+
+class _UsageEvents:
+    """Reads an image or transcription stream: the event that ends it carries the usage."""
+
+    def __init__(self) -> None:
+        self._final: Outcome | None = None
+
+    def add(self, event: Any) -> bool:
+        final = _tokens_outcome(event)
+        if final is not None:
+            self._final = final
+        return True
+
+    def outcome(self) -> Outcome:
+        return self._final or Outcome()
+
+
+_TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
+_REMEMBERED = 10_000
+
+
+class _BackgroundResponses:
+    """Responses run with `background=True`: each is recorded once, when it is seen ended.
+
+    Its submission records nothing; the `retrieve` (or resumed stream, or
+    cancel) that first shows it ended records it, with the latency from its
+    `created_at` to its `completed_at` (else to now).
+    """
+
+    def __init__(self) -> None:
+        self._recorded: OrderedDict[str, None] = OrderedDict()
+        self.route = Route(read=self.read, events=self.events)
+
+    def events(self) -> _ResponseEvents:
+        return _ResponseEvents(self)
+
+    def read(self, response: Any) -> Outcome | None:
+        if getattr(response, "background", None) is not True:
+            return None  # a response run inline was recorded when it ran
+        if getattr(response, "status", None) not in _TERMINAL:
+            return None
+        response_id = getattr(response, "id", None)
+        if not isinstance(response_id, str) or response_id in self._recorded:
+            return None
+        self._recorded[response_id] = None
+        if len(self._recorded) > _REMEMBERED:
+            self._recorded.popitem(last=False)
+        created = getattr(response, "created_at", None)
+        completed = getattr(response, "completed_at", None)
+        latency = None
+        if isinstance(created, int | float):
+            end = completed if isinstance(completed, int | float) else time.time()
+            latency = max(0.0, float(end - created))
+        return attrs.evolve(_response_outcome(response), latency_s=latency)
+
+
+_CHAT = Route(read=_chat_outcome)
+_CHAT_STREAM = Route(
+    read=_chat_outcome, events=functools.partial(_ChatChunks, hide_usage_chunk=False)
+)
+_RESPONSES = Route(read=_response_outcome, events=_ResponseEvents)
+_POST_ROUTES = {
+    "/responses/compact": Route(read=_response_outcome),
+    "/decisions": Route(read=_response_outcome),
+    "/embeddings": Route(read=_embedding_outcome),
+    "/images/generations": Route(read=_tokens_outcome, events=_UsageEvents),
+    "/images/edits": Route(read=_tokens_outcome, events=_UsageEvents),
+    "/images/variations": Route(read=_tokens_outcome),
+    "/audio/transcriptions": Route(read=_tokens_outcome, events=_UsageEvents),
+}

@@ -1,0 +1,213 @@
+"""Recording from other threads: a hand-off that wakes the loop, truthful answers, exact counts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fluxgate_async import AiEventUsage, DeliveryStats, DropReason, FluxGate, LLMEvent
+from fluxgate_async.testing import FakeCollector, Reply
+
+from .conftest import API_KEY
+
+THREADS = 8
+
+
+def event(n: int) -> LLMEvent:
+    """A small valid event whose input token count identifies it."""
+    return LLMEvent(AiEventUsage(n, 1))
+
+
+def accounted(stats: DeliveryStats) -> int:
+    """Every enqueued event, counted where it ended up."""
+    return (
+        stats.sent
+        + stats.failed
+        + stats.queued
+        + stats.in_flight
+        + stats.dropped.get(DropReason.SHUTDOWN, 0)
+    )
+
+
+def hammer(fg: FluxGate, per_thread: int, threads: int = THREADS) -> list[bool]:
+    """`threads` threads, started together, each recording `per_thread` events."""
+    start = threading.Barrier(threads)
+
+    def record(t: int) -> list[bool]:
+        start.wait(5)
+        return [fg.record_event_nowait(event(t * per_thread + i)) for i in range(per_thread)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [ok for results in pool.map(record, range(threads)) for ok in results]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+async def test_an_event_from_a_thread_wakes_an_idle_loop_at_once(
+    fg: FluxGate, collector: FakeCollector, debug: bool
+) -> None:
+    """The loop sleeps with nothing to do; a thread's event is sent at once, debug mode too."""
+    asyncio.get_running_loop().set_debug(debug)
+    assert fg.record_event_nowait(event(0))  # the senders start, then go idle
+    assert await fg.flush(5)
+    answers: list[bool] = []
+
+    def later() -> None:
+        time.sleep(0.1)  # by then the loop sleeps in its selector
+        answers.append(fg.record_event_nowait(event(1)))
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    # The loop's only timer is this wait's own 1 s deadline: an event that did not wake
+    # the loop would be sent only when that deadline wakes it, too late.
+    await collector.wait_for_events(2, timeout=1.0)
+    thread.join(5)
+    assert answers == [True]
+    assert await fg.flush(5)
+    assert fg.stats.sent == 2
+
+
+@pytest.mark.parametrize(("debug", "per_thread"), [(False, 250), (True, 40)])
+async def test_threads_hammering_an_idle_loop_deliver_every_event_once(
+    collector: FakeCollector, debug: bool, per_thread: int
+) -> None:
+    """Eight threads: each True delivered once, counters exact, in asyncio debug mode too."""
+    asyncio.get_running_loop().set_debug(debug)
+    total = THREADS * per_thread
+    async with FluxGate(API_KEY, endpoint=collector.url, max_queue_size=100_000) as fg:
+        fg.record_event_nowait(event(0))  # the home loop is this one
+        results = await asyncio.to_thread(hammer, fg, per_thread)
+        assert results == [True] * total
+        assert await fg.flush(30)
+        stats = fg.stats
+    assert stats.enqueued == total + 1 == stats.sent == accounted(stats)
+    tokens = sorted(e["usage"]["inputTokens"] for e in collector.events)
+    assert tokens == [0, *range(total)]
+    keys = [r.idempotency_key for r in collector.requests]
+    assert len(set(keys)) == len(keys) == total + 1
+
+
+async def test_threads_and_the_loop_recording_together_while_the_loop_is_busy(
+    collector: FakeCollector,
+) -> None:
+    """The loop blocks and records itself while threads record: nothing lost, nothing twice."""
+    async with FluxGate(API_KEY, endpoint=collector.url, max_queue_size=100_000) as fg:
+        fg.record_event_nowait(event(100_000))
+        done = threading.Event()
+        results: list[bool] = []
+
+        def record() -> None:
+            results.extend(hammer(fg, 100))
+            done.set()
+
+        worker = threading.Thread(target=record)
+        worker.start()
+        mine = 0
+        while not done.is_set():
+            busy_until = time.monotonic() + 0.002
+            while time.monotonic() < busy_until:  # busy: the loop runs no callback meanwhile
+                pass
+            mine += fg.record_event_nowait(event(200_000 + mine))
+            await asyncio.sleep(0)
+        worker.join(5)
+        assert results == [True] * 800
+        assert await fg.flush(30)
+        stats = fg.stats
+    assert stats.enqueued == 801 + mine == stats.sent == accounted(stats)
+    assert len(collector.events) == stats.sent
+    assert len({r.idempotency_key for r in collector.requests}) == stats.sent
+
+
+async def test_a_full_queue_refuses_threads_truthfully(collector: FakeCollector) -> None:
+    """Every False is a queue_full drop, every True an event sent; memory stays bounded."""
+    collector.responder = lambda _: Reply(delay=0.05)
+    dropped: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        max_queue_size=20,
+        concurrency=1,
+        on_error=lambda _e, r: dropped.append(r),
+    ) as fg:
+        fg.record_event_nowait(event(0))
+        results = await asyncio.to_thread(hammer, fg, 20)
+        peak = fg.stats.queued
+        assert await fg.flush(30)
+        stats = fg.stats
+    accepted = sum(results) + 1
+    assert stats.sent == accepted == len(collector.events)
+    assert stats.dropped == {DropReason.QUEUE_FULL: results.count(False)}
+    assert dropped == [DropReason.QUEUE_FULL] * results.count(False)
+    assert peak <= 20 + THREADS
+
+
+async def test_stats_and_flush_from_another_thread(fg: FluxGate, collector: FakeCollector) -> None:
+    """A thread with its own loop reads stats and awaits flush while the home loop runs."""
+    collector.responder = lambda _: Reply(delay=0.1)
+    for n in range(5):
+        assert fg.record_event_nowait(event(n))
+
+    def elsewhere() -> tuple[bool, DeliveryStats]:
+        return asyncio.run(fg.flush(10)), fg.stats
+
+    flushed, stats = await asyncio.to_thread(elsewhere)
+    assert flushed
+    assert stats.sent == 5 == len(collector.events)
+
+
+async def test_a_thread_recording_after_close_is_refused_and_counted(
+    collector: FakeCollector,
+) -> None:
+    """After aclose() a thread gets False and the event is counted as closed."""
+    reasons: list[str] = []
+    fg = FluxGate(API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r))
+    fg.record_event_nowait(event(0))
+    await fg.aclose()
+    assert await asyncio.to_thread(fg.record_event_nowait, event(1)) is False
+    assert fg.stats.dropped == {DropReason.CLOSED: 1}
+    assert reasons == [DropReason.CLOSED]
+
+
+def test_with_no_loop_anywhere_events_wait_for_the_next_loop(
+    threaded_collector: FakeCollector,
+) -> None:
+    """Threads record with no loop running: queued, counted, delivered by the next asyncio.run."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+    results = hammer(fg, 25, threads=4)
+    assert all(results)
+    stats = fg.stats
+    assert (stats.enqueued, stats.queued, stats.sent) == (100, 100, 0)
+    asyncio.run(fg.aclose())
+    assert fg.stats.sent == 100
+    assert len(threaded_collector.events) == 100
+
+
+async def test_a_second_loop_in_another_thread_records_with_its_own_session(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """record_event awaited in another thread's loop works while the home loop sends."""
+    fg.record_event_nowait(event(0))
+
+    def elsewhere() -> object:
+        return asyncio.run(fg.record_event(event(1)))
+
+    answer = await asyncio.to_thread(elsewhere)
+    assert answer is not None
+    assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+
+
+async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
+    collector: FakeCollector,
+) -> None:
+    """A client closed from a thread with its own loop: the home loop delivers, then it is shut."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    for n in range(3):
+        assert fg.record_event_nowait(event(n))
+    await asyncio.to_thread(lambda: asyncio.run(fg.aclose()))
+    assert fg.closed
+    assert fg.stats.sent == 3
+    assert fg.record_event_nowait(event(9)) is False

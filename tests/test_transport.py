@@ -1,0 +1,193 @@
+"""How answers are read: compression bombs in every encoding, within memory and deadlines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import brotli
+import pytest
+from aiohttp import web
+from backports import zstd
+
+from fluxgate_async import DropReason, FluxGate
+from fluxgate_async._config import MAX_RESPONSE_BYTES
+from fluxgate_async._serving import start_app
+
+from .conftest import API_KEY
+
+_MIB = 1 << 20
+_ANSWER = json.dumps({"id": "evt_1", "createdAt": "2026-11-27T00:00:00Z", "cost": 0.1}).encode()
+
+
+def _chunks(count: int) -> Iterator[bytes]:
+    # Valid JSON's first byte, then zeros: what inflates is a number too long to read.
+    yield b"1"
+    for _ in range(count):
+        yield b"0" * _MIB
+
+
+def _gzip(count: int) -> bytes:
+    packer = zlib.compressobj(9, wbits=31)
+    return b"".join(packer.compress(c) for c in _chunks(count)) + packer.flush()
+
+
+def _deflate(count: int, wbits: int) -> bytes:
+    packer = zlib.compressobj(9, wbits=wbits)
+    return b"".join(packer.compress(c) for c in _chunks(count)) + packer.flush()
+
+
+def _brotli(count: int) -> bytes:
+    packer = brotli.Compressor(quality=5)
+    return b"".join(bytes(packer.process(c)) for c in _chunks(count)) + bytes(packer.finish())
+
+
+def _zstd(count: int) -> bytes:
+    packer = zstd.ZstdCompressor()
+    return b"".join(packer.compress(c) for c in _chunks(count)) + packer.flush()
+
+
+# (Content-Encoding, body): 64 MiB behind gzip and deflate, 256 MiB behind brotli and zstd.
+BOMBS: dict[str, Callable[[], tuple[str, bytes]]] = {
+    "gzip": lambda: ("gzip", _gzip(64)),
+    "deflate-zlib": lambda: ("deflate", _deflate(64, 15)),
+    "deflate-raw": lambda: ("deflate", _deflate(64, -15)),
+    "br": lambda: ("br", _brotli(256)),
+    "zstd": lambda: ("zstd", _zstd(256)),
+}
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, tuple[str, bytes]]:
+    """Each bomb built once for the module."""
+    return {name: make() for name, make in BOMBS.items()}
+
+
+class AnswerServer:
+    """A loopback server that answers every POST with the body and encoding it is given."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body = _ANSWER
+        self.encoding: str | None = None
+        self.seen_accept_encoding: list[str | None] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer with the configured body, sent as it is."""
+        await request.read()
+        self.seen_accept_encoding.append(request.headers.get("Accept-Encoding"))
+        headers = {"Content-Type": "application/json"}
+        if self.encoding is not None:
+            headers["Content-Encoding"] = self.encoding
+        return web.Response(status=self.status, body=self.body, headers=headers)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AnswerServer]:
+    """An AnswerServer on 127.0.0.1 and a free port."""
+    answers = AnswerServer()
+    app = web.Application()
+    app.router.add_post("/api/events", answers.handle)
+    runner, port = await start_app(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    answers.url = f"http://127.0.0.1:{port}/api/events"
+    try:
+        yield answers
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+async def test_a_compression_bomb_is_refused_within_memory_and_deadline(
+    name: str,
+    bombs: dict[str, tuple[str, bytes]],
+    server: AnswerServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An answer that inflates to hundreds of MiB is refused: little memory, no stalled loop."""
+    server.encoding, server.body = bombs[name]
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0) as fg:
+        tracemalloc.start()
+        try:
+            started = time.monotonic()
+            assert await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}}) is None
+            elapsed = time.monotonic() - started
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * _MIB, f"{peak / _MIB:.1f} MiB held while reading a {name} bomb"
+    assert elapsed < 2.0  # the call's own deadline
+    expected = (
+        f"answer is over {MAX_RESPONSE_BYTES} bytes"
+        if name.startswith(("gzip", "deflate"))
+        else f"answer in '{name}' encoding, which was not asked for"
+    )
+    assert expected in caplog.text
+    assert server.seen_accept_encoding == ["identity"]
+
+
+async def test_background_delivery_of_a_bomb_keeps_close_on_time(
+    bombs: dict[str, tuple[str, bytes]], server: AnswerServer
+) -> None:
+    """Sixteen events answered with a gzip bomb: counted failed, and aclose(1) holds."""
+    server.encoding, server.body = bombs["gzip"]
+    fg = FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0)
+    for n in range(16):
+        assert fg.record_event_nowait({"usage": {"inputTokens": n, "outputTokens": 1}})
+    started = time.monotonic()
+    await fg.aclose(timeout=1.0)
+    assert time.monotonic() - started < 1.0 + 2 * 1.0  # the close deadline, then the unwind
+    stats = fg.stats
+    assert stats.failed + stats.dropped.get(DropReason.SHUTDOWN, 0) == 16
+    assert stats.sent == 0
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", lambda body: zlib.compress(body, wbits=31)),
+        ("deflate", zlib.compress),
+        ("deflate", lambda body: zlib.compress(body, wbits=-15)),
+        ("identity", lambda body: body),
+    ],
+)
+async def test_a_small_encoded_answer_is_read(
+    encoding: str, pack: Callable[[bytes], bytes], server: AnswerServer
+) -> None:
+    """A server that compresses anyway still gets its small answer read."""
+    server.encoding, server.body = encoding, pack(_ANSWER)
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        answer = await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}})
+    assert answer is not None
+    assert answer.id == "evt_1"
+
+
+async def test_a_corrupt_gzip_answer_is_an_invalid_response(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that claim to be gzip and are not: refused with a message, not raised."""
+    server.encoding, server.body = "gzip", b"\x1f\x8b" + b"garbage" * 10
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}}) is None
+    assert "answer is not valid gzip" in caplog.text
+
+
+async def test_an_error_answer_is_quoted_short_and_scrubbed(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 400 echoing the request head: the log quotes 200 bytes, no Bearer value, no key piece."""
+    server.status = 400
+    server.body = (
+        f"bad request; got Authorization: Bearer {API_KEY} and more " + "x" * 5000
+    ).encode()
+    caplog.set_level(logging.DEBUG, logger="fluxgate_async")
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event({"usage": {"inputTokens": 1, "outputTokens": 1}}) is None
+    line = next(r.getMessage() for r in caplog.records if "HTTP 400" in r.getMessage())
+    assert "Authorization: Bearer ***" in line
+    assert API_KEY[:8] not in line
+    assert len(line) < 400
