@@ -209,12 +209,11 @@ async def test_langgraph_graph_with_two_model_nodes_records_each_under_its_node(
 async def test_tracked_client_inside_chat_openai_records_once(
     server: FakeOpenAI, handler: FluxGateCallbackHandler, fg: FluxGate, collector: FakeCollector
 ) -> None:
-    """A tracked SDK client as ChatOpenAI's client: one event per call, by whichever route sees it.
+    """A tracked SDK client as ChatOpenAI's client: the wrapper's event only, streamed or not.
 
-    ChatOpenAI streams through `create(stream=True)`, which the wrapper tracks:
-    the handler leaves that call to it. Without streaming it calls
-    `with_raw_response.create`, which the wrapper passes through untracked:
-    the handler's event is the one.
+    ChatOpenAI streams through `create(stream=True)` and otherwise calls
+    `with_raw_response.create`; the wrapper tracks both, and the handler leaves
+    those calls to it.
     """
     raw = AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0)
     tracked = track_openai(raw, fg, feature="wrapper")
@@ -234,7 +233,7 @@ async def test_tracked_client_inside_chat_openai_records_once(
 
     streamed, invoked = await recorded(fg, collector, 2)
     assert (streamed["metadata"]["feature"], streamed["usage"]["inputTokens"]) == ("wrapper", 21)
-    assert (invoked["metadata"]["feature"], invoked["usage"]["inputTokens"]) == ("chains", 22)
+    assert (invoked["metadata"]["feature"], invoked["usage"]["inputTokens"]) == ("wrapper", 22)
     assert handler._runs == {}
 
 

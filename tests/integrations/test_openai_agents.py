@@ -208,8 +208,8 @@ async def test_tracked_client_inside_an_agent_records_once(
 ) -> None:
     """A tracked client as the model's client: the wrapper's event only, for run and stream.
 
-    `Runner.run_streamed` streams through `with_streaming_response`, which the
-    wrapper passes through untracked: then the processor's event is the one.
+    `Runner.run_streamed` streams through `responses.with_streaming_response`,
+    which the wrapper tracks too; the processor leaves both calls to it.
     """
     tracked = track_openai(raw, fg, feature="wrapper")
     agent = Agent(name="Both", model=OpenAIResponsesModel(model="gpt-4.1", openai_client=tracked))
@@ -224,7 +224,7 @@ async def test_tracked_client_inside_an_agent_records_once(
 
     run, streamed = await recorded(fg, collector, 2)
     assert (run["metadata"]["feature"], tokens(run)) == ("wrapper", (61, 5, 0))
-    assert (streamed["metadata"]["feature"], tokens(streamed)) == ("agents", (62, 6, 0))
+    assert (streamed["metadata"]["feature"], tokens(streamed)) == ("wrapper", (62, 6, 0))
     assert {run["metadata"]["user"], streamed["metadata"]["user"]} == {"user-1"}
 
 
