@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # pyproject.toml's classifiers name these too: the suite runs on each (every gate on 3.11 only).
 OTHER_PYTHONS := 3.12 3.13
 
-.PHONY: install demo test lint format typecheck pytest pytest-other-pythons docs bench clean
+.PHONY: install demo test lint format typecheck pytest pytest-other-pythons docs bench mutation clean
 
 # No --quiet on the main install: pip names each package as it goes, so the minute it takes
 # the first time shows progress.
@@ -61,5 +61,18 @@ docs: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml): tens of minutes, so
+# not part of `make test`. Narrow it with mutant names: make mutation MUTANTS='fluxgate_async._retry*'
+MUTANTS ?=
+MUTATION_JOBS ?= 2
+$(VENV)/.mutation-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,mutation]'
+	touch $@
+
+mutation: $(VENV)/.mutation-installed
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(if $(MUTANTS),'$(MUTANTS)')
+	$(BIN)/python .ci/mutation_score.py
+
 clean:
-	rm -rf $(VENV) .venv-* .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .venv-* .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache site mutants

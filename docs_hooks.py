@@ -2,8 +2,8 @@
 
 - MkDocs hook (`hooks:` in mkdocs.yml): the CLI reference page is written from the
   command line's own parsers, the SDK coverage page from the integration modules
-  (`fluxgate_async.integrations._coverage`), and the site shows the installed package's
-  version.
+  (`fluxgate_async.integrations._coverage`), the HTTP API page and `openapi.json` from the
+  collector's OpenAPI document, and the site shows the installed package's version.
 - Griffe extension (`extensions:` of mkdocstrings): a parameter whose default is a named
   constant shows the constant's value (`timeout=5.0`, not `timeout=DEFAULT_TIMEOUT`), and an
   attribute set from a parameter (`self.host = host`) shows no value.
@@ -14,13 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import griffe
+from mkdocs.structure.files import File
 
 from fluxgate_async import __version__
 from fluxgate_async.cli._reference import cli_reference
+from fluxgate_async.collector._http_reference import http_api_reference, openapi_json
 from fluxgate_async.integrations._coverage import markdown as sdk_coverage
 
 CLI_MARKER = "<!-- cli-reference -->"
 COVERAGE_MARKER = "<!-- sdk-coverage -->"
+HTTP_API_MARKER = "<!-- http-api-reference -->"
+OPENAPI_FILE = "reference/openapi.json"
 
 
 def on_config(config: Any) -> Any:
@@ -30,12 +34,20 @@ def on_config(config: Any) -> Any:
     return config
 
 
+def on_files(files: Any, config: Any) -> Any:
+    """Add the collector's OpenAPI document, which the HTTP API page links to."""
+    files.append(File.generated(config, OPENAPI_FILE, content=openapi_json()))
+    return files
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
-    """Replace the CLI and SDK coverage markers with the pages' generated parts."""
+    """Replace the CLI, SDK coverage and HTTP API markers with the pages' generated parts."""
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
     if COVERAGE_MARKER in markdown:
         markdown = markdown.replace(COVERAGE_MARKER, sdk_coverage())
+    if HTTP_API_MARKER in markdown:
+        markdown = markdown.replace(HTTP_API_MARKER, http_api_reference())
     return markdown
 
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -649,3 +650,78 @@ async def test_short_test_keys_do_not_garble_the_log(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="fluxgate_async"):
         logging.getLogger("fluxgate_async").warning("keep this working")
     assert "keep this working" in caplog.text
+
+
+async def test_the_closed_client_warning_is_for_a_closed_client_only(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sent, invalid and disabled calls say nothing of closing; a call after aclose says it once."""
+    closed_warning = "FluxGate: record_event called on a closed client; event not recorded"
+
+    def closed_warnings() -> int:
+        return [r.getMessage() for r in caplog.records].count(closed_warning)
+
+    async with FluxGate(API_KEY, endpoint=collector.url, enabled=False) as off:
+        assert await off.record_event(SIMPLE) is None
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert await fg.record_event(SIMPLE) is not None
+    assert await fg.record_event({"usage": {"inputTokens": -1, "outputTokens": 1}}) is None
+    assert closed_warnings() == 0
+    await fg.aclose()
+    assert await fg.record_event(SIMPLE) is None
+    assert closed_warnings() == 1
+
+
+async def test_repr_says_closed_and_disabled() -> None:
+    """The repr shows both states, exactly, for enabled and disabled clients."""
+    on = FluxGate(API_KEY, endpoint="https://example.com/e")
+    off = FluxGate(API_KEY, endpoint="https://example.com/e", enabled=False)
+    assert repr(on) == "<FluxGate endpoint='https://example.com/e' open>"
+    assert repr(off) == "<FluxGate endpoint='https://example.com/e' open, disabled>"
+    await on.aclose()
+    await off.aclose()
+    assert repr(on) == "<FluxGate endpoint='https://example.com/e' closed>"
+    assert repr(off) == "<FluxGate endpoint='https://example.com/e' closed, disabled>"
+
+
+def test_a_session_closed_under_a_running_loop_is_replaced(
+    threaded_collector: FakeCollector,
+) -> None:
+    """A loop whose async generators were shut down, then used again, gets a fresh session."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+    transport = fg._transport
+    assert transport is not None
+
+    def session_open() -> bool:
+        return transport.has_open_session
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(fg.record_event(SIMPLE)) is not None
+        loop.run_until_complete(loop.shutdown_asyncgens())  # closes the client's session
+        assert not session_open()
+        # asyncio warns that the new session's closing hook comes after its shutdown.
+        with pytest.warns(ResourceWarning, match="after loop.shutdown_asyncgens"):
+            assert loop.run_until_complete(fg.record_event(SIMPLE)) is not None
+        assert session_open()
+        loop.run_until_complete(fg.aclose())  # which closes it
+        assert not session_open()
+    finally:
+        loop.close()
+    assert len(threaded_collector.events) == 2
+
+
+def test_ended_event_loops_are_not_kept_alive(threaded_collector: FakeCollector) -> None:
+    """A client used from one asyncio.run after another lets the ended loops be collected."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def record() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert await fg.record_event(SIMPLE) is not None
+
+    for _ in range(3):
+        asyncio.run(record())
+    gc.collect()
+    assert [ref() is None for ref in loops] == [True, True, False]
+    asyncio.run(fg.aclose())

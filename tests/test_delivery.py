@@ -654,3 +654,74 @@ async def test_a_long_retry_after_is_capped_so_flush_ends(
             assert await fg.flush()
         assert fg.stats.sent == 1
     assert len(collector.requests) == 2
+
+
+async def test_a_background_post_that_times_out_is_retried(collector: FakeCollector) -> None:
+    """A slow first answer costs one attempt, not the event: the retry delivers it, same key."""
+    collector.reply_with(Reply(delay=30))
+    lost: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=0.2,
+        max_retries=1,
+        on_error=lambda _e, reason: lost.append(reason),
+    ) as fg:
+        assert fg.record_event_nowait(event(7))
+        assert await fg.flush(5)
+        stats = fg.stats
+    assert (stats.sent, stats.failed, stats.retried) == (1, 0, 1)
+    assert lost == []
+    first, second = collector.requests
+    assert first.idempotency_key == second.idempotency_key
+    assert second.json is not None
+    assert second.json["usage"]["inputTokens"] == 7
+
+
+async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
+    collector: FakeCollector,
+) -> None:
+    """The event in flight and the one still queued are each given to on_error, themselves."""
+    collector.responder = lambda _: Reply(delay=30)
+    lost: list[tuple[Any, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=20,
+        concurrency=1,
+        on_error=lambda ev, reason: lost.append((ev, reason)),
+    )
+    in_flight, queued = event(1), event(2)
+    assert fg.record_event_nowait(in_flight)
+    assert fg.record_event_nowait(queued)
+    await wait_until(lambda: fg.stats.in_flight == 1)
+    await fg.aclose(timeout=0.1)
+    assert [reason for _, reason in lost] == ["shutdown", "shutdown"]
+    assert lost[0][0] is in_flight
+    assert lost[1][0] is queued
+    assert fg.stats.dropped == {DropReason.SHUTDOWN: 2}
+
+
+def test_the_loop_stopped_warning_is_given_once_not_per_sender(
+    threaded_collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four senders cut off by the end of asyncio.run make one WARNING with the count."""
+    threaded_collector.reply_with(*[Reply(delay=0.5)] * 4)
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url, concurrency=4)
+
+    async def cut_off() -> None:
+        for n in range(4):
+            fg.record_event_nowait(event(n))
+        await wait_until(lambda: len(threaded_collector.requests) == 4)
+
+    asyncio.run(cut_off())
+    warnings = [r.getMessage() for r in caplog.records if "event loop stopped" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "stopped with 4 event(s) undelivered" in warnings[0]
+
+    async def deliver() -> None:
+        await fg.flush(5)
+        await fg.aclose()
+
+    asyncio.run(deliver())
+    assert fg.stats.sent == 4

@@ -148,3 +148,12 @@ def test_models_are_frozen_values() -> None:
     assert a == b
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         a.status = AiEventStatus.ERROR  # type: ignore[misc]
+
+
+def test_metadata_extra_none_means_no_extra_fields() -> None:
+    """extra=None is accepted as "none": an empty, read-only mapping, nothing extra sent."""
+    meta = AiEventMetadata(feature="chat", extra=None)
+    assert meta.extra == {}
+    assert meta == AiEventMetadata(feature="chat")
+    with pytest.raises(TypeError):
+        meta.extra["plan"] = "x"  # type: ignore[index]

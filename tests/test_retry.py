@@ -18,6 +18,19 @@ def test_backoff_is_jittered_below_an_exponential_cap() -> None:
         assert len(set(delays)) > 1
 
 
+def test_backoff_bound_doubles_with_each_retry() -> None:
+    """Retry n draws from the whole range up to base * 2**n: later retries wait longer."""
+    for retry in range(6):
+        bound = 0.1 * 2**retry
+        delays = [backoff_delay(retry, base=0.1, cap=100.0) for _ in range(500)]
+        # 500 uniform draws all in the lowest or highest tenth: odds of 10**-500 each.
+        assert max(delays) > 0.9 * bound
+        assert min(delays) < 0.1 * bound
+    means = [sum(backoff_delay(n, base=0.1, cap=100.0) for _ in range(500)) / 500 for n in range(4)]
+    assert means == sorted(means)
+    assert means[3] > 4 * means[0]
+
+
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 

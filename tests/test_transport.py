@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import brotli
 import pytest
@@ -74,17 +76,37 @@ class AnswerServer:
         self.status = 200
         self.body = _ANSWER
         self.encoding: str | None = None
+        self.headers: dict[str, str] = {}
+        # When set, the body is sent in these pieces without Content-Length, each
+        # written once the client has had time to read the one before.
+        self.chunks: list[bytes] | None = None
         self.seen_accept_encoding: list[str | None] = []
+        self.moved_hits = 0
         self.url = ""
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer with the configured body, sent as it is."""
         await request.read()
         self.seen_accept_encoding.append(request.headers.get("Accept-Encoding"))
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **self.headers}
         if self.encoding is not None:
             headers["Content-Encoding"] = self.encoding
-        return web.Response(status=self.status, body=self.body, headers=headers)
+        if self.chunks is None:
+            return web.Response(status=self.status, body=self.body, headers=headers)
+        response = web.StreamResponse(status=self.status, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for chunk in self.chunks:
+            await response.write(chunk)
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
+
+    async def moved(self, request: web.Request) -> web.Response:
+        """Where a redirect points: a valid answer, so following it would record the event."""
+        await request.read()
+        self.moved_hits += 1
+        return web.Response(body=_ANSWER, headers={"Content-Type": "application/json"})
 
 
 @pytest.fixture
@@ -93,6 +115,7 @@ async def server() -> AsyncIterator[AnswerServer]:
     answers = AnswerServer()
     app = web.Application()
     app.router.add_post("/api/events", answers.handle)
+    app.router.add_route("*", "/moved", answers.moved)
     runner, port = await start_app(app, "127.0.0.1", 0, shutdown_timeout=1.0)
     answers.url = f"http://127.0.0.1:{port}/api/events"
     try:
@@ -191,3 +214,99 @@ async def test_an_error_answer_is_quoted_short_and_scrubbed(
     assert "Authorization: Bearer ***" in line
     assert API_KEY[:8] not in line
     assert len(line) < 400
+
+
+def _padded_answer(size: int) -> bytes:
+    """The API's answer, padded with JSON whitespace to exactly `size` bytes."""
+    return _ANSWER + b" " * (size - len(_ANSWER))
+
+
+async def _record_in_background(url: str, **options: Any) -> tuple[list[tuple[Any, str]], Any]:
+    """One event through record_event_nowait; what on_error heard, and the stats."""
+    lost: list[tuple[Any, str]] = []
+    async with FluxGate(
+        API_KEY, endpoint=url, on_error=lambda ev, reason: lost.append((ev, reason)), **options
+    ) as fg:
+        assert fg.record_event_nowait(EVENT)
+        assert await fg.flush(5)
+    return lost, fg.stats
+
+
+EVENT = {"usage": {"inputTokens": 1, "outputTokens": 1}}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_not_followed(server: AnswerServer, status: int) -> None:
+    """A redirect is an unusable answer: the key never goes to the other URL, nothing recorded."""
+    server.status, server.body = status, b""
+    server.headers = {"Location": server.url.replace("/api/events", "/moved")}
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    lost, stats = await _record_in_background(server.url)
+    assert [reason for _, reason in lost] == [f"http_{status}"]
+    assert (stats.sent, stats.failed) == (0, 1)
+    assert server.moved_hits == 0
+    assert len(server.seen_accept_encoding) == 2  # one attempt each: not retried
+
+
+async def test_http_300_is_not_a_success(server: AnswerServer) -> None:
+    """A 300 carrying a perfect answer body is still a failure (http_300), and not retried."""
+    server.status = 300
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    lost, stats = await _record_in_background(server.url)
+    assert [reason for _, reason in lost] == ["http_300"]
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 0)
+    server.status = 299
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        answer = await fg.record_event(EVENT)
+    assert answer is not None
+    assert answer.id == "evt_1"
+
+
+async def test_an_answer_in_many_chunks_without_length_is_read_whole(
+    server: AnswerServer,
+) -> None:
+    """40 KB sent in five pieces, no Content-Length: parsed from all of them, recorded."""
+    body = _padded_answer(40_000)
+    server.chunks = [body[i : i + 8_000] for i in range(0, len(body), 8_000)]
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        answer = await fg.record_event(EVENT)
+    assert answer is not None
+    assert answer.id == "evt_1"
+    lost, stats = await _record_in_background(server.url)
+    assert (lost, stats.sent) == ([], 1)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("size", "recorded"),
+    [(MAX_RESPONSE_BYTES, True), (MAX_RESPONSE_BYTES + 1, False)],
+    ids=["at-the-cap", "one-over"],
+)
+async def test_the_answer_size_cap_is_exact(
+    server: AnswerServer,
+    caplog: pytest.LogCaptureFixture,
+    size: int,
+    recorded: bool,
+    chunked: bool,
+) -> None:
+    """An answer of exactly 64 KiB is read; one byte more is refused as invalid_response."""
+    body = _padded_answer(size)
+    if chunked:  # the cap's worth first, then the rest: the reader must not stop at the cap
+        server.chunks = [c for c in (body[:MAX_RESPONSE_BYTES], body[MAX_RESPONSE_BYTES:]) if c]
+    else:
+        server.body = body
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        answer = await fg.record_event(EVENT)
+    assert (answer is not None) is recorded
+    lost, stats = await _record_in_background(server.url)
+    assert [reason for _, reason in lost] == ([] if recorded else ["invalid_response"])
+    assert stats.sent == int(recorded)
+    if not recorded:
+        expected = (
+            f"answer is over {MAX_RESPONSE_BYTES} bytes"
+            if chunked
+            else f"answer of {size} bytes is over the limit"
+        )
+        assert expected in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import string
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -422,3 +423,16 @@ def test_nesting_deeper_than_a_hundred_levels_is_refused() -> None:
         inner = inner[0]
     with pytest.raises(InvalidEventError, match=r"nested more than 100 levels deep$"):
         check_event(_with_extra(deep=deep), 1024 * 1024)
+
+
+def test_a_tuple_key_inside_extra_is_refused_naming_the_field() -> None:
+    """A key JSON cannot carry is refused, never dropped: when recorded, and when sent."""
+    tuple_key = "metadata.scores: key (1, 2) (tuple) is not JSON; use str keys"
+    with pytest.raises(InvalidEventError, match=re.escape(tuple_key)):
+        check_event(_with_extra(scores={(1, 2): 0.5}), 1024)
+    scores: dict[Any, float] = {"a": 0.5}
+    late = _with_extra(scores=scores)
+    check_event(late, 1024)
+    scores[(1, 2)] = 0.7  # changed after it was recorded
+    with pytest.raises(InvalidEventError, match=re.escape(tuple_key)):
+        encode_event(late)

@@ -20,7 +20,7 @@ from ._models import (
     LLMEvent,
     TrackedUser,
 )
-from ._stats import DeliveryStats, DropReason
+from ._stats import DeliveryStats, DropReason, FailureReason
 from ._tracking_context import tracking_context
 
 __version__ = _version("fluxgate-async")
@@ -33,6 +33,7 @@ __all__ = [
     "CreateAiEventResponse",
     "DeliveryStats",
     "DropReason",
+    "FailureReason",
     "FluxGate",
     "FluxGateConfig",
     "FluxGateCostTrackingResponse",

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from ._models import LLMEvent
 from ._retry import backoff_delay
-from ._stats import DeliveryStats, DropReason
+from ._stats import DeliveryStats, DropReason, FailureReason
 from ._transport import Attempt, Transport
 from ._wire import EventInput, InvalidEventError, encode_event
 
@@ -294,7 +294,7 @@ class Pipeline:
                 raise
             except Exception:  # a bug below must cost one event, not the sender
                 log.exception("FluxGate: unexpected error delivering an event")
-                self._fail(item, DropReason.INTERNAL_ERROR)
+                self._fail(item, FailureReason.INTERNAL_ERROR)
             if in_flight is not self._in_flight:
                 return  # a forked child's copy of a parent's sender: the event is the parent's
             del in_flight[item.seq]
@@ -315,7 +315,7 @@ class Pipeline:
             body = encode_event(item.event)
         except InvalidEventError as exc:
             log.warning("FluxGate: invalid event, not sent: %s", exc)
-            self._fail(item, DropReason.INVALID_EVENT)
+            self._fail(item, FailureReason.INVALID_EVENT)
             return
         if item.key is None:
             item.key = self.keys.key(item.number)
@@ -331,7 +331,9 @@ class Pipeline:
                     result = await self._transport.post(body, key)
             except TimeoutError:
                 result = Attempt(
-                    reason="timeout", detail=f"no answer within {self._timeout}s", retryable=True
+                    reason=FailureReason.TIMEOUT,
+                    detail=f"no answer within {self._timeout}s",
+                    retryable=True,
                 )
             if result.response is not None:
                 self._sent += 1
@@ -348,7 +350,7 @@ class Pipeline:
                 return
             # Retry-After is capped (MAX_RETRY_AFTER) when it is read.
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            if result.reason == "http_429" and result.retry_after is not None:
+            if result.reason == FailureReason.http(429) and result.retry_after is not None:
                 # Rate limited: every sender waits, not just this event.
                 self._resume_at = max(self._resume_at, loop.time() + delay)
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)

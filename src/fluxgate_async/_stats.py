@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import attrs
 
-__all__ = ["DeliveryStats", "DropReason"]
+__all__ = ["DeliveryStats", "DropReason", "FailureReason"]
 
 
 class DropReason:
@@ -31,6 +31,35 @@ class DropReason:
     """Still queued or in flight when `aclose()` ran out of time."""
     INTERNAL_ERROR = "internal_error"
     """An unexpected error in fluxgate-async itself; the log has the traceback."""
+
+
+class FailureReason:
+    """Why an enqueued event was given up on: the `reason` `on_error` gets for a failed event.
+
+    Events given up on are counted in `DeliveryStats.failed`; the reason is that
+    of the last attempt. A status the API answered is `http_` and its code:
+
+        >>> FailureReason.http(422)
+        'http_422'
+    """
+
+    CONNECTION = "connection"
+    """No usable answer: refused, dropped or cut connection, DNS or TLS failure."""
+    TIMEOUT = "timeout"
+    """No answer within `timeout` seconds."""
+    INVALID_RESPONSE = "invalid_response"
+    """A 2xx answer that is not the API's JSON, or is over the size limit."""
+    INVALID_EVENT = DropReason.INVALID_EVENT
+    """A value changed after the event was recorded, and JSON cannot carry it now."""
+    INTERNAL_ERROR = DropReason.INTERNAL_ERROR
+    """An unexpected error in fluxgate-async itself; the log has the traceback."""
+    HTTP_PREFIX = "http_"
+    """The start of the reason for an answer that was not a 2xx: `http_400`, `http_503`."""
+
+    @staticmethod
+    def http(status: int) -> str:
+        """The reason for an answer with the HTTP `status` that is not a success."""
+        return f"{FailureReason.HTTP_PREFIX}{status}"
 
 
 def _frozen_counts(value: Mapping[str, int]) -> Mapping[str, int]:

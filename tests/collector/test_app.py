@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -45,6 +46,21 @@ async def _request(
         return resp.status, await resp.json()
 
 
+async def _raw(collector: Collector, head: bytes, body: bytes = b"") -> tuple[int, bytes, Any]:
+    """Send bytes no well-behaved client would; return the status, the head and the JSON body."""
+    reader, writer = await asyncio.open_connection(collector.host, collector.port)
+    try:
+        length = b"Content-Length: %d\r\n" % len(body) if body else b""
+        writer.write(head + length + b"Connection: close\r\n\r\n" + body)
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    answer_head, _, answer_body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), answer_head, json.loads(answer_body)
+
+
 def _usage(**fields: Any) -> dict[str, Any]:
     return {"usage": {"inputTokens": 100, "outputTokens": 10, **fields}}
 
@@ -78,6 +94,105 @@ async def test_every_api_route_requires_the_key(
         assert status == 401
         assert "good-key" not in json.dumps(answer)
     assert await _request(collector, "GET", "/healthz", key=None) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("token", [b"g\xffod-key", "g\u00e9od-key".encode(), b"\xc3"])
+async def test_non_ascii_authorization_is_refused_not_a_crash(
+    collector: Collector, token: bytes
+) -> None:
+    """A key with bytes that are not ASCII (UTF-8 or not) gets 401 and a Bearer challenge."""
+    status, head, answer = await _raw(
+        collector,
+        b"GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n",
+    )
+    assert status == 401
+    assert answer["error"].startswith("missing or invalid API key")
+    assert b'WWW-Authenticate: Bearer realm="fluxgate"' in head
+
+
+@pytest.mark.parametrize("key", [b"\xff\xfe", "cl\u00e9".encode(), b"two words"])
+async def test_idempotency_key_outside_visible_ascii_is_refused(
+    collector: Collector, key: bytes
+) -> None:
+    """An Idempotency-Key with spaces or non-ASCII bytes gets 400, not a failed store."""
+    status, _, answer = await _raw(
+        collector,
+        b"POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-key\r\n"
+        b"Idempotency-Key: " + key + b"\r\n",
+        json.dumps(_usage()).encode(),
+    )
+    assert (status, answer) == (
+        400,
+        {"error": "Idempotency-Key must be 1 to 255 visible ASCII characters"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "problem"),
+    [
+        (b"gzip", b"not gzip at all", 400, "body could not be read as gzip data"),
+        (b"deflate", b"not deflate", 400, "body could not be read as deflate data"),
+        (b"compress", b"{}", 415, "Content-Encoding 'compress' is not supported"),
+        (b"gzip", gzip.compress(json.dumps(_usage()).encode()), 200, None),
+    ],
+)
+async def test_content_encoding_is_decoded_or_refused(
+    collector: Collector, encoding: bytes, body: bytes, status: int, problem: str | None
+) -> None:
+    """A gzip body is read; a corrupt one gets 400 and an unknown coding 415, never a 500."""
+    got, _, answer = await _raw(
+        collector,
+        b"POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-key\r\n"
+        b"Content-Encoding: " + encoding + b"\r\n",
+        body,
+    )
+    assert got == status
+    if problem is None:
+        assert answer["id"].startswith("evt_")
+    else:
+        assert answer["error"].startswith(problem)
+
+
+async def test_integral_token_counts_written_as_floats_are_integers(
+    collector: Collector,
+) -> None:
+    """`100.0` tokens is the integer 100, as JSON Schema reads it; `100.5` is refused."""
+    status, answer = await _request(
+        collector, "POST", "/api/events", body=_usage(inputTokens=100.0, cachedTokens=1e2)
+    )
+    assert status == 200
+    _, page = await _request(collector, "GET", "/api/events")
+    assert page["events"][0]["event"]["usage"]["inputTokens"] == 100
+    assert page["events"][0]["event"]["usage"]["cachedTokens"] == 100
+    status, answer = await _request(
+        collector, "POST", "/api/events", body=_usage(outputTokens=100.5)
+    )
+    assert status == 400
+    assert answer["error"].startswith("usage.outputTokens")
+
+
+async def test_openapi_document_is_served_without_a_key(collector: Collector) -> None:
+    """GET /openapi.json needs no key and describes this collector: its key is required."""
+    status, document = await _request(collector, "GET", "/openapi.json", key=None)
+    assert status == 200
+    assert document["openapi"] == "3.1.0"
+    assert document["paths"]["/api/summary"]["get"]["security"] == [{"apiKey": []}]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "collector.example"])
+def test_collector_beyond_loopback_needs_a_key_or_consent(db: Path, host: str) -> None:
+    """Collector(host=...) beyond loopback with no key is refused unless allow_anonymous=True."""
+    with pytest.raises(ValueError, match="pass api_keys, or allow_anonymous=True") as refusal:
+        Collector(db, host=host)
+    assert host in str(refusal.value)
+    assert Collector(db, host=host, allow_anonymous=True).host == host
+    assert Collector(db, host=host, api_keys=["k"]).host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_collector_on_loopback_needs_no_key(db: Path, host: str) -> None:
+    """On loopback, a collector without keys is allowed as before."""
+    assert Collector(db, host=host).host == host
 
 
 async def test_tracked_user_and_cached_tokens_are_stored(collector: Collector) -> None:
@@ -148,6 +263,14 @@ async def test_events_since_and_limit(collector: Collector) -> None:
         ("/api/events?since=yesterday", "since must be an ISO 8601 date or datetime"),
         ("/api/summary?group_by=colour", "group_by must be one of model, provider"),
         ("/api/summary?since=soon", "since must be an ISO 8601"),
+        ("/api/events?since=", "since must be an ISO 8601 date or datetime, got ''"),
+        ("/api/events?since=0001-01-01T00:00:00%2B01:00", "since is out of range once in UTC"),
+        ("/api/summary?since=9999-12-31T23:59:59-01:00", "since is out of range once in UTC"),
+        ("/api/events?limit=%D9%A1", "limit must be an integer from 1 to 1000"),
+        ("/api/events?limit=1_0", "limit must be an integer from 1 to 1000"),
+        ("/api/summary?group=feature", "unknown query parameter(s) 'group'; expected: group_by"),
+        ("/api/events?limit=1&limit=2", "query parameter(s) given more than once: limit"),
+        ("/healthz?verbose=1", "unknown query parameter(s) 'verbose'; expected: none"),
     ],
 )
 async def test_bad_queries_get_400(collector: Collector, query: str, problem: str) -> None:

@@ -280,6 +280,7 @@ def test_report_json_and_csv(filled_db: Path, capsys: pytest.CaptureFixture[str]
             "`fluxgate-async serve --db /no/such.sqlite`",
         ),
         (["--since", "last week"], "since must be an ISO 8601"),
+        (["--since", "0001-01-01T00:00:00+01:00"], "--since is out of range once in UTC"),
     ],
 )
 def test_report_mistakes_are_one_line(
@@ -367,6 +368,44 @@ def test_serving_beyond_loopback_without_a_key_warns(
 ) -> None:
     """Only a collector reachable from other machines and open to anyone gets the warning."""
     assert bool(exposure_warning(host, keys)) is warns
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "collector.example"])
+def test_serving_beyond_loopback_without_a_key_is_refused(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a key and without --allow-anonymous, `serve` beyond loopback exits 1 naming both."""
+    assert main(["serve", "--host", host, "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"fluxgate-async serve: error: refusing to serve {host} without an API key: anyone who "
+        "can reach it could read and write events; give --api-key KEY, or --allow-anonymous "
+        "to accept that\n"
+    )
+
+
+def test_allow_anonymous_lets_serve_past_the_refusal(tmp_path: Path) -> None:
+    """With --allow-anonymous, `serve` on 0.0.0.0 goes on to open its database (here, failing)."""
+    result = run_cli(
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--allow-anonymous",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "no-dir" / "x.sqlite"),
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("fluxgate-async serve: error: cannot open database")
+
+
+def test_serve_help_names_allow_anonymous(capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve --help` explains --allow-anonymous."""
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-anonymous serve a --host other than loopback with no API key" in help_text
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,7 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help=f"an API key to require; repeatable (default: ${ENV_API_KEYS}, comma-separated; "
-        "none means any request is accepted)",
+        "none means any request is accepted, on loopback or with --allow-anonymous)",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a --host other than loopback with no API key, letting anyone who can "
+        "reach the port read and write events (refused without this flag)",
     )
     serve.add_argument("--quiet", action="store_true", help="do not print a line for each request")
 
@@ -143,7 +149,12 @@ def _run(args: argparse.Namespace) -> int:
         if keys is None:
             keys = [k.strip() for k in os.environ.get(ENV_API_KEYS, "").split(",") if k.strip()]
         return run_serve(
-            host=args.host, port=args.port, db=args.db, api_keys=keys, quiet=args.quiet
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            api_keys=keys,
+            allow_anonymous=args.allow_anonymous,
+            quiet=args.quiet,
         )
     if args.command == "send":
         endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT

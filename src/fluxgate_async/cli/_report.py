@@ -30,6 +30,10 @@ def run_report(*, db: str, by: str, since: str | None, fmt: str) -> int:
         cutoff = normalise_since(since) if since else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    except OverflowError:
+        # A valid date whose offset moves it past year 1 or 9999 once in UTC.
+        msg = f"--since is out of range once in UTC, got {since!r}"
+        raise CommandError(msg) from None
     try:
         conn = connect_readonly(db)
     except FileNotFoundError as exc:

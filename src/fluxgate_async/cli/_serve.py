@@ -47,15 +47,32 @@ async def log_request(
         print(f"{request.method} {request.path_qs} {status} {took:.1f} ms", flush=True)
 
 
-def run_serve(*, host: str, port: int, db: str, api_keys: list[str], quiet: bool = False) -> int:
+def run_serve(
+    *,
+    host: str,
+    port: int,
+    db: str,
+    api_keys: list[str],
+    allow_anonymous: bool = False,
+    quiet: bool = False,
+) -> int:
     """Serve until stopped, printing a line per request unless `quiet`; return the exit status.
 
     Raises:
-        CommandError: An API key is empty, the database cannot be opened, or the address
-            cannot be listened on.
+        CommandError: An API key is empty, `host` is beyond loopback with no key and no
+            `--allow-anonymous`, the database cannot be opened, or the address cannot be
+            listened on.
     """
+    if exposure_warning(host, api_keys) and not allow_anonymous:
+        msg = (
+            f"refusing to serve {host} without an API key: anyone who can reach it could "
+            "read and write events; give --api-key KEY, or --allow-anonymous to accept that"
+        )
+        raise CommandError(msg)
     try:
-        collector = Collector(db, host=host, port=port, api_keys=api_keys)
+        collector = Collector(
+            db, host=host, port=port, api_keys=api_keys, allow_anonymous=allow_anonymous
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     if not quiet:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -14,6 +15,16 @@ from aiohttp import web
 
 from .._models import LLMEvent, TrackedUser
 from .._wire import answer_to_json, encode_event, to_event
+from ._openapi import (
+    DEFAULT_LIMIT,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_LIMIT,
+    MAX_TOKENS,
+    OPENAPI_PATH,
+    openapi_document,
+    query_parameters,
+)
 from ._pricing import load_prices, price_usage
 from ._store import GROUPS, EventRecord, EventStore, normalise_since
 
@@ -23,15 +34,18 @@ log = logging.getLogger("fluxgate_async.collector")
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Bytes: a larger request body gets 413. An event is a few hundred bytes."""
-MAX_TOKENS = 10**12
-"""The largest token count accepted; larger is a bug upstream, and SQLite sums must not overflow."""
-MAX_IDEMPOTENCY_KEY = 255
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+
+# The codings aiohttp decodes (br and zstd when their packages are importable);
+# any other body would be read as if it were plain JSON.
+_DECODED_ENCODINGS: Final = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_LIMIT: Final = re.compile(r"[0-9]{1,4}")
 
 _STORE: Final = web.AppKey("store", EventStore)
 _KEYS: Final = web.AppKey("api_keys", tuple)
 _MAX_BODY: Final = web.AppKey("max_body_size", int)
+_OPENAPI: Final = web.AppKey("openapi", dict)
+_QUERY: Final = web.AppKey("query_parameters", dict)
 
 
 def create_app(
@@ -43,7 +57,8 @@ def create_app(
     """Build the collector's `aiohttp.web` application, storing events in the SQLite file `db`.
 
     The database is opened when the app starts and closed, after the last
-    request, when it stops.
+    request, when it stops. The app describes its own API as an OpenAPI 3.1
+    document at `/openapi.json`.
 
     Args:
         db: The SQLite file; created when missing.
@@ -85,11 +100,14 @@ def create_app(
     app[_KEYS] = keys
     app[_MAX_BODY] = max_body_size
     app[_STORE] = EventStore(db)
+    app[_OPENAPI] = openapi_document(max_body_size=max_body_size, keys_required=bool(keys))
+    app[_QUERY] = query_parameters(app[_OPENAPI])
     app.cleanup_ctx.append(_store_lifetime)
     app.router.add_post("/api/events", _post_event)
     app.router.add_get("/api/events", _get_events)
     app.router.add_get("/api/summary", _get_summary)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get(OPENAPI_PATH, _openapi)
     return app
 
 
@@ -112,15 +130,51 @@ def _check_key(request: web.Request) -> None:
     if not keys:
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest against every key: the time taken says nothing about any of them.
-    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
+    # Header bytes that are not UTF-8 arrive as surrogates; they match no key, but must
+    # encode. compare_digest against every key: the time taken says nothing about any.
+    sent = token.encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(sent, key.encode()) for key in keys]
     if scheme.lower() != "bearer" or not any(matches):
-        _fail(web.HTTPUnauthorized, "missing or invalid API key: send Authorization: Bearer <key>")
+        raise web.HTTPUnauthorized(
+            text=_error("missing or invalid API key: send Authorization: Bearer <key>"),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="fluxgate"'},
+        )
+
+
+def _check_query(request: web.Request) -> None:
+    # A misspelt parameter (`?group=feature`) would otherwise be ignored without a word.
+    method = "GET" if request.method == "HEAD" else request.method
+    resource = request.match_info.route.resource
+    assert resource is not None  # only the app's own routes call this
+    known = request.app[_QUERY][method, resource.canonical]
+    unknown = sorted({name for name in request.query if name not in known})
+    if unknown:
+        expected = ", ".join(sorted(known)) or "none"
+        _fail(
+            web.HTTPBadRequest,
+            f"unknown query parameter(s) {', '.join(map(repr, unknown))}; expected: {expected}",
+        )
+    repeated = sorted({name for name in request.query if len(request.query.getall(name)) > 1})
+    if repeated:
+        _fail(web.HTTPBadRequest, f"query parameter(s) given more than once: {', '.join(repeated)}")
 
 
 def _reject_constant(name: str) -> NoReturn:
     msg = f"{name} is not a JSON number"
     raise ValueError(msg)
+
+
+def _integral_tokens(body: object) -> None:
+    # JSON has one number type: 100.0 is the integer 100 to JSON Schema, and to
+    # senders whose numbers are all floats; 100.5 stays a float, and is refused.
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return
+    for name in ("inputTokens", "outputTokens", "cachedTokens"):
+        value = usage.get(name)
+        if isinstance(value, float) and value.is_integer():
+            usage[name] = int(value)
 
 
 def _check_tokens(event: LLMEvent) -> None:
@@ -141,20 +195,19 @@ def _user_id(event: LLMEvent) -> str | None:
 
 async def _post_event(request: web.Request) -> web.Response:
     _check_key(request)
+    _check_query(request)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        _fail(web.HTTPBadRequest, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[_MAX_BODY]
-        raise web.HTTPRequestEntityTooLarge(
-            limit, text=_error(f"body is over {limit} bytes"), content_type="application/json"
-        ) from None
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        _fail(
+            web.HTTPBadRequest,
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters",
+        )
+    raw = await _read_body(request)
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         _fail(web.HTTPBadRequest, f"body is not valid JSON: {exc}")
+    _integral_tokens(body)
     try:
         event = to_event(body)
         stored_body = encode_event(event).decode()
@@ -188,24 +241,46 @@ async def _post_event(request: web.Request) -> web.Response:
     return web.json_response(answer_to_json(answer))
 
 
+async def _read_body(request: web.Request) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "")
+    if not encoding.isascii() or encoding.lower() not in _DECODED_ENCODINGS:
+        _fail(
+            web.HTTPUnsupportedMediaType,
+            f"Content-Encoding {encoding!r} is not supported: send the body as identity, "
+            "gzip or deflate",
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[_MAX_BODY]
+        raise web.HTTPRequestEntityTooLarge(
+            limit, text=_error(f"body is over {limit} bytes"), content_type="application/json"
+        ) from None
+    except web.RequestPayloadError:
+        # What aiohttp could not decode or de-chunk: corrupt gzip, a cut chunked body.
+        _fail(web.HTTPBadRequest, f"body could not be read as {encoding or 'identity'} data")
+
+
 def _since(request: web.Request) -> str | None:
     since = request.query.get("since")
-    if not since:
+    if since is None:
         return None
     try:
         return normalise_since(since)
     except ValueError as exc:
         _fail(web.HTTPBadRequest, str(exc))
+    except OverflowError:
+        # A valid date whose offset moves it past year 1 or 9999 once in UTC.
+        _fail(web.HTTPBadRequest, f"since is out of range once in UTC, got {since!r}")
 
 
 async def _get_events(request: web.Request) -> web.Response:
     _check_key(request)
+    _check_query(request)
     since = _since(request)
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
+    # Only ASCII digits: int() would also take " 5", "1_0" and other scripts' digits.
+    limit = int(raw_limit) if _LIMIT.fullmatch(raw_limit) else 0
     if not 1 <= limit <= MAX_LIMIT:
         _fail(web.HTTPBadRequest, f"limit must be an integer from 1 to {MAX_LIMIT}")
     events = await request.app[_STORE].events(since=since, limit=limit)
@@ -214,6 +289,7 @@ async def _get_events(request: web.Request) -> web.Response:
 
 async def _get_summary(request: web.Request) -> web.Response:
     _check_key(request)
+    _check_query(request)
     group_by = request.query.get("group_by", "model")
     if group_by not in GROUPS:
         _fail(web.HTTPBadRequest, f"group_by must be one of {', '.join(GROUPS)}")
@@ -222,4 +298,10 @@ async def _get_summary(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    _check_query(request)
     return web.json_response({"status": "ok"})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    _check_query(request)
+    return web.json_response(request.app[_OPENAPI])

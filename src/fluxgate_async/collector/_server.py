@@ -11,6 +11,7 @@ from typing import Self
 
 from aiohttp import web
 
+from .._config import is_loopback
 from .._serving import start_app
 from ._app import DEFAULT_MAX_BODY_SIZE, create_app
 
@@ -55,9 +56,12 @@ class Collector:
         port: The port; 0 picks a free one (see `port` once started).
         api_keys: When not empty, requests must carry one of these as a Bearer token.
         max_body_size: Bytes; a larger request body gets 413.
+        allow_anonymous: Serve a `host` other than loopback with no `api_keys`,
+            letting anyone who can reach the port read and write events.
 
     Raises:
-        ValueError: An API key is empty.
+        ValueError: An API key is empty, or `host` is not loopback while there is
+            no API key and `allow_anonymous` is false.
         MissingExtraError: `genai-prices` is not installed.
     """
 
@@ -69,9 +73,18 @@ class Collector:
         port: int = 0,
         api_keys: Iterable[str] = (),
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        allow_anonymous: bool = False,
     ) -> None:
         self._runner: web.AppRunner | None = None
-        self._app = create_app(db, api_keys=api_keys, max_body_size=max_body_size)
+        keys = tuple(api_keys)
+        # Its GET routes return users' metadata: open to the network only when asked for.
+        if not keys and not allow_anonymous and not is_loopback(host):
+            msg = (
+                f"refusing to serve {host!r} without an API key: anyone who can reach it "
+                "could read and write events; pass api_keys, or allow_anonymous=True"
+            )
+            raise ValueError(msg)
+        self._app = create_app(db, api_keys=keys, max_body_size=max_body_size)
         self.host = host
         """The address it listens on."""
         self.port = port
