@@ -11,7 +11,7 @@ import platform
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import awaited, background, memory, wrapped
+from . import awaited, background, hooks, memory, wrapped
 from ._common import Settings, UnavailableError, optional_import
 from ._server import ServerProcess
 from ._table import Row, median, render
@@ -82,6 +82,10 @@ ROWS: list[tuple[str, str, RowFunction]] = [
     ("background delivery, 8 POSTs in flight", ">= 1.0x", background.delivery),
     ("memory, 100,000 events queued, server down", "<= 1024 B/event", memory.queued),
     ("wrapped OpenAI chat call, background mode", "<= 100 µs added", wrapped.overhead),
+    ("hook: OpenTelemetry bridge, per model request", "<= 50 µs added", hooks.otel_overhead),
+    ("hook: OpenAI Agents SDK, per model request", "<= 50 µs added", hooks.openai_agents_overhead),
+    ("hook: LangChain, per model request", "<= 50 µs added", hooks.langchain_overhead),
+    ("hook: LiteLLM, per model request", "<= 50 µs added", hooks.litellm_overhead),
     ("collector ingest, durable writes", ">= 5,000 events/s", collector_ingest),
     ("collector ingest, PostgreSQL, 2 instances", ">= 1.5x", collector_postgres),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,6 +14,9 @@ from fluxgate_async._recording import Mode
 from fluxgate_async.testing import FakeCollector
 
 API_KEY = "sk-test-0123456789-secret"
+
+# LiteLLM downloads its price map when first imported, unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """Loopback fakes the docs samples talk to: a FakeCollector and fakes of OpenAI, Anthropic, Gemini.
 
+OpenAI's fake answers chat completions and the Responses API, which the agent
+frameworks built on the OpenAI SDK call too.
+
 They run in a thread with a loop of their own, so that they keep answering the
 samples, each of which runs in its own interpreter. The provider fake answers
 every call with one fixed, well-formed answer.
@@ -36,6 +39,34 @@ _CHAT = {
         "total_tokens": 15,
         "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
+    },
+}
+_RESPONSE = {
+    "id": "resp_docs",
+    "object": "response",
+    "created_at": 1764115200,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "model": "gpt-4.1-2025-04-14",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_docs",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
+        }
+    ],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 15,
     },
 }
 _MESSAGE = {
@@ -109,6 +140,10 @@ async def _openai_chat(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def _openai_responses(request: web.Request) -> web.Response:
+    return web.json_response(_RESPONSE)
+
+
 async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     if not (await request.json()).get("stream"):
         return web.json_response(_MESSAGE)
@@ -161,6 +196,8 @@ class ThreadedServers:
             "ANTHROPIC_BASE_URL": self.providers_url,
             "GOOGLE_API_KEY": "g-docs",
             "GOOGLE_GEMINI_BASE_URL": self.providers_url,
+            # Not a fake: LiteLLM's own switch to read its bundled price map, not download it.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
 
     def _call(self, coro: Any) -> Any:
@@ -171,6 +208,7 @@ class ThreadedServers:
         await self.collector.start()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", _openai_chat)
+        app.router.add_post("/v1/responses", _openai_responses)
         app.router.add_post("/v1/messages", _anthropic_messages)
         app.router.add_post("/{version}/models/{model}:generateContent", _gemini_content)
         app.router.add_post("/{version}/models/{model}:streamGenerateContent", _gemini_stream)

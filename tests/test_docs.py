@@ -57,8 +57,9 @@ from .docs_fakes import ThreadedServers
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-SAMPLE_TIMEOUT = 90.0
-"""Seconds one sample may run; the slowest take about three."""
+SAMPLE_TIMEOUT = 180.0
+"""Seconds one sample may run. Most take about three; importing LiteLLM alone takes ten, and
+several times that under coverage on a busy two-core machine."""
 
 _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<info>[^`\n]*)\n(?P<code>.*?)^(?P=indent)```[ \t]*$",

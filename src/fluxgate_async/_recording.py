@@ -21,6 +21,7 @@ import attrs
 
 from ._attached_tracking import FluxGateCostTrackingResponse, attach
 from ._models import AiEventStatus, AiEventUsage, CreateAiEventResponse, LLMEvent
+from ._routes import note_tracked_call
 from ._tracking_context import current_context, metadata_fields
 
 __all__ = [
@@ -217,6 +218,7 @@ class CallTimer:
         self._started = time.monotonic()
         self._first_chunk: float | None = None
         self.finished = False
+        note_tracked_call(self)  # hooks seeing this call too leave it to us
 
     def first_chunk(self) -> None:
         """Note that the first chunk of a stream has arrived (later calls do nothing)."""

@@ -1,24 +1,49 @@
-"""The SDKs are optional: nothing imports them until a wrapper is called."""
+"""The SDKs and frameworks are optional: nothing imports them until it is used."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-CHECK = """
+OPTIONAL = (
+    "openai",
+    "anthropic",
+    "google.genai",
+    "opentelemetry",
+    "agents",
+    "langchain_core",
+    "litellm",
+    "pydantic_ai",
+)
+
+CHECK = f"""
 import sys
 import fluxgate_async
 import fluxgate_async.integrations.anthropic
 import fluxgate_async.integrations.google
 import fluxgate_async.integrations.openai
-loaded = sorted(m for m in ("openai", "anthropic", "google.genai") if m in sys.modules)
+loaded = sorted(m for m in {OPTIONAL!r} if m in sys.modules)
 print(",".join(loaded))
+"""
+
+HOOK = """
+import sys
+import fluxgate_async.integrations.otel
+print(",".join(sorted(m for m in ("agents", "langchain_core", "litellm") if m in sys.modules)))
 """
 
 
 def test_importing_the_package_and_the_integrations_imports_no_sdk() -> None:
-    """`import fluxgate_async` and the integration modules work without any SDK loaded."""
+    """`import fluxgate_async` and the wrapper modules work without any SDK or framework loaded."""
     result = subprocess.run(
         [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_a_hook_module_imports_only_its_own_framework() -> None:
+    """Importing the OpenTelemetry bridge loads no other framework."""
+    result = subprocess.run(
+        [sys.executable, "-c", HOOK], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
