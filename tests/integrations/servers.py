@@ -38,6 +38,8 @@ from aiohttp import web
 from fluxgate_async._serving import start_app
 
 __all__ = [
+    "ANTHROPIC_MODEL",
+    "RESPONSES_MODEL",
     "SSE",
     "Answer",
     "FakeOpenAI",
@@ -55,6 +57,11 @@ __all__ = [
     "response_stream",
     "tool_call",
 ]
+
+
+# The models the providers name in their answers, by default.
+RESPONSES_MODEL = "gpt-4.1-2025-04-14"
+ANTHROPIC_MODEL = "claude-sonnet-4-6-20260217"
 
 
 @attrs.frozen
@@ -313,7 +320,7 @@ def function_call_item(
 def response(
     output: Sequence[dict[str, Any]],
     *,
-    model: str = "gpt-4.1-2025-04-14",
+    model: str = RESPONSES_MODEL,
     input_tokens: int = 36,
     output_tokens: int = 87,
     cached_tokens: int = 0,
@@ -426,7 +433,7 @@ def response_stream(final: dict[str, Any]) -> list[SSE]:
 def anthropic_message(
     content: Sequence[dict[str, Any]],
     *,
-    model: str = "claude-sonnet-4-6-20260217",
+    model: str = ANTHROPIC_MODEL,
     stop_reason: str = "end_turn",
     input_tokens: int = 25,
     output_tokens: int = 15,
@@ -452,8 +459,12 @@ def anthropic_message(
     }
 
 
-def anthropic_stream(final: dict[str, Any]) -> list[SSE]:
-    """The Messages stream that builds `final` block by block, as Anthropic sends it."""
+def anthropic_stream(final: dict[str, Any], *, counts_in_delta: bool = False) -> list[SSE]:
+    """The Messages stream that builds `final` block by block, as Anthropic sends it.
+
+    With `counts_in_delta`, `message_delta` repeats the input and cache counts
+    next to the output count, as Anthropic's API sends them now.
+    """
     start = {**final, "content": [], "stop_reason": None}
     start["usage"] = {**final["usage"], "output_tokens": 1}
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
@@ -470,11 +481,20 @@ def anthropic_stream(final: dict[str, Any]) -> list[SSE]:
             {"type": "content_block_delta", "index": index, "delta": delta},
             {"type": "content_block_stop", "index": index},
         ]
+    usage = final["usage"]
+    delta_usage = {"output_tokens": usage["output_tokens"]}
+    if counts_in_delta:
+        delta_usage = {
+            "input_tokens": usage["input_tokens"],
+            "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+            "cache_read_input_tokens": usage["cache_read_input_tokens"],
+            **delta_usage,
+        }
     events += [
         {
             "type": "message_delta",
             "delta": {"stop_reason": final["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": final["usage"]["output_tokens"]},
+            "usage": delta_usage,
         },
         {"type": "message_stop"},
     ]

@@ -29,21 +29,7 @@ from fluxgate_async.integrations.litellm import FluxGateLogger
 from fluxgate_async.integrations.openai_agents import FluxGateTracingProcessor
 from fluxgate_async.integrations.otel import FluxGateSpanProcessor
 
-
-class Queue:
-    """Stands in for a FluxGate client: keeps what `record_event_nowait` is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def record_event_nowait(self, event: Any) -> bool:
-        """Keep `event`."""
-        self.events.append(event)
-        return True
-
-    async def record_event(self, event: Any) -> None:
-        """Never called by a hook."""
-        raise AssertionError
+from .helpers import Queue
 
 
 class Call:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
 import pytest
@@ -20,18 +19,17 @@ from fluxgate_async.integrations.langchain import FluxGateCallbackHandler
 from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.testing import FakeCollector
 
-from .framework_fakes import ANTHROPIC_MODEL, anthropic_message, anthropic_stream
 from .helpers import recorded
-from .servers import Answer, FakeOpenAI, ProviderServer
+from .servers import (
+    ANTHROPIC_MODEL,
+    Answer,
+    FakeOpenAI,
+    ProviderServer,
+    anthropic_message,
+    anthropic_stream,
+)
 
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
 
 
 @pytest.fixture
@@ -116,7 +114,12 @@ async def test_chat_anthropic_tokens_match_the_anthropic_wrapper(
         "cache_write": 100,
     }
     async with ProviderServer() as api:
-        api.answer(anthropic_stream(**usage) if stream else Answer(body=anthropic_message(**usage)))
+        final = anthropic_message([{"type": "text", "text": "Hi!"}], **usage)
+        api.answer(
+            Answer(events=anthropic_stream(final, counts_in_delta=True))
+            if stream
+            else Answer(body=final)
+        )
         llm = ChatAnthropic(
             model_name="claude-sonnet-4-6",
             base_url=api.url,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import litellm
@@ -14,8 +14,7 @@ from fluxgate_async import FluxGate, tracking_context
 from fluxgate_async.integrations.litellm import FluxGateLogger
 from fluxgate_async.testing import FakeCollector
 
-from .framework_fakes import ANTHROPIC_MODEL, anthropic_message
-from .servers import Answer, FakeOpenAI, ProviderServer
+from .servers import ANTHROPIC_MODEL, Answer, FakeOpenAI, ProviderServer, anthropic_message
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
@@ -47,13 +46,6 @@ def logger(fg: FluxGate) -> Iterator[FluxGateLogger]:
     litellm.callbacks = [logger]
     yield logger
     clear_callbacks()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI-compatible API."""
-    async with FakeOpenAI() as s:
-        yield s
 
 
 async def arrived(fg: FluxGate, collector: FakeCollector, count: int = 1) -> list[Any]:
@@ -162,7 +154,11 @@ async def test_anthropic_tokens_match_the_anthropic_wrapper(
         api.answer(
             Answer(
                 body=anthropic_message(
-                    input_tokens=25, output_tokens=15, cache_read=200, cache_write=100
+                    [{"type": "text", "text": "Hi! My name is Claude."}],
+                    input_tokens=25,
+                    output_tokens=15,
+                    cache_read=200,
+                    cache_write=100,
                 )
             )
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -24,20 +23,6 @@ from .helpers import cancel_reading, cancel_when, recorded
 from .servers import SSE, Answer, FakeOpenAI, chat_chunks, chat_completion
 
 MESSAGES: Any = [{"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture
-async def raw(server: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    """An untracked client of the loopback API, without retries."""
-    async with AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0) as c:
-        yield c
 
 
 def response_body(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import agents
@@ -24,9 +24,17 @@ from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.integrations.openai_agents import FluxGateTracingProcessor
 from fluxgate_async.testing import FakeCollector
 
-from .framework_fakes import RESPONSES_MODEL, chat_tool_call, response_body, response_stream
-from .helpers import recorded
-from .servers import Answer, FakeOpenAI
+from .helpers import Queue, recorded
+from .servers import (
+    RESPONSES_MODEL,
+    Answer,
+    FakeOpenAI,
+    function_call_item,
+    message_item,
+    response,
+    response_stream,
+    tool_call,
+)
 
 
 @pytest.fixture
@@ -36,20 +44,6 @@ def processor(fg: FluxGate) -> Iterator[FluxGateTracingProcessor]:
     agents.set_trace_processors([processor])
     yield processor
     agents.set_trace_processors([])
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture
-async def raw(server: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    """An untracked OpenAI client of the loopback API, without retries."""
-    async with AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0) as c:
-        yield c
 
 
 @function_tool
@@ -73,13 +67,19 @@ async def test_run_with_a_tool_records_each_model_request(
     agent = Agent(name="Forecaster", model=model, tools=[weather])
     server.answer(
         Answer(
-            body=response_body(
-                input_tokens=50, output_tokens=10, tool_call=("weather", {"city": "Paris"})
+            body=response(
+                [function_call_item("weather", {"city": "Paris"})],
+                input_tokens=50,
+                output_tokens=10,
             )
         ),
         Answer(
-            body=response_body(
-                input_tokens=80, output_tokens=20, cached_tokens=48, reasoning_tokens=6
+            body=response(
+                [message_item("Hello!")],
+                input_tokens=80,
+                output_tokens=20,
+                cached_tokens=48,
+                reasoning_tokens=6,
             )
         ),
     )
@@ -120,11 +120,11 @@ async def test_handoff_records_each_agents_request_under_its_name(
     )
     server.answer(
         Answer(
-            body=response_body(
-                input_tokens=30, output_tokens=4, tool_call=("transfer_to_billing", {})
+            body=response(
+                [function_call_item("transfer_to_billing", {})], input_tokens=30, output_tokens=4
             )
         ),
-        Answer(body=response_body(input_tokens=45, output_tokens=12)),
+        Answer(body=response([message_item("Hello!")], input_tokens=45, output_tokens=12)),
     )
 
     result = await Runner.run(triage, "My invoice is wrong")
@@ -141,7 +141,8 @@ async def test_run_streamed_records_the_streamed_response(
 ) -> None:
     """Runner.run_streamed on the Responses API records the final response's usage."""
     agent = Agent(name="Streamer", model=OpenAIResponsesModel(model="gpt-4.1", openai_client=raw))
-    server.answer(response_stream(response_body(input_tokens=21, output_tokens=8)))
+    final = response([message_item("Hello!")], input_tokens=21, output_tokens=8)
+    server.answer(Answer(events=response_stream(final)))
 
     result = Runner.run_streamed(agent, "Hi")
     kinds = [event.type async for event in result.stream_events()]
@@ -170,8 +171,11 @@ async def test_chat_completions_model_records_its_generations(
             pass
         expected = [(17, 3, 5)]
     else:
-        server.answer(
-            chat_tool_call("weather", {"city": "Oslo"}, prompt_tokens=33, completion_tokens=7)
+        server.answer_chat(
+            prompt_tokens=33,
+            completion_tokens=7,
+            finish_reason="tool_calls",
+            tool_calls=[tool_call("weather", {"city": "Oslo"})],
         )
         server.answer_chat(prompt_tokens=52, completion_tokens=9, cached_tokens=16)
         await Runner.run(agent, "Weather in Oslo?")
@@ -213,8 +217,9 @@ async def test_tracked_client_inside_an_agent_records_once(
     """
     tracked = track_openai(raw, fg, feature="wrapper")
     agent = Agent(name="Both", model=OpenAIResponsesModel(model="gpt-4.1", openai_client=tracked))
-    server.answer(Answer(body=response_body(input_tokens=61, output_tokens=5)))
-    server.answer(response_stream(response_body(input_tokens=62, output_tokens=6)))
+    server.answer(Answer(body=response([message_item("Hello!")], input_tokens=61, output_tokens=5)))
+    final = response([message_item("Hello!")], input_tokens=62, output_tokens=6)
+    server.answer(Answer(events=response_stream(final)))
 
     with tracking_context(user="user-1"):
         await Runner.run(agent, "Hi")
@@ -226,22 +231,6 @@ async def test_tracked_client_inside_an_agent_records_once(
     assert (run["metadata"]["feature"], tokens(run)) == ("wrapper", (61, 5, 0))
     assert (streamed["metadata"]["feature"], tokens(streamed)) == ("wrapper", (62, 6, 0))
     assert {run["metadata"]["user"], streamed["metadata"]["user"]} == {"user-1"}
-
-
-class Queue:
-    """Stands in for a FluxGate client: keeps what `record_event_nowait` is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def record_event_nowait(self, event: Any) -> bool:
-        """Keep `event`."""
-        self.events.append(event)
-        return True
-
-    async def record_event(self, event: Any) -> None:
-        """Never called by a hook."""
-        raise AssertionError
 
 
 def test_spans_from_another_thread_and_bounded_state(monkeypatch: pytest.MonkeyPatch) -> None:

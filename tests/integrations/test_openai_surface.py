@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -28,20 +27,6 @@ from fluxgate_async.testing import FakeCollector
 from .helpers import missing_from_sdk, recorded
 from .servers import SSE, Answer, FakeOpenAI, chat_chunks, chat_completion
 from .test_openai import MESSAGES, response_body, response_events
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture
-async def raw(server: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    """An untracked client of the loopback API, without retries."""
-    async with AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0) as c:
-        yield c
 
 
 class Answerer(pydantic.BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,9 +27,16 @@ from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.integrations.otel import FluxGateSpanProcessor
 from fluxgate_async.testing import FakeCollector
 
-from .framework_fakes import ANTHROPIC_MODEL, anthropic_message, anthropic_stream, chat_tool_call
-from .helpers import recorded
-from .servers import Answer, FakeOpenAI, ProviderServer
+from .helpers import Queue, recorded
+from .servers import (
+    ANTHROPIC_MODEL,
+    Answer,
+    FakeOpenAI,
+    ProviderServer,
+    anthropic_message,
+    anthropic_stream,
+    tool_call,
+)
 
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -59,20 +66,6 @@ def openai_v2(tracer_provider: TracerProvider) -> Iterator[None]:
     instrumentor.uninstrument()
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture
-async def raw(server: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
-    """An untracked OpenAI client of the loopback API, without retries."""
-    async with AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0) as c:
-        yield c
-
-
 def chat_agent(client: AsyncOpenAI, **kwargs: Any) -> Agent[None, str]:
     """A pydantic-ai agent on the chat completions API of `client`."""
     model = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
@@ -91,8 +84,11 @@ async def test_pydantic_ai_run_records_one_event_per_model_request(
         """The weather in `city`."""
         return f"sunny in {city}"
 
-    server.answer(
-        chat_tool_call("weather", {"city": "Paris"}, prompt_tokens=40, completion_tokens=9)
+    server.answer_chat(
+        prompt_tokens=40,
+        completion_tokens=9,
+        finish_reason="tool_calls",
+        tool_calls=[tool_call("weather", {"city": "Paris"})],
     )
     server.answer_chat(prompt_tokens=61, completion_tokens=12, cached_tokens=32, reasoning_tokens=4)
 
@@ -178,10 +174,11 @@ async def test_pydantic_ai_anthropic_tokens_match_the_anthropic_wrapper(
             "cache_read": 200,
             "cache_write": 100,
         }
+        final = anthropic_message([{"type": "text", "text": "Hi!"}], **usage)
         if stream:
-            anthropic_api.answer(anthropic_stream(**usage))
+            anthropic_api.answer(Answer(events=anthropic_stream(final, counts_in_delta=True)))
         else:
-            anthropic_api.answer(Answer(body=anthropic_message(**usage)))
+            anthropic_api.answer(Answer(body=final))
         client = AsyncAnthropic(api_key="sk-ant-test", base_url=anthropic_api.url, max_retries=0)
         model = AnthropicModel(
             "claude-sonnet-4-6", provider=AnthropicProvider(anthropic_client=client)
@@ -298,22 +295,6 @@ async def test_two_nested_instrumentations_record_once(
     [event] = await recorded(fg, collector)
     assert event["usage"]["inputTokens"] == 31
     assert "step" not in event["metadata"]  # openai-v2's span names no agent
-
-
-class Queue:
-    """Stands in for a FluxGate client: keeps what `record_event_nowait` is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def record_event_nowait(self, event: Any) -> bool:
-        """Keep `event`."""
-        self.events.append(event)
-        return True
-
-    async def record_event(self, event: Any) -> None:
-        """Never called by a hook."""
-        raise AssertionError
 
 
 def queued_tracer() -> tuple[Queue, Any]:
