@@ -244,7 +244,7 @@ class Queue:
         self.count = 0
         self.last: Any = None
 
-    def record_event_nowait(self, event: Any) -> bool:
+    def record_event_nowait(self, event: Any, idempotency_key: str | None = None) -> bool:
         """Count `event`."""
         self.count += 1
         self.last = event

@@ -234,7 +234,7 @@ class Queue:
     def __init__(self) -> None:
         self.events: list[Any] = []
 
-    def record_event_nowait(self, event: Any) -> bool:
+    def record_event_nowait(self, event: Any, idempotency_key: str | None = None) -> bool:
         """Keep `event`."""
         self.events.append(event)
         return True
