@@ -24,9 +24,9 @@ from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.integrations.openai_agents import FluxGateTracingProcessor
 from fluxgate_async.testing import FakeCollector
 
+from ..integrations.helpers import recorded
+from ..integrations.servers import Answer, FakeOpenAI
 from .framework_fakes import RESPONSES_MODEL, chat_tool_call, response_body, response_stream
-from .helpers import recorded
-from .servers import Answer, FakeOpenAI
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .servers import SSE, Answer, chat_completion
+from ..integrations.servers import SSE, Answer, chat_completion
 
 __all__ = [
     "anthropic_message",

@@ -14,8 +14,8 @@ from fluxgate_async import FluxGate, tracking_context
 from fluxgate_async.integrations.litellm import FluxGateLogger
 from fluxgate_async.testing import FakeCollector
 
+from ..integrations.servers import Answer, FakeOpenAI, ProviderServer
 from .framework_fakes import ANTHROPIC_MODEL, anthropic_message
-from .servers import Answer, FakeOpenAI, ProviderServer
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"

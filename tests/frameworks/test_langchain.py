@@ -20,9 +20,9 @@ from fluxgate_async.integrations.langchain import FluxGateCallbackHandler
 from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.testing import FakeCollector
 
+from ..integrations.helpers import recorded
+from ..integrations.servers import Answer, FakeOpenAI, ProviderServer
 from .framework_fakes import ANTHROPIC_MODEL, anthropic_message, anthropic_stream
-from .helpers import recorded
-from .servers import Answer, FakeOpenAI, ProviderServer
 
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
 
