@@ -725,3 +725,48 @@ def test_ended_event_loops_are_not_kept_alive(threaded_collector: FakeCollector)
     gc.collect()
     assert [ref() is None for ref in loops] == [True, True, False]
     asyncio.run(fg.aclose())
+
+
+# --- a key given by the caller ------------------------------------------------------------
+
+
+async def test_a_caller_given_key_is_sent_and_a_repeat_is_stored_once(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """The same request reported twice under its own key, queued or awaited, is stored once."""
+    assert fg.record_event_nowait(SIMPLE, idempotency_key="span-0af7651916cd43dd")
+    assert fg.record_event_nowait(SIMPLE, idempotency_key="span-0af7651916cd43dd")
+    assert await fg.flush(5)
+    answer = await fg.record_event(SIMPLE, idempotency_key="span-0af7651916cd43dd")
+
+    keys = [request.idempotency_key for request in collector.requests]
+    assert keys == ["span-0af7651916cd43dd"] * 3
+    assert len(collector.events) == 1
+    assert answer is not None
+    assert fg.stats.sent == 2
+
+
+@pytest.mark.parametrize("key", ["", " lead", "tab\tin", "caf\u00e9", "x" * 256, 42], ids=repr)
+async def test_an_unusable_caller_key_refuses_the_event_naming_it(
+    collector: FakeCollector, key: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key that cannot go in a header is refused, counted and reported, and nothing is sent."""
+    refused: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _event, reason: refused.append(reason)
+    ) as fg:
+        assert not fg.record_event_nowait(SIMPLE, idempotency_key=key)
+        assert await fg.record_event(SIMPLE, idempotency_key=key) is None
+        assert fg.stats.dropped == {"invalid_event": 1}
+    assert refused == ["invalid_event"]
+    assert collector.requests == []
+    assert "idempotency_key must be 1 to 255 visible ASCII characters" in caplog.text
+
+
+async def test_a_caller_key_from_another_thread_is_kept(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A tracing callback on another thread hands its span's key over with the event."""
+    await asyncio.to_thread(fg.record_event_nowait, SIMPLE, idempotency_key="otel-thread-key")
+    assert await fg.flush(5)
+    assert [request.idempotency_key for request in collector.requests] == ["otel-thread-key"]

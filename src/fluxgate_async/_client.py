@@ -41,6 +41,31 @@ from ._wire import (
 __all__ = ["FluxGate"]
 
 
+_MAX_KEY_LENGTH = 255
+
+
+def _valid_key(key: object) -> bool:
+    """Whether a caller's Idempotency-Key can go in a header as it is; logs why not."""
+    if (
+        isinstance(key, str)
+        and 0 < len(key) <= _MAX_KEY_LENGTH
+        and key.isascii()
+        and key.isprintable()
+        and " " not in key
+    ):
+        return True
+    shown = (
+        repr(key) if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH else type(key).__name__
+    )
+    log.warning(
+        "FluxGate: idempotency_key must be 1 to %d visible ASCII characters, got %s;"
+        " event not recorded",
+        _MAX_KEY_LENGTH,
+        shown,
+    )
+    return False
+
+
 class FluxGate:
     """Records LLM usage events to the FluxGate API.
 
@@ -204,7 +229,7 @@ class FluxGate:
             return DropReason.INVALID_EVENT
         return model
 
-    def record_event_nowait(self, event: EventInput) -> bool:
+    def record_event_nowait(self, event: EventInput, *, idempotency_key: str | None = None) -> bool:
         """Queue one event for background delivery and return at once.
 
         Synchronous and cheap, so it fits anywhere: in a request handler, in sync
@@ -220,12 +245,20 @@ class FluxGate:
         next one that uses the client (any `await` on it); one still waiting
         at exit is reported in a WARNING.
 
+        Args:
+            event: An `LLMEvent`, or a mapping shaped like the TypeScript SDK's.
+            idempotency_key: The key to send the event under, when the caller
+                has one that names the model request (a tracing span's id):
+                the same request reported twice is then recorded once. 1 to
+                255 visible ASCII characters; `None` (the default) chooses a
+                fresh one.
+
         Returns:
             `True` if the event was queued; `False` if it was refused (queue
             full, client closing or closed or disabled, invalid input, a value
             JSON cannot carry, over `max_event_bytes`, dropped by
-            `before_send`). Each refusal is counted in `stats.dropped` by
-            reason. Never raises.
+            `before_send`, an invalid `idempotency_key`). Each refusal is
+            counted in `stats.dropped` by reason. Never raises.
         """
         pipeline = self._pipeline
         assert pipeline is not None
@@ -234,7 +267,10 @@ class FluxGate:
             if isinstance(prepared, str):
                 pipeline.drop(event, prepared)
                 return False
-            return pipeline.submit(prepared)
+            if idempotency_key is not None and not _valid_key(idempotency_key):
+                pipeline.drop(event, DropReason.INVALID_EVENT)
+                return False
+            return pipeline.submit(prepared, idempotency_key)
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not queued: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
@@ -257,7 +293,9 @@ class FluxGate:
         assert self._pipeline is not None
         return await self._pipeline.flush(timeout)
 
-    async def record_event(self, event: EventInput) -> CreateAiEventResponse | None:
+    async def record_event(
+        self, event: EventInput, *, idempotency_key: str | None = None
+    ) -> CreateAiEventResponse | None:
         """Send one event and return FluxGate's answer, or `None` if it was not recorded.
 
         `event` is an `LLMEvent`, or a mapping shaped like the TypeScript SDK's
@@ -270,22 +308,30 @@ class FluxGate:
         attempt carries the same `Idempotency-Key`, so the server counts the event
         once.
 
-        Returns `None`, and logs why, when the event is invalid, the client is
-        closed, the server is unreachable, slow, answers a non-2xx status or an
-        unusable body. Never raises, except `asyncio.CancelledError`.
+        `idempotency_key`, when given (1 to 255 visible ASCII characters), is
+        sent instead of a fresh key: the same model request reported twice is
+        then recorded once.
+
+        Returns `None`, and logs why, when the event or key is invalid, the
+        client is closed, the server is unreachable, slow, answers a non-2xx
+        status or an unusable body. Never raises, except `asyncio.CancelledError`.
         """
         try:
-            return await self._record(event)
+            return await self._record(event, idempotency_key)
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not recorded: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
-    async def _record(self, event: EventInput) -> CreateAiEventResponse | None:
+    async def _record(
+        self, event: EventInput, idempotency_key: str | None
+    ) -> CreateAiEventResponse | None:
         prepared = self._prepare(event)
         if prepared == DropReason.CLOSED:
             log.warning("FluxGate: record_event called on a closed client; event not recorded")
         if isinstance(prepared, str):
+            return None
+        if idempotency_key is not None and not _valid_key(idempotency_key):
             return None
         try:
             body = encode_event(prepared)
@@ -293,7 +339,7 @@ class FluxGate:
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return None
         assert self._pipeline is not None
-        key = self._pipeline.keys.next()
+        key = idempotency_key or self._pipeline.keys.next()
         log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
         try:
             async with asyncio.timeout(self._config.timeout) as deadline:

@@ -62,14 +62,16 @@ _T = TypeVar("_T")
 class _Item:
     __slots__ = ("event", "key", "number", "seq")
 
-    def __init__(self, event: LLMEvent, number: int) -> None:
+    def __init__(self, event: LLMEvent, number: int, key: str | None = None) -> None:
         self.event = event
         # The key is chosen when the event is queued (its number, under the
         # client's prefix) and kept for every attempt, so the server records the
         # event once however often it is sent. It is written out at the first
         # attempt: formatting costs more than the rest of queueing.
+        # A caller may give the key instead (a tracing span's id), so that the
+        # same request reported twice is recorded once.
         self.number = number
-        self.key: str | None = None
+        self.key = key
         self.seq = 0
 
 
@@ -162,19 +164,20 @@ class Pipeline:
         """Events queued or in flight."""
         return len(self._pending) + len(self._inbox) + len(self._in_flight)
 
-    def submit(self, event: LLMEvent) -> bool:
+    def submit(self, event: LLMEvent, key: str | None = None) -> bool:
         """Queue `event` for delivery; `False` (and counted) when the queue is full.
 
-        The client refuses events once closing, before they reach the pipeline.
+        `key` is the Idempotency-Key to send it under; `None` chooses one. The
+        client refuses events once closing, before they reach the pipeline.
         """
         loop = _running_loop()
         if loop is not self._loop or loop is None:
-            return self._submit_elsewhere(event, loop)
+            return self._submit_elsewhere(event, loop, key)
         # The home loop's own thread: no other thread writes these.
         if len(self._pending) + len(self._inbox) >= self._max_queue_size:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
-        item = _Item(event, next(self.keys.numbers))
+        item = _Item(event, next(self.keys.numbers), key)
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
@@ -183,12 +186,14 @@ class Pipeline:
         self._wakeup.set()
         return True
 
-    def _submit_elsewhere(self, event: LLMEvent, loop: asyncio.AbstractEventLoop | None) -> bool:
+    def _submit_elsewhere(
+        self, event: LLMEvent, loop: asyncio.AbstractEventLoop | None, key: str | None
+    ) -> bool:
         home = self._loop
         if loop is not None and (home is None or not home.is_running()):
             # A new loop, the previous one gone (a second `asyncio.run`): it becomes home.
             self._adopt(loop)
-            return self.submit(event)
+            return self.submit(event, key)
         # Another thread (or a second loop) while the home loop runs, or no loop
         # at all: hand over through the inbox.
         with self._lock:
@@ -197,7 +202,7 @@ class Pipeline:
             elif len(self._pending) + len(self._inbox) >= self._max_queue_size:
                 refused = DropReason.QUEUE_FULL
             else:
-                self._inbox.append(_Item(event, next(self.keys.numbers)))
+                self._inbox.append(_Item(event, next(self.keys.numbers), key))
                 refused = ""
                 wake = home is not None and self._woken is not home
                 if wake:

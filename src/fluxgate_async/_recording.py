@@ -162,8 +162,8 @@ def event_for(
 class EventSink(Protocol):
     """What a `Recorder` sends events to: a `FluxGate` client."""
 
-    def record_event_nowait(self, event: LLMEvent) -> bool:
-        """Queue `event` for background delivery."""
+    def record_event_nowait(self, event: LLMEvent, *, idempotency_key: str | None = None) -> bool:
+        """Queue `event` for background delivery, under `idempotency_key` if given."""
 
     async def record_event(self, event: LLMEvent) -> CreateAiEventResponse | None:
         """Send `event` now and return the answer."""

@@ -1,5 +1,7 @@
 """What the agent-framework tests share: a run that calls one tool, as each provider answers it.
 
+`Queue` stands in for a FluxGate client where a hook is tested on its own.
+
 Each run makes two model requests: the first asks for `get_weather` (50 input,
 10 output tokens), the second answers (80 input of which 40 cached, 20 output).
 """
@@ -33,6 +35,24 @@ CALL = {"city": "Paris"}
 ANSWER = "Sunny in Paris."
 FIRST = {"input": 50, "output": 10}
 SECOND = {"input": 80, "output": 20, "cached": 40}
+
+
+class Queue:
+    """Stands in for a FluxGate client: keeps what `record_event_nowait` is given."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.keys: list[str | None] = []
+
+    def record_event_nowait(self, event: Any, idempotency_key: str | None = None) -> bool:
+        """Keep `event` and its key."""
+        self.events.append(event)
+        self.keys.append(idempotency_key)
+        return True
+
+    async def record_event(self, event: Any) -> None:
+        """Never called by a hook."""
+        raise AssertionError
 
 
 def get_weather(city: str) -> str:

@@ -46,13 +46,6 @@ def agents_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    """A loopback OpenAI API."""
-    async with FakeOpenAI() as s:
-        yield s
-
-
-@pytest.fixture
 async def tracked(server: FakeOpenAI, fg: FluxGate, mode: Mode) -> AsyncIterator[AsyncOpenAI]:
     """A tracked client of the loopback API, in each mode, made the Agents SDK's default."""
     raw = AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0)

@@ -1,4 +1,4 @@
-"""Reading what a tracked call sent to the collector, and a stand-in client for hooks."""
+"""Reading what a tracked call sent to the collector."""
 
 from __future__ import annotations
 
@@ -14,22 +14,6 @@ import pytest
 from fluxgate_async import FluxGate
 from fluxgate_async.integrations import _coverage
 from fluxgate_async.testing import FakeCollector
-
-
-class Queue:
-    """Stands in for a FluxGate client: keeps what `record_event_nowait` is given."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def record_event_nowait(self, event: Any) -> bool:
-        """Keep `event`."""
-        self.events.append(event)
-        return True
-
-    async def record_event(self, event: Any) -> None:
-        """Never called by a hook."""
-        raise AssertionError
 
 
 async def recorded(fg: FluxGate, collector: FakeCollector, count: int = 1) -> list[Any]:

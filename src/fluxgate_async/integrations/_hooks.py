@@ -49,8 +49,12 @@ class HookSink:
         streamed: bool | None,
         time_to_first_chunk_s: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Queue the event of one finished model request. Never raises, never blocks.
+
+        `idempotency_key` names the request when the framework gives it an id
+        (a span's), so that the server records a request reported twice once.
 
         Metadata is merged in this order, the later winning: the hook's
         defaults, `metadata` (what the framework says of this request: its
@@ -68,6 +72,6 @@ class HookSink:
                 time_to_first_chunk_s=time_to_first_chunk_s,
                 metadata=fields,
             )
-            self.fluxgate.record_event_nowait(event)
+            self.fluxgate.record_event_nowait(event, idempotency_key=idempotency_key)
         except Exception:
             log.exception("FluxGate: bug while recording a framework's model request")

@@ -78,6 +78,10 @@ reads the span's attributes and queues the event with
 logged on the `fluxgate_async` logger) and does no I/O. `shutdown` and
 `force_flush` leave the FluxGate client alone: close it yourself.
 
+Each event is sent under an `Idempotency-Key` made of the span's trace and span
+ids (`otel-<trace id>-<span id>`), so a span that reaches the bridge twice (two
+processors, two tracer providers) is recorded once by the server.
+
 When a tracked SDK client (`track_openai`, ...) makes the request inside an
 instrumented framework, the wrapper records it and the span is skipped; of two
 nested inference spans for one request, the inner one is recorded. See
@@ -266,6 +270,7 @@ class FluxGateSpanProcessor(SpanProcessor):
             streamed=streamed,
             time_to_first_chunk_s=first_chunk,
             metadata={key: value for key, value in metadata.items() if isinstance(value, str)},
+            idempotency_key=_span_key(span),
         )
 
     def shutdown(self) -> None:
@@ -276,3 +281,15 @@ class FluxGateSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Return at once: events are delivered by the FluxGate client (see `FluxGate.flush`)."""
         return True
+
+
+def _span_key(span: ReadableSpan) -> str | None:
+    """The span's trace and span ids as its event's Idempotency-Key.
+
+    A span exported twice (two processors, a retried export) is then recorded
+    once by the server.
+    """
+    context = span.get_span_context()
+    if context is None or not context.is_valid:
+        return None
+    return f"otel-{context.trace_id:032x}-{context.span_id:016x}"

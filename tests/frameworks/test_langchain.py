@@ -19,8 +19,8 @@ from fluxgate_async.integrations.langchain import FluxGateCallbackHandler
 from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import recorded
-from .servers import (
+from ..integrations.helpers import recorded
+from ..integrations.servers import (
     ANTHROPIC_MODEL,
     Answer,
     FakeOpenAI,
@@ -247,7 +247,7 @@ class Queue:
         self.count = 0
         self.last: Any = None
 
-    def record_event_nowait(self, event: Any) -> bool:
+    def record_event_nowait(self, event: Any, idempotency_key: str | None = None) -> bool:
         """Count `event`."""
         self.count += 1
         self.last = event

@@ -24,8 +24,8 @@ from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.integrations.openai_agents import FluxGateTracingProcessor
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import Queue, recorded
-from .servers import (
+from ..integrations.helpers import recorded
+from ..integrations.servers import (
     RESPONSES_MODEL,
     Answer,
     FakeOpenAI,
@@ -35,6 +35,7 @@ from .servers import (
     response_stream,
     tool_call,
 )
+from .helpers import Queue
 
 
 @pytest.fixture

@@ -14,7 +14,13 @@ from fluxgate_async import FluxGate, tracking_context
 from fluxgate_async.integrations.litellm import FluxGateLogger
 from fluxgate_async.testing import FakeCollector
 
-from .servers import ANTHROPIC_MODEL, Answer, FakeOpenAI, ProviderServer, anthropic_message
+from ..integrations.servers import (
+    ANTHROPIC_MODEL,
+    Answer,
+    FakeOpenAI,
+    ProviderServer,
+    anthropic_message,
+)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"

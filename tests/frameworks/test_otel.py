@@ -27,8 +27,8 @@ from fluxgate_async.integrations.openai import track_openai
 from fluxgate_async.integrations.otel import FluxGateSpanProcessor
 from fluxgate_async.testing import FakeCollector
 
-from .helpers import Queue, recorded
-from .servers import (
+from ..integrations.helpers import recorded
+from ..integrations.servers import (
     ANTHROPIC_MODEL,
     Answer,
     FakeOpenAI,
@@ -37,6 +37,7 @@ from .servers import (
     anthropic_stream,
     tool_call,
 )
+from .helpers import Queue
 
 CHAT_MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -411,3 +412,25 @@ def test_older_attribute_names_and_other_conventions_are_read() -> None:
     assert claude["usage"]["provider"] == "anthropic"
     assert (claude["usage"]["inputTokens"], claude["usage"]["cachedTokens"]) == (18, 12)
     assert (gpt["usage"]["model"], gpt["usage"]["inputTokens"]) == ("gpt-4o", 9)
+
+
+async def test_a_span_reported_twice_is_stored_once(fg: FluxGate, collector: FakeCollector) -> None:
+    """The span's trace and span ids are the event's key: two processors, one stored event."""
+    provider = TracerProvider()
+    provider.add_span_processor(FluxGateSpanProcessor(fg))
+    provider.add_span_processor(FluxGateSpanProcessor(fg))
+    attributes: dict[str, str | int] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 3,
+    }
+    span = provider.get_tracer("test").start_span("chat gpt-4o-mini", attributes=attributes)
+    span.end()
+    context = span.get_span_context()
+
+    [event] = await recorded(fg, collector, 1)
+    assert event["usage"]["inputTokens"] == 12
+    key = f"otel-{context.trace_id:032x}-{context.span_id:016x}"
+    assert [request.idempotency_key for request in collector.requests] == [key, key]
