@@ -78,7 +78,11 @@ pytest: install browser test-oldest
 pytest-python%: .venv-%/.installed browser
 	.venv-$*/bin/pytest -p no:cacheprovider -q
 
-pytest-other-pythons: $(addprefix pytest-python,$(OTHER_PYTHONS))
+# Side by side: the suites spend much of their time waiting on loopback servers and child
+# processes, so two of them on two cores take little longer than one.
+pytest-other-pythons:
+	$(MAKE) --no-print-directory -j$(words $(OTHER_PYTHONS)) \
+		$(addprefix pytest-python,$(OTHER_PYTHONS))
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
