@@ -67,14 +67,12 @@ class Segment:
     title: str
 
 
-@attrs.frozen
-class BarChart:
-    """Stacked bars over time, with their axes."""
+@attrs.frozen(kw_only=True)
+class _Plot:
+    """What every chart has: its axes' ticks and the box it is drawn in."""
 
-    segments: list[Segment]
     y_ticks: list[Tick]
     x_ticks: list[Tick]
-    series: list[Series]
     width: float = WIDTH
     height: float = HEIGHT
     left: float = _LEFT
@@ -89,6 +87,14 @@ class BarChart:
     def bottom(self) -> float:
         """Where the plot ends on the y axis (its zero line)."""
         return self.height - _BOTTOM
+
+
+@attrs.frozen(kw_only=True)
+class BarChart(_Plot):
+    """Stacked bars over time, with their axes."""
+
+    segments: list[Segment]
+    series: list[Series]
 
 
 @attrs.frozen
@@ -105,27 +111,11 @@ class Line:
         return " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in self.points)
 
 
-@attrs.frozen
-class LineChart:
+@attrs.frozen(kw_only=True)
+class LineChart(_Plot):
     """Lines over time, with their axes."""
 
     lines: list[Line]
-    y_ticks: list[Tick]
-    x_ticks: list[Tick]
-    width: float = WIDTH
-    height: float = HEIGHT
-    left: float = _LEFT
-    top: float = _TOP
-
-    @property
-    def right(self) -> float:
-        """Where the plot ends on the x axis."""
-        return self.width - _RIGHT
-
-    @property
-    def bottom(self) -> float:
-        """Where the plot ends on the y axis (its zero line)."""
-        return self.height - _BOTTOM
 
 
 def nice_ticks(top: float, count: int = 4) -> list[float]:
@@ -210,7 +200,9 @@ def bar_chart(
             )
             base += row[i]
     x_ticks = _x_ticks(ticks, slot, width)
-    return BarChart(segments, y_ticks, x_ticks, list(series), width=width)
+    return BarChart(
+        segments=segments, y_ticks=y_ticks, x_ticks=x_ticks, series=list(series), width=width
+    )
 
 
 def line_chart(
@@ -241,4 +233,6 @@ def line_chart(
         )
         for one, row in zip(series, values, strict=True)
     ]
-    return LineChart(lines, y_ticks, _x_ticks(ticks, slot, width), width=width)
+    return LineChart(
+        lines=lines, y_ticks=y_ticks, x_ticks=_x_ticks(ticks, slot, width), width=width
+    )
