@@ -24,6 +24,7 @@ __all__ = [
     "LEFT_EARLY",
     "NEVER_CONSUMED",
     "Accumulator",
+    "IteratedProxy",
     "Proxy",
     "TrackedStream",
     "finish",
@@ -189,7 +190,38 @@ class Accumulator(Protocol):
         """What the chunks so far say; `None` when there is nothing to record (yet)."""
 
 
-class TrackedStream(Proxy):
+class IteratedProxy(Proxy):
+    """A proxy of an async iterator that learns when the caller stops iterating.
+
+    Iteration runs in a generator of our own, so that `break` (which drops it)
+    finalizes it through the loop's async-generator hook, and `_fg_left` runs
+    then, as it does at the end, on an error or when cancelled.
+    """
+
+    __slots__ = ()
+
+    def __aiter__(self) -> Any:
+        return self._fg_iterate()
+
+    async def _fg_iterate(self) -> Any:
+        try:
+            while True:
+                try:
+                    chunk = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            self._fg_left()
+
+    async def __anext__(self) -> Any:
+        return await self._fg_target.__anext__()
+
+    def _fg_left(self) -> None:
+        """Called once iteration stops, however it stops; nothing to do by default."""
+
+
+class TrackedStream(IteratedProxy):
     """A provider's stream, passed through chunk by chunk, that sends one event.
 
     The event is sent when the stream ends (in the recorder's mode: in inline
@@ -215,22 +247,6 @@ class TrackedStream(Proxy):
         # What the caller holds, to attach the inline tracking to: this stream,
         # unless an SDK helper wraps it in an object of its own.
         object.__setattr__(self, "_fg_shown", self if shown is None else shown)
-
-    def __aiter__(self) -> Any:
-        return self._fg_iterate()
-
-    async def _fg_iterate(self) -> Any:
-        # A generator of our own, so that `break` (which drops it) finalizes it
-        # through the loop's async-generator hook, and the event is sent then.
-        try:
-            while True:
-                try:
-                    chunk = await self.__anext__()
-                except StopAsyncIteration:
-                    return
-                yield chunk
-        finally:
-            self._fg_left_early(LEFT_EARLY)
 
     async def __anext__(self) -> Any:
         timer: CallTimer = self._fg_timer
@@ -265,6 +281,9 @@ class TrackedStream(Proxy):
 
     def _fg_seen(self) -> Outcome | None:
         return safe_outcome(self._fg_accumulator.outcome)
+
+    def _fg_left(self) -> None:
+        self._fg_left_early(LEFT_EARLY)
 
     def _fg_left_early(self, why: str) -> None:
         timer: CallTimer = self._fg_timer

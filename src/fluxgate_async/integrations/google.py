@@ -85,7 +85,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CallTimer, Mode, Outcome, Recorder
-from ._proxy import LEFT_EARLY, Proxy, TrackedStream, refuse_tracked, run_tracked
+from ._proxy import (
+    LEFT_EARLY,
+    IteratedProxy,
+    Proxy,
+    TrackedStream,
+    refuse_tracked,
+    run_tracked,
+)
 from ._usage import count, extra_counts
 
 if TYPE_CHECKING:
@@ -254,7 +261,7 @@ def _hop(stream: Any, timer: CallTimer, model: str | None, shown: object) -> Tra
     return hop
 
 
-class _ShownStream(Proxy):
+class _ShownStream(IteratedProxy):
     """The SDK's stream of `generate_content_stream`, handed to the caller.
 
     While it fetches a chunk, the model request that chunk comes from knows it
@@ -267,21 +274,6 @@ class _ShownStream(Proxy):
     def __init__(self, stream: Any) -> None:
         super().__init__(stream, {})
         object.__setattr__(self, "_fg_hop", None)
-
-    def __aiter__(self) -> Any:
-        return self._fg_iterate()
-
-    async def _fg_iterate(self) -> Any:
-        # A generator of our own, so that `break` (which drops it) finalizes it.
-        try:
-            while True:
-                try:
-                    chunk = await self.__anext__()
-                except StopAsyncIteration:
-                    return
-                yield chunk
-        finally:
-            self._fg_left()
 
     async def __anext__(self) -> Any:
         token = _shown.set(self)
