@@ -302,7 +302,8 @@ class Pipeline:
                 self._fail(item, FailureReason.INTERNAL_ERROR)
             if in_flight is not self._in_flight:
                 return  # a forked child's copy of a parent's sender: the event is the parent's
-            del in_flight[item.seq]
+            if in_flight.pop(item.seq, None) is None:
+                return  # closing gave up waiting for us and counted the event already
             progress.set()
 
     def _warn_cut_off(self) -> None:
@@ -411,8 +412,15 @@ class Pipeline:
     def abandon(self) -> None:
         """Cancel the senders without waiting: the client is being collected."""
         self._closing = True  # what they hold is lost with the client, not kept for later
-        for task in self._senders:
-            if not task.get_loop().is_closed():
+        for task in list(self._senders):
+            loop = task.get_loop()
+            if loop.is_closed():
+                continue
+            if loop.is_running() and loop is not _running_loop():
+                # Collected on another thread: Task.cancel is not thread-safe.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(task.cancel)
+            else:
                 task.cancel()
 
     async def _stop(self) -> None:
