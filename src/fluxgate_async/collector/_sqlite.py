@@ -40,7 +40,7 @@ from ._store import (
 )
 from ._usage import Usage, UsageWindow, read_usage
 
-__all__ = ["SQLiteEventStore", "connect_readonly", "list_events", "summarise"]
+__all__ = ["SQLiteEventStore", "connect_readonly", "summarise"]
 
 log = logging.getLogger("fluxgate_async.collector")
 
@@ -201,16 +201,6 @@ def _page(
     return EventPage(
         [listed_event(*row[1:]) for row in shown], encode_cursor((last,)), len(rows) > limit
     )
-
-
-def list_events(
-    conn: sqlite3.Connection, *, since: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """The first `limit` stored events created at or after `since` (normalised), oldest first.
-
-    Each is the answer given for it plus the event itself, as the client sent it.
-    """
-    return _page(conn, since=since, cursor=None, limit=limit).events
 
 
 def summarise(

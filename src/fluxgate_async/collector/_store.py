@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -180,16 +180,24 @@ def summary_rows(group_by: str, rows: Iterable[Sequence[Any]]) -> list[dict[str,
 
 
 def describe_db(db: str | Path) -> str:
-    """`db` as it may be shown in a log line: a URL's password replaced by `***`."""
+    """`db` as it may be shown in a log line: a URL's password, given either way, as `***`."""
     text = str(db)
     if not text.startswith(POSTGRES_SCHEMES):
         return text
     parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rpartition("@")
+        user = netloc[0].partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[2]}")
+    # asyncpg also takes the password (or a file holding it) as a query parameter.
+    query = [
+        (name, "***" if name in _SECRET_PARAMETERS else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+_SECRET_PARAMETERS = frozenset({"password", "passfile"})
 
 
 class EventStore(abc.ABC):
