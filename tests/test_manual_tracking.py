@@ -10,7 +10,7 @@ import pytest
 
 from fluxgate_async import FluxGate, TrackedCall, tracking_context
 from fluxgate_async._recording import CallTimer, Outcome, Recorder
-from fluxgate_async.testing import FakeCollector
+from fluxgate_async.testing import FakeCollector, Reply
 
 from .integrations.helpers import recorded
 
@@ -233,3 +233,29 @@ async def test_an_unreadable_exception_still_reaches_the_caller(
     assert raised.value is error
     [event] = await recorded(fg, collector)
     assert event["status"] == {"status": "ERROR", "errorMessage": "Unprintable"}
+
+
+async def test_an_inline_block_cancelled_while_fluxgate_answers_still_records_once(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Cancelled while awaiting FluxGate, the event is queued under the same key: stored once."""
+    collector.reply_with(Reply(delay=0.3))
+    entered = asyncio.Event()
+
+    async def tracked() -> None:
+        async with fg.track(model="m", provider="acme", mode="inline") as call:
+            call.set_usage(7, 3)
+            entered.set()
+
+    task = asyncio.create_task(tracked())
+    await entered.wait()
+    await asyncio.sleep(0.05)  # the block has exited and is awaiting FluxGate's answer
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await fg.flush(5)
+    await asyncio.sleep(0.4)  # the first, delayed request is answered too
+    assert len(collector.events) == 1
+    assert collector.events[0]["usage"]["inputTokens"] == 7
+    keys = {request.idempotency_key for request in collector.requests}
+    assert len(keys) == 1

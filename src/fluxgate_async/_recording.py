@@ -12,8 +12,10 @@ tracked call returns or raises.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -165,8 +167,10 @@ class EventSink(Protocol):
     def record_event_nowait(self, event: LLMEvent, *, idempotency_key: str | None = None) -> bool:
         """Queue `event` for background delivery, under `idempotency_key` if given."""
 
-    async def record_event(self, event: LLMEvent) -> CreateAiEventResponse | None:
-        """Send `event` now and return the answer."""
+    async def record_event(
+        self, event: LLMEvent, *, idempotency_key: str | None = None
+    ) -> CreateAiEventResponse | None:
+        """Send `event` now, under `idempotency_key` if given, and return the answer."""
 
 
 class Recorder:
@@ -246,7 +250,8 @@ class CallTimer:
         """Send the event in the recorder's mode; in inline mode attach the answer to `response`.
 
         Returns the tracking outcome in inline mode, else `None`. Never raises,
-        except `asyncio.CancelledError` while awaiting FluxGate in inline mode.
+        except `asyncio.CancelledError` while awaiting FluxGate in inline mode;
+        the event is then queued in the background under the same key.
         """
         if self.finished:
             return None
@@ -259,7 +264,16 @@ class CallTimer:
         if self._recorder.mode != "inline":
             self._recorder.fluxgate.record_event_nowait(event)
             return None
-        answer = await self._recorder.fluxgate.record_event(event)
+        fluxgate = self._recorder.fluxgate
+        # One key for both ways of sending: if the caller is cancelled while
+        # FluxGate answers, the event is queued instead, and the server records
+        # it once even when the awaited request had reached it.
+        key = str(uuid.uuid4())
+        try:
+            answer = await fluxgate.record_event(event, idempotency_key=key)
+        except asyncio.CancelledError:
+            fluxgate.record_event_nowait(event, idempotency_key=key)
+            raise
         tracking = FluxGateCostTrackingResponse.from_answer(
             event.status, event.error_message, answer
         )

@@ -401,7 +401,7 @@ class TrackedResponse(Proxy):
         if body is not None:
             seen = safe_outcome(body.seen)
         elif call.streamed and events is not None:
-            seen = events().outcome()
+            seen = safe_outcome(lambda: events().outcome())
         else:
             seen = Outcome()
         if seen is None:

@@ -78,8 +78,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from .._recording import error_outcome
 from .._routes import ModelRequest, open_model_request
-from ._conventions import failed, provider_name, usage_outcome
+from ._conventions import provider_name, usage_outcome
 from ._hooks import HookSink
 
 try:
@@ -250,9 +251,10 @@ class FluxGateCallbackHandler(AsyncCallbackHandler):
         try:
             run = self._end(run_id)
             if run is not None:
-                message = str(error) or type(error).__name__
-                outcome = failed(
-                    usage_outcome(run.provider, input_tokens=0, output_tokens=0), message
+                # The wrappers' reading of a provider error: its message, and
+                # MALFORMED_REQUEST for a 400-class answer.
+                outcome = error_outcome(
+                    error, usage_outcome(run.provider, input_tokens=0, output_tokens=0)
                 )
                 self._send(run, outcome)
         except Exception:
