@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import zlib
 from collections.abc import AsyncGenerator
@@ -25,7 +24,7 @@ from ._logging import quote, scrub, shorten
 from ._models import CreateAiEventResponse
 from ._retry import RETRYABLE_STATUSES, parse_retry_after
 from ._stats import FailureReason
-from ._wire import parse_response
+from ._wire import decode_json, parse_response
 
 __all__ = ["USER_AGENT", "Attempt", "Transport"]
 
@@ -235,8 +234,8 @@ async def _read_answer(resp: aiohttp.ClientResponse) -> Attempt:
     if len(raw) > MAX_RESPONSE_BYTES:
         return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = decode_json(raw)
+    except ValueError:
         return _invalid(f"HTTP {resp.status} answer is not JSON: {quote(raw[:_SNIPPET_BYTES])}")
     parsed = parse_response(body)
     if parsed is None:
