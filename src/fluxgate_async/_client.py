@@ -21,6 +21,7 @@ from ._config import (
     DEFAULT_TIMEOUT,
     FluxGateConfig,
 )
+from ._deadline import Deadline, Deadlines
 from ._delivery import OnError, Pipeline
 from ._logging import hide_secret, log, scrub, show_debug_logs
 from ._manual_tracking import TrackedCall, track
@@ -151,9 +152,12 @@ class FluxGate:
             show_debug_logs()
         self._before_send = before_send
         self._transport = Transport(self._config, session)
+        # One deadline queue for awaited calls and background attempts alike:
+        # both last `timeout`.
+        self._deadlines = Deadlines(self._config.timeout)
         self._pipeline = Pipeline(
             self._transport,
-            timeout=self._config.timeout,
+            deadlines=self._deadlines,
             max_retries=self._config.max_retries,
             concurrency=self._config.concurrency,
             max_queue_size=self._config.max_queue_size,
@@ -342,7 +346,7 @@ class FluxGate:
         key = idempotency_key or self._pipeline.keys.next()
         log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
         try:
-            async with asyncio.timeout(self._config.timeout) as deadline:
+            with self._deadlines.start() as deadline:
                 result = await self._send(body, key, deadline)
         except TimeoutError:
             log.warning(
@@ -357,7 +361,7 @@ class FluxGate:
             log.debug("FluxGate: event %s recorded: %s", key, result.response)
         return result.response
 
-    async def _send(self, body: bytes, key: str, deadline: asyncio.Timeout) -> Attempt:
+    async def _send(self, body: bytes, key: str, deadline: Deadline) -> Attempt:
         assert self._transport is not None
         loop = asyncio.get_running_loop()
         retry = 0
@@ -368,9 +372,7 @@ class FluxGate:
             if retry >= self._config.max_retries:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            when = deadline.when()
-            assert when is not None  # set by record_event's asyncio.timeout
-            if delay >= when - loop.time():
+            if delay >= deadline.when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"

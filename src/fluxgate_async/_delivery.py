@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from ._deadline import Deadlines
 from ._models import LLMEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason, FailureReason
@@ -103,14 +104,14 @@ class Pipeline:
         self,
         transport: Transport,
         *,
-        timeout: float,
+        deadlines: Deadlines,
         max_retries: int,
         concurrency: int,
         max_queue_size: int,
         on_error: OnError | None,
     ) -> None:
         self._transport = transport
-        self._timeout = timeout
+        self._deadlines = deadlines
         self._max_retries = max_retries
         self._concurrency = concurrency
         self._max_queue_size = max_queue_size
@@ -333,12 +334,12 @@ class Pipeline:
             if pause > 0:
                 await asyncio.sleep(pause)
             try:
-                async with asyncio.timeout(self._timeout):
+                with self._deadlines.start():
                     result = await self._transport.post(body, key)
             except TimeoutError:
                 result = Attempt(
                     reason=FailureReason.TIMEOUT,
-                    detail=f"no answer within {self._timeout}s",
+                    detail=f"no answer within {self._deadlines.seconds}s",
                     retryable=True,
                 )
             if result.response is not None:
