@@ -297,7 +297,7 @@ class FluxGate:
         assert self._pipeline is not None
         return await self._pipeline.flush(timeout)
 
-    async def record_event(
+    async def record_event(  # noqa: PLR0911 - guard clauses
         self, event: EventInput, *, idempotency_key: str | None = None
     ) -> CreateAiEventResponse | None:
         """Send one event and return FluxGate's answer, or `None` if it was not recorded.
@@ -321,58 +321,54 @@ class FluxGate:
         status or an unusable body. Never raises, except `asyncio.CancelledError`.
         """
         try:
-            return await self._record(event, idempotency_key)
+            prepared = self._prepare(event)
+            if prepared == DropReason.CLOSED:
+                log.warning("FluxGate: record_event called on a closed client; event not recorded")
+            if isinstance(prepared, str):
+                return None
+            if idempotency_key is not None and not _valid_key(idempotency_key):
+                return None
+            try:
+                body = encode_event(prepared)
+            except InvalidEventError as exc:
+                log.warning("FluxGate: invalid event, not recorded: %s", exc)
+                return None
+            assert self._pipeline is not None
+            key = idempotency_key or self._pipeline.keys.next()
+            log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            try:
+                with self._deadlines.start() as deadline:
+                    result = await self._send(body, key, deadline)
+            except TimeoutError:
+                log.warning(
+                    "FluxGate: event %s not recorded: no answer within %ss",
+                    key,
+                    self._config.timeout,
+                )
+                return None
+            if isinstance(result, Attempt):
+                log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
+                return None
+            log.debug("FluxGate: event %s recorded: %s", key, result)
+            return result
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not recorded: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
-    async def _record(
-        self, event: EventInput, idempotency_key: str | None
-    ) -> CreateAiEventResponse | None:
-        prepared = self._prepare(event)
-        if prepared == DropReason.CLOSED:
-            log.warning("FluxGate: record_event called on a closed client; event not recorded")
-        if isinstance(prepared, str):
-            return None
-        if idempotency_key is not None and not _valid_key(idempotency_key):
-            return None
-        try:
-            body = encode_event(prepared)
-        except InvalidEventError as exc:
-            log.warning("FluxGate: invalid event, not recorded: %s", exc)
-            return None
-        assert self._pipeline is not None
-        key = idempotency_key or self._pipeline.keys.next()
-        log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
-        try:
-            with self._deadlines.start() as deadline:
-                result = await self._send(body, key, deadline)
-        except TimeoutError:
-            log.warning(
-                "FluxGate: event %s not recorded: no answer within %ss",
-                key,
-                self._config.timeout,
-            )
-            return None
-        if result.response is None:
-            log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
-        else:
-            log.debug("FluxGate: event %s recorded: %s", key, result.response)
-        return result.response
-
-    async def _send(self, body: bytes, key: str, deadline: Deadline) -> Attempt:
+    async def _send(
+        self, body: bytes, key: str, deadline: Deadline
+    ) -> CreateAiEventResponse | Attempt:
         assert self._transport is not None
-        loop = asyncio.get_running_loop()
         retry = 0
         while True:
             result = await self._transport.post(body, key)
-            if result.response is not None or not result.retryable:
+            if not isinstance(result, Attempt) or not result.retryable:
                 return result
             if retry >= self._config.max_retries:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            if delay >= deadline.when - loop.time():
+            if delay >= deadline.when - asyncio.get_running_loop().time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
