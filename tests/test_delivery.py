@@ -641,6 +641,17 @@ async def test_max_event_bytes_is_configurable(collector: FakeCollector) -> None
         FluxGate(API_KEY, max_event_bytes=0)
 
 
+async def test_an_event_just_under_max_event_bytes_is_recorded_whole(
+    collector: FakeCollector,
+) -> None:
+    """An event measured exactly against the cap is sent, awaited or queued, unchanged."""
+    async with FluxGate(API_KEY, endpoint=collector.url, max_event_bytes=1300) as fg:
+        assert await fg.record_event(event(1, feature="f" * 1000)) is not None
+        assert fg.record_event_nowait(event(2, feature="g" * 1000))
+        assert await fg.flush(5)
+    assert [e["metadata"]["feature"] for e in collector.events] == ["f" * 1000, "g" * 1000]
+
+
 @pytest.mark.parametrize("status", [503, 429])
 async def test_a_long_retry_after_is_capped_so_flush_ends(
     collector: FakeCollector, monkeypatch: pytest.MonkeyPatch, status: int

@@ -404,7 +404,9 @@ def test_an_event_over_the_size_limit_names_its_biggest_field() -> None:
         AiEventUsage(1, 1, model="m"),
         metadata=AiEventMetadata(feature="f" * 2000, extra={"notes": "n" * 500}),
     )
-    check_event(ev, 4000)  # close to the bound: measured exactly, and it fits
+    # Close to the bound: measured exactly, it fits, and the body measured is the one to send.
+    assert check_event(ev, 4000) == encode_event(ev)
+    assert check_event(ev, 1024 * 1024) is None  # far below: nothing encoded
     with pytest.raises(EventTooLargeError) as raised:
         check_event(ev, 2000)
     assert str(raised.value).startswith("event of 2,")

@@ -192,11 +192,15 @@ class FluxGate:
             state += ", disabled"
         return f"<FluxGate endpoint={scrub(self._config.endpoint)!r} {state}>"
 
-    def _prepare(self, event: EventInput) -> LLMEvent | str:  # noqa: PLR0911 - guard clauses
+    def _prepare(  # noqa: PLR0911 - guard clauses
+        self, event: EventInput, measured: list[bytes] | None = None
+    ) -> LLMEvent | str:
         """The checked event after `before_send`, or the `DropReason` why there is none.
 
         Everything that would make sending fail is found here, so that
         `record_event_nowait` can say at once whether the event will be sent.
+        An event near `max_event_bytes` is encoded to measure it: its body is
+        appended to `measured`, when given, to be sent as it is.
         """
         if self._closed:
             return DropReason.CLOSED
@@ -224,13 +228,15 @@ class FluxGate:
                 return DropReason.BEFORE_SEND_ERROR
             model = kept
         try:
-            check_event(model, self._config.max_event_bytes)
+            body = check_event(model, self._config.max_event_bytes)
         except EventTooLargeError as exc:
             log.warning("FluxGate: event too large, not recorded: %s", exc)
             return DropReason.TOO_LARGE
         except InvalidEventError as exc:
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return DropReason.INVALID_EVENT
+        if body is not None and measured is not None:
+            measured.append(body)
         return model
 
     def record_event_nowait(self, event: EventInput, *, idempotency_key: str | None = None) -> bool:
@@ -321,7 +327,8 @@ class FluxGate:
         status or an unusable body. Never raises, except `asyncio.CancelledError`.
         """
         try:
-            prepared = self._prepare(event)
+            measured: list[bytes] = []
+            prepared = self._prepare(event, measured)
             if prepared == DropReason.CLOSED:
                 log.warning("FluxGate: record_event called on a closed client; event not recorded")
             if isinstance(prepared, str):
@@ -329,7 +336,7 @@ class FluxGate:
             if idempotency_key is not None and not _valid_key(idempotency_key):
                 return None
             try:
-                body = encode_event(prepared)
+                body = measured[0] if measured else encode_event(prepared)
             except InvalidEventError as exc:
                 log.warning("FluxGate: invalid event, not recorded: %s", exc)
                 return None

@@ -331,8 +331,13 @@ def decode_json(raw: bytes) -> Any:
     return orjson.loads(raw)
 
 
-def check_event(event: LLMEvent, max_bytes: int) -> None:
+def check_event(event: LLMEvent, max_bytes: int) -> bytes | None:
     """Refuse `event` now if sending it would fail; cheap unless it is near `max_bytes`.
+
+    Returns:
+        The request body when the event was near the limit and had to be
+        encoded to measure it (so that the caller need not encode it again),
+        else `None`.
 
     Raises:
         InvalidEventError: A value JSON cannot carry; the message names its field.
@@ -343,14 +348,16 @@ def check_event(event: LLMEvent, max_bytes: int) -> None:
     if problem is not None:
         raise InvalidEventError(problem)
     if event._json_size <= max_bytes:
-        return
-    size = len(encode_event(event))
+        return None
+    body = encode_event(event)
+    size = len(body)
     if size > max_bytes:
         msg = (
             f"event of {size:,} bytes is over max_event_bytes ({max_bytes:,}); "
             f"its biggest field is {_largest_field(event)}"
         )
         raise EventTooLargeError(msg)
+    return body
 
 
 def _largest_field(event: LLMEvent) -> str:
