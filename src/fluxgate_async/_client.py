@@ -329,9 +329,12 @@ class FluxGate:
         try:
             measured: list[bytes] = []
             prepared = self._prepare(event, measured)
-            if prepared == DropReason.CLOSED:
-                log.warning("FluxGate: record_event called on a closed client; event not recorded")
             if isinstance(prepared, str):
+                # Compared as text only: an event's generated __eq__ costs more than the check.
+                if prepared == DropReason.CLOSED:
+                    log.warning(
+                        "FluxGate: record_event called on a closed client; event not recorded"
+                    )
                 return None
             if idempotency_key is not None and not _valid_key(idempotency_key):
                 return None
