@@ -12,6 +12,7 @@ introspection.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -302,24 +303,32 @@ def encode_value(value: Any) -> bytes:
 def encode_event(event: LLMEvent) -> bytes:
     """Return the request body for `event`.
 
-    A float that became NaN or infinite after the event was recorded (in a list
+    A float that became NaN or infinite after the event was checked (in a list
     the caller kept and filled) is written as `null`, as JavaScript's
-    `JSON.stringify` does; one that was so when recorded refused the event then.
+    `JSON.stringify` does.
 
     Raises:
         InvalidEventError: A value cannot be written as JSON; the message names its field.
     """
-    problem = event._json_problem
-    if problem is not None:
-        raise InvalidEventError(problem)
     try:
-        return converter.dumps(event, default=json_default)
-    except (TypeError, ValueError) as exc:
+        if event._json_problem is None:
+            return converter.dumps(event, default=json_default)
+        # An event the check refused reaches here only from a caller that skips
+        # the check (the collector storing what it was sent): the standard
+        # encoder writes what it can, integers of any size included, and
+        # refuses NaN, as it always did.
+        return _standard_dumps(to_wire(event)).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
         # The check when recording names the field; reaching here means a value
         # changed after that (a list the caller kept and filled).
         size_bound(event)
         msg = f"metadata is not JSON: {type(exc).__name__}"
         raise InvalidEventError(msg) from None
+
+
+_standard_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default
+).encode
 
 
 def decode_json(raw: bytes) -> Any:
