@@ -443,7 +443,7 @@ def test_a_tuple_key_inside_extra_is_refused_naming_the_field() -> None:
 
 
 def test_an_unchecked_event_with_a_huge_integer_still_encodes() -> None:
-    """A refused-at-recording 89-bit integer is still written exactly for a caller that stores it."""
+    """An 89-bit integer refused when recording is still written exactly for a caller storing it."""
     ev = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"big": [-(2**88)]}))
     with pytest.raises(InvalidEventError, match=r"^metadata\.big\[0\]: int of 89 bits"):
         check_event(ev, 1024)
