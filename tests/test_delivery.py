@@ -489,7 +489,7 @@ async def test_unexpected_errors_in_nowait_are_contained(
     def buggy(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
     async with FluxGate(
         API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
     ) as fg:

@@ -151,6 +151,8 @@ class FluxGate:
         if debug:
             show_debug_logs()
         self._before_send = before_send
+        # Whether an event may be queued with no before_send to run and nothing to drop it for.
+        self._queue_as_is = before_send is None and self._config.enabled
         self._transport = Transport(self._config, session)
         # One deadline queue for awaited calls and background attempts alike:
         # both last `timeout`.
@@ -273,6 +275,17 @@ class FluxGate:
         pipeline = self._pipeline
         assert pipeline is not None
         try:
+            if (
+                # The common call, checked inline: an LLMEvent (checked when it was
+                # built) well within the size limit, nothing to run on it first.
+                type(event) is LLMEvent
+                and self._queue_as_is
+                and not self._closed
+                and idempotency_key is None
+                and event._json_problem is None
+                and event._json_size <= self._config.max_event_bytes
+            ):
+                return pipeline.submit(event, None)
             prepared = self._prepare(event)
             if isinstance(prepared, str):
                 pipeline.drop(event, prepared)
