@@ -444,7 +444,11 @@ def test_a_tuple_key_inside_extra_is_refused_naming_the_field() -> None:
 
 def test_an_unchecked_event_with_a_huge_integer_still_encodes() -> None:
     """An 89-bit integer refused when recording is still written exactly for a caller storing it."""
-    ev = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"big": [-(2**88)]}))
+    when = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    extra = {"big": [-(2**88)], "when": when, "id": ident}
+    ev = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra=extra))
     with pytest.raises(InvalidEventError, match=r"^metadata\.big\[0\]: int of 89 bits"):
         check_event(ev, 1024)
-    assert json.loads(encode_event(ev))["metadata"]["big"] == [-(2**88)]
+    sent = json.loads(encode_event(ev))["metadata"]
+    assert sent == {"big": [-(2**88)], "when": when.isoformat(), "id": str(ident)}
