@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
 import tracemalloc
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -310,3 +312,27 @@ async def test_the_answer_size_cap_is_exact(
             else f"answer of {size} bytes is over the limit"
         )
         assert expected in caplog.text
+
+
+async def test_after_a_fork_the_parents_session_is_kept_and_a_fresh_one_used(
+    server: AnswerServer,
+) -> None:
+    """As in a forked child: the inherited session is kept open, uncollected; a new one is used."""
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is not None
+        transport = fg._transport
+        assert transport is not None
+        (inherited,) = [session for session, _ in transport._sessions.values()]
+        kept = weakref.ref(inherited)
+        del inherited
+        transport.forget_parent()
+        gc.collect()
+        parent_session = kept()
+        assert parent_session is not None
+        assert not parent_session.closed
+        answer = await fg.record_event(EVENT)
+        assert answer is not None
+        assert answer.id == "evt_1"
+        assert transport.has_open_session
+    assert not parent_session.closed  # closing the client leaves the parent's session alone
+    await parent_session.close()
