@@ -336,3 +336,20 @@ async def test_after_a_fork_the_parents_session_is_kept_and_a_fresh_one_used(
         assert transport.has_open_session
     assert not parent_session.closed  # closing the client leaves the parent's session alone
     await parent_session.close()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "shown"),
+    [("x" * 40, "x" * 40), ("x" * 41, "x" * 40 + "... (1 more characters)")],
+    ids=["40_characters", "41_characters"],
+)
+async def test_an_unknown_encoding_is_named_cut_at_40_characters(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture, encoding: str, shown: str
+) -> None:
+    """An answer in an encoding nobody asked for is refused, its name cut after 40 characters."""
+    server.encoding = encoding
+    caplog.set_level(logging.DEBUG, logger="fluxgate_async")
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert f"answer in '{shown}' encoding, which was not asked for" in caplog.text
+    assert f"answer in '{shown}x" not in caplog.text
