@@ -9,7 +9,8 @@ framework's span around an SDK instrumentation's span). The rule:
    itself.
 2. A hook or the bridge skips a model request during which a tracked client
    made a call, and a model request that started inside a tracked client's
-   call (an SDK instrumentation patched beneath the wrapper).
+   request (an SDK instrumentation patched beneath the wrapper). The request
+   ends when the answer arrives, before a stream is read.
 3. Between hooks, the innermost wins: a model request during which another
    hook's model request started is skipped. (Two requests of one hook never
    nest; two that overlap in one task are siblings, and both are recorded.)
