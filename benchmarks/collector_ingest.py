@@ -159,8 +159,8 @@ async def _drive(
 
 def _serve(db: str) -> tuple[list[str], int]:
     port = _free_port()
-    # --quiet: no line per request, as the raw server prints none.
-    command = [sys.executable, "-m", "fluxgate_async", "serve", "--quiet"]
+    # No access log (the default), as the raw server keeps none.
+    command = [sys.executable, "-m", "fluxgate_async", "serve"]
     return [*command, "--port", str(port), "--db", db], port
 
 

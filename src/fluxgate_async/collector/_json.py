@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from .._models import LLMEvent
 from .._wire import encode_event, to_wire
@@ -43,13 +44,19 @@ def parse_json(raw: bytes) -> Any:
         RecursionError: It nests too deeply.
     """
     orjson = load_json_library()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson refuses a few documents the standard library reads (integers past 64 bits,
-        # UTF-16 text, lone surrogates): read what it refused as before, so every document
-        # is accepted or refused, and with the same message, as it always was.
-        return json.loads(raw, parse_constant=_reject_constant)
+    # orjson reads an integer past 64 bits as a float, losing digits: a document with a
+    # run of 19 digits or more (which such an integer needs) is read the standard way.
+    if not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    # What orjson refuses (UTF-16 text, lone surrogates, numbers past a float's range)
+    # is read as it always was: accepted or refused alike, with the same message.
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+_LONG_NUMBER: Final = re.compile(rb"[0-9]{19}")
 
 
 def dump_json(value: Any) -> bytes:
