@@ -14,7 +14,7 @@ import asyncio
 import base64
 import binascii
 import json
-import uuid
+import os
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,10 +81,14 @@ class EventRecord:
     price_status: str
     body: str
 
-    def answer(self) -> CreateAiEventResponse:
-        """A fresh answer for this record: a new id, stamped now."""
+    def answer(self, created_at: str) -> CreateAiEventResponse:
+        """A fresh answer for this record, stored at `created_at`: a new random id."""
+        # 128 random bits, as a UUID4 has, without building a UUID: a few µs an event.
         return CreateAiEventResponse(
-            id=f"evt_{uuid.uuid4().hex}", created_at=now(), cost=self.cost, status=self.price_status
+            id=f"evt_{os.urandom(16).hex()}",
+            created_at=created_at,
+            cost=self.cost,
+            status=self.price_status,
         )
 
 
@@ -276,7 +280,9 @@ class Batch:
 
     def __init__(self, records: Sequence[EventRecord]) -> None:
         self.records = records
-        self._fresh = [record.answer() for record in records]
+        # One commit stores them all: one time for all of them.
+        created_at = now()
+        self._fresh = [record.answer(created_at) for record in records]
         self._first_with_key: dict[str, int] = {}
         self._inserted: list[int] = []
         for index, record in enumerate(records):
