@@ -5,6 +5,11 @@ default, one file on one machine) and PostgreSQL (`_postgres.py`, shared by
 several collector processes). Both promise the same: `add` returns only once
 the event is committed, an `Idempotency-Key` is stored once however many
 instances receive it, and listings and summaries answer the same, byte for byte.
+
+What keeps those promises alike lives here, once: how writes reach a backend's
+writer (`Handover`, `take_batch`), how a batch is committed and answered
+(`Batch`, `settle`) and the summary query; the backends add their SQL dialect
+and driver.
 """
 
 from __future__ import annotations
