@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import struct
 import time
 import tracemalloc
 import weakref
@@ -353,3 +354,31 @@ async def test_an_unknown_encoding_is_named_cut_at_40_characters(
         assert await fg.record_event(EVENT) is None
     assert f"answer in '{shown}' encoding, which was not asked for" in caplog.text
     assert f"answer in '{shown}x" not in caplog.text
+
+
+def _gzip_with_comment(body: bytes, comment_bytes: int) -> bytes:
+    """`body` gzipped behind a header comment of `comment_bytes`: large raw, small inflated."""
+    deflate = zlib.compressobj(wbits=-15)
+    data = deflate.compress(body) + deflate.flush()
+    header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\xff" + b"c" * comment_bytes + b"\x00"
+    return header + data + struct.pack("<II", zlib.crc32(body), len(body))
+
+
+@pytest.mark.parametrize(
+    ("comment_bytes", "recorded"),
+    [(1_000, True), (2 * MAX_RESPONSE_BYTES, False)],
+    ids=["small_header", "header_over_the_cap"],
+)
+async def test_the_cap_counts_the_raw_bytes_of_an_encoded_answer(
+    server: AnswerServer, comment_bytes: int, recorded: bool
+) -> None:
+    """A gzip answer whose raw bytes pass 64 KiB is refused even if it inflates to little."""
+    raw = _gzip_with_comment(_ANSWER, comment_bytes)
+    server.encoding = "gzip"
+    server.chunks = [raw[i : i + 16_384] for i in range(0, len(raw), 16_384)]
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=5.0) as fg:
+        answer = await fg.record_event(EVENT)
+    assert (answer is not None) is recorded
+    lost, stats = await _record_in_background(server.url)
+    assert [reason for _, reason in lost] == ([] if recorded else ["invalid_response"])
+    assert stats.sent == int(recorded)
