@@ -382,3 +382,19 @@ async def test_the_cap_counts_the_raw_bytes_of_an_encoded_answer(
     lost, stats = await _record_in_background(server.url)
     assert [reason for _, reason in lost] == ([] if recorded else ["invalid_response"])
     assert stats.sent == int(recorded)
+
+
+async def test_a_huge_answer_without_length_is_refused_within_memory(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 MiB sent in pieces, no Content-Length: reading stops past 64 KiB, memory stays low."""
+    server.chunks = [b" " * _MIB] * 16
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=5.0, max_retries=0) as fg:
+        tracemalloc.start()
+        try:
+            assert await fg.record_event(EVENT) is None
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * _MIB, f"{peak / _MIB:.1f} MiB held while reading a 16 MiB answer"
+    assert f"answer is over {MAX_RESPONSE_BYTES} bytes" in caplog.text
