@@ -398,3 +398,25 @@ async def test_a_huge_answer_without_length_is_refused_within_memory(
             tracemalloc.stop()
     assert peak < 4 * _MIB, f"{peak / _MIB:.1f} MiB held while reading a 16 MiB answer"
     assert f"answer is over {MAX_RESPONSE_BYTES} bytes" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "logged"),
+    [
+        (200, b"<html>oops</html>", "HTTP 200 answer is not JSON: b'<html>oops</html>'"),
+        (201, b'{"cost": 1}', "HTTP 201 answer has no string id: {'cost': 1}"),
+    ],
+    ids=["not_json", "no_id"],
+)
+async def test_an_unusable_success_answer_is_logged_with_what_came(
+    server: AnswerServer,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    body: bytes,
+    logged: str,
+) -> None:
+    """A 2xx answer that cannot be read is an invalid_response, logged with its status and body."""
+    server.status, server.body = status, body
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert logged in caplog.text
