@@ -14,6 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import brotli
 import pytest
 from aiohttp import web
@@ -22,6 +23,8 @@ from backports import zstd
 from fluxgate_async import DropReason, FluxGate
 from fluxgate_async._config import MAX_RESPONSE_BYTES
 from fluxgate_async._serving import start_app
+from fluxgate_async._transport import USER_AGENT
+from fluxgate_async.testing import FakeCollector
 
 from .conftest import API_KEY
 
@@ -420,3 +423,20 @@ async def test_an_unusable_success_answer_is_logged_with_what_came(
     async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
         assert await fg.record_event(EVENT) is None
     assert logged in caplog.text
+
+
+@pytest.mark.parametrize("borrowed", [False, True], ids=["own_session", "borrowed_session"])
+async def test_every_post_carries_the_key_and_the_client_headers(borrowed: bool) -> None:
+    """Through its own session or a borrowed one, each POST has the key, its type and its id."""
+    async with FakeCollector() as collector, aiohttp.ClientSession() as session:
+        async with FluxGate(
+            API_KEY, endpoint=collector.url, session=session if borrowed else None
+        ) as fg:
+            assert await fg.record_event(EVENT) is not None
+        (request,) = collector.requests
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == USER_AGENT
+    assert request.headers["Accept-Encoding"] == "identity"
+    assert request.idempotency_key is not None
+    assert len(request.idempotency_key) == 36
