@@ -84,7 +84,7 @@ async def record(path: str, endpoint: str, first: int, count: int, expect: int) 
 async def resume(path: str, endpoint: str) -> None:
     """Deliver what ended clients left in the outbox."""
     async with FluxGate(API_KEY, endpoint=endpoint, outbox=path, max_retries=20) as fg:
-        await fg._deliver_outbox(timeout=_DEADLINE_SECONDS)
+        await fg.flush(timeout=_DEADLINE_SECONDS)
     say(stats_json(fg.stats))
 
 

@@ -85,7 +85,7 @@ def _keys_on_disk(path: Path) -> set[str]:
 
 async def _until(condition: Any, seconds: float = _LINE_SECONDS) -> None:
     async with asyncio.timeout(seconds):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - another process's progress, no event to await
             await asyncio.sleep(0.02)
 
 
@@ -138,6 +138,8 @@ async def test_killed_mid_delivery_against_a_flapping_server_each_event_is_store
         collector.url,
         "--api-key",
         API_KEY,
+        "--max-retries",
+        "30",
     )
     out, err = await asyncio.wait_for(flush.communicate(), _LINE_SECONDS)
     assert flush.returncode == 0, err.decode()

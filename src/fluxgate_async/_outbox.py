@@ -402,6 +402,8 @@ class Outbox:
         self._owner_fd: int | None = None
         self._fds: set[int] = set()
         self._backlog: deque[int] = deque()
+        self._handing = False
+        self._opened = threading.Event()
         self._next_adoption = 0.0
         self._stopped = False
         self.usable = True
@@ -433,6 +435,13 @@ class Outbox:
     def backlog(self) -> int:
         """Adopted events still on disk, waiting for room in the client's queue."""
         return len(self._backlog)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the outbox is open and has handed over every event it adopted so far."""
+        if not self._opened.is_set():
+            return False
+        return not self.usable or not (self._backlog or self._handing)
 
     def add(self, item: object) -> bool:
         """Write `item` soon; `False` when the outbox is full (all its clients together)."""
@@ -488,6 +497,8 @@ class Outbox:
         except Exception as exc:  # a bug must cost the outbox, not the app
             log.exception("FluxGate: unexpected error opening the outbox")
             self._give_up(exc)
+        finally:
+            self._opened.set()
         while True:
             timeout = _BACKLOG_POLL_SECONDS if self._backlog else _ADOPT_EVERY_SECONDS
             batch: list[tuple[Any, ...]] = []
@@ -634,7 +645,14 @@ class Outbox:
         room = min(self._room(), _PAGE, len(self._backlog))
         if room <= 0:
             return
-        rowids = [self._backlog.popleft() for _ in range(room)]
+        self._handing = True
+        try:
+            self._hand_over_page([self._backlog.popleft() for _ in range(room)])
+        finally:
+            self._handing = False
+
+    def _hand_over_page(self, rowids: list[int]) -> None:
+        assert self._conn is not None
         cutoff = time.time() - self._max_age
         fresh: list[PendingEvent] = []
         stale: list[PendingEvent] = []

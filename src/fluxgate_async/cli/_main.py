@@ -171,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds per attempt (%(default)s)"
     )
     outbox.add_argument(
+        "--max-retries",
+        type=int,
+        default=10,
+        help="further attempts per event after a connection error or a 408, 429 or 5xx "
+        "(%(default)s)",
+    )
+    outbox.add_argument(
         "--format", choices=["table", "json"], default="table", help="text or one JSON object"
     )
 
@@ -224,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
                 endpoint=args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT,
                 api_key=api_key or "",
                 timeout=args.timeout,
+                max_retries=args.max_retries,
                 fmt=args.format,
             )
         )

@@ -86,7 +86,14 @@ def show_outbox(path: Path, fmt: str) -> None:
 
 
 async def run_outbox(
-    path: Path, *, flush: bool, endpoint: str, api_key: str, timeout: float, fmt: str
+    path: Path,
+    *,
+    flush: bool,
+    endpoint: str,
+    api_key: str,
+    timeout: float,
+    max_retries: int,
+    fmt: str,
 ) -> int:
     """Show the outbox; with `flush`, deliver what ended clients left in it first.
 
@@ -98,11 +105,13 @@ async def run_outbox(
         return 0
     await asyncio.to_thread(_read, path)  # says so if there is no outbox there
     try:
-        client = FluxGate(api_key, endpoint=endpoint, timeout=timeout, outbox=path)
+        client = FluxGate(
+            api_key, endpoint=endpoint, timeout=timeout, max_retries=max_retries, outbox=path
+        )
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     async with client:
-        done = await client._deliver_outbox(timeout=None)
+        done = await client.flush()
     stats = client.stats
     print(
         f"delivered {stats.sent:,}, failed {stats.failed:,}, "
