@@ -269,15 +269,22 @@ async def test_max_bytes_refuses_once_the_bodies_fill_it(tmp_path: Path) -> None
     [
         (b"this is not a database, it is a text file\n" * 100, "not a readable SQLite database"),
         (None, "not a fluxgate-async outbox"),
+        (b"version", "an outbox of another version (99)"),
     ],
-    ids=["corrupt", "foreign"],
+    ids=["corrupt", "foreign", "other-version"],
 )
 async def test_a_corrupt_or_foreign_file_is_moved_aside(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes | None, why: str
 ) -> None:
     """The file is renamed with a WARNING, and a fresh outbox stores events as usual."""
     database = tmp_path / DATABASE_NAME
-    if content is None:
+    if content == b"version":
+        open_database(tmp_path).close()
+        other = sqlite3.connect(database)
+        other.execute("PRAGMA user_version = 99")
+        other.close()
+        content = None
+    elif content is None:
         other = sqlite3.connect(database)
         other.execute("CREATE TABLE invoices (id INTEGER)")
         other.commit()
@@ -314,6 +321,21 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
     assert len(warnings) == 1
     assert "cannot be written" in warnings[0].getMessage()
     assert "kept in memory only" in warnings[0].getMessage()
+    await outbox.aclose(5)
+
+
+async def test_a_directory_in_place_of_the_file_makes_the_outbox_unusable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite cannot open a directory: not corrupt, so nothing is moved; one WARNING."""
+    (tmp_path / DATABASE_NAME).mkdir()
+    outbox = Client().outbox(tmp_path)
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.memory_only == 1
+    assert (tmp_path / DATABASE_NAME).is_dir()
+    assert caplog.text.count("cannot be written") == 1
     await outbox.aclose(5)
 
 
