@@ -393,3 +393,20 @@ def test_constructing_touches_no_file_and_the_writer_thread_creates_the_outbox(
     assert outbox.sync().result(10) is None
     assert (tmp_path / "later" / DATABASE_NAME).exists()
     asyncio.run(outbox.aclose(5))
+
+
+async def test_close_nowait_writes_what_is_waiting_and_lets_another_client_adopt_it(
+    tmp_path: Path,
+) -> None:
+    """A client collected without aclose(): its writer still writes, then releases its events."""
+    gone = Client().outbox(tmp_path)
+    gone.add(("left", BODY))
+    gone.close_nowait()
+    assert gone._thread is not None
+    await asyncio.to_thread(gone._thread.join, 10)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _wait_until(lambda: len(taker.recovered) == 1)
+    assert taker.recovered[0].key == "left"
+    await outbox.aclose(5)

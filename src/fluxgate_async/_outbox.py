@@ -474,6 +474,12 @@ class Outbox:
             self._ops.put((_SYNC, future))
         return future
 
+    def close_nowait(self) -> None:
+        """Ask the writer to write what is waiting and release ownership, without waiting."""
+        if self._thread is not None and not self._stopped:
+            self._stopped = True
+            self._ops.put((_STOP, concurrent.futures.Future()))
+
     async def aclose(self, timeout: float) -> None:
         """Write what is waiting, count what is kept, release ownership; at most `timeout` s."""
         if self._thread is None or self._stopped:
