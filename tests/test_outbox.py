@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -115,10 +117,14 @@ async def test_an_event_done_before_its_turn_is_never_written(
 ) -> None:
     """Added, failed once and acknowledged within one batch: no row, and not counted persisted."""
     outbox = client.outbox(tmp_path)
-    outbox.add(("quick", BODY))  # before the thread starts: all three land in one batch
+    # Holding the lock taken to open the database keeps the writer from starting its first
+    # batch until all three are queued.
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    outbox.add(("quick", BODY))
     outbox.failed("quick", "connection")
     outbox.done("quick")
-    outbox.start()
+    os.close(lock)
     await _synced(outbox)
     assert _rows(tmp_path) == []
     assert outbox.persisted == 0

@@ -54,6 +54,7 @@ __all__ = [
     "delete_events",
     "open_database",
     "read_events",
+    "register_owner",
     "release_owner",
     "summarise",
 ]
@@ -77,6 +78,8 @@ CREATE TABLE events (
     last_error TEXT
 );
 CREATE INDEX events_by_owner ON events (owner);
+-- Every client that may own rows: adoption looks at these, never scans the events.
+CREATE TABLE owners (owner TEXT PRIMARY KEY);
 -- Kept by triggers so that every writer sees the totals of all, at no scan.
 CREATE TABLE totals (events INTEGER NOT NULL, bytes INTEGER NOT NULL);
 INSERT INTO totals VALUES (0, 0);
@@ -130,7 +133,7 @@ class OutboxSummary:
     by_reason: dict[str, int]
     """Events by the reason their last attempt failed; `not tried` when none failed."""
     owners: dict[str, bool]
-    """Each owner's id and whether its client is alive."""
+    """Each client's id and whether it is running; an ended one's events await adoption."""
 
 
 class _Unusable(Exception):
@@ -251,8 +254,26 @@ def claim_owner(directory: Path) -> tuple[str, int]:
     return owner, fd
 
 
-def release_owner(directory: Path, owner: str, fd: int) -> None:
-    """Give up ownership: delete the lock file while still holding it, then let go."""
+def register_owner(conn: sqlite3.Connection, owner: str) -> None:
+    """List `owner` among the clients of the outbox, before any row carries its id."""
+    conn.execute("INSERT OR IGNORE INTO owners VALUES (?)", (owner,))
+
+
+def release_owner(
+    directory: Path, owner: str, fd: int, conn: sqlite3.Connection | None = None
+) -> None:
+    """Give up ownership: unlist `owner` if it left no rows, delete its lock file, let go.
+
+    The lock file goes while the lock is still held: a process that then finds
+    no file makes one, locks it, and finds nothing left to adopt.
+    """
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(
+                "DELETE FROM owners WHERE owner = ?1"
+                " AND NOT EXISTS (SELECT 1 FROM events WHERE owner = ?1)",
+                (owner,),
+            )
     with contextlib.suppress(OSError):
         _owner_lock(directory, owner).unlink()
     os.close(fd)
@@ -262,10 +283,7 @@ def adopt_dead_owners(
     conn: sqlite3.Connection, directory: Path, owner: str, fds: set[int] | None = None
 ) -> list[int]:
     """Move the rows of every owner whose process is gone to `owner`; their rowids, oldest first."""
-    others = [
-        row[0]
-        for row in conn.execute("SELECT DISTINCT owner FROM events WHERE owner != ?", (owner,))
-    ]
+    others = [row[0] for row in conn.execute("SELECT owner FROM owners WHERE owner != ?", (owner,))]
     adopted: list[int] = []
     held = set() if fds is None else fds
     for other in others:
@@ -280,12 +298,14 @@ def adopt_dead_owners(
                 rows = conn.execute(
                     "UPDATE events SET owner = ? WHERE owner = ? RETURNING rowid", (owner, other)
                 ).fetchall()
+                conn.execute("DELETE FROM owners WHERE owner = ?", (other,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             adopted += (row[0] for row in rows)
-            log.debug("FluxGate: outbox: adopted %d event(s) of a client that ended", len(rows))
+            if rows:
+                log.debug("FluxGate: outbox: adopted %d event(s) of a client that ended", len(rows))
             # Deleted only now: a process that finds no file makes one, locks it, and
             # finds no rows left under that owner.
             with contextlib.suppress(OSError):
@@ -335,7 +355,7 @@ def summarise(conn: sqlite3.Connection, directory: Path) -> OutboxSummary:
         )
     }
     owners: dict[str, bool] = {}
-    for (owner,) in conn.execute("SELECT DISTINCT owner FROM events"):
+    for (owner,) in conn.execute("SELECT owner FROM owners"):
         fd = _try_lock(_owner_lock(directory, owner))
         owners[owner] = fd is None
         if fd is not None:
@@ -529,6 +549,7 @@ class Outbox:
     def _open(self) -> None:
         self._owner, self._owner_fd = claim_owner(self.path)
         self._conn = open_database(self.path, self._fds)
+        register_owner(self._conn, self._owner)
         self._read_totals()
         self._adopt()
 
@@ -686,10 +707,12 @@ class Outbox:
                 self.kept = conn.execute(
                     "SELECT count(*) FROM events WHERE owner = ?", (self._owner,)
                 ).fetchone()[0]
-                conn.close()
         if self._owner_fd is not None:
-            release_owner(self.path, self._owner, self._owner_fd)
+            release_owner(self.path, self._owner, self._owner_fd, conn if self.usable else None)
             self._owner_fd = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
 
 # Every live outbox, for the fork and exit hooks below.
