@@ -114,12 +114,12 @@ async def test_killed_mid_delivery_against_a_flapping_server_each_event_is_store
     count = itertools.count()
 
     def flapping(_request: RecordedRequest) -> Reply:
-        n = next(count) % 6
-        if n == 1:
+        n = next(count) % 10
+        if n in (1, 6):
             return Reply(status=503, retry_after=0)
         if n == 3:
             return Reply(drop=True)
-        return Reply(delay=0.01 if n == 5 else 0)
+        return Reply(delay=0.01 if n == 8 else 0)
 
     collector.responder = flapping
     worker = await Worker.start("record", tmp_path, collector.url, 0, 3000)
