@@ -577,10 +577,14 @@ class Outbox:
         failures: list[tuple[str, str]] = []
         waiters: list[concurrent.futures.Future[None]] = []
         stop = None
+        added = 0
         for op in batch:
             kind = op[0]
             if kind == _ADD:
                 self._taken += 1
+                added += 1
+                if not self.usable:
+                    continue  # nothing to write it to: counted below
                 prepared = self._prepare(op[1])
                 if prepared is not None:
                     key, body = prepared
@@ -601,13 +605,15 @@ class Outbox:
             else:
                 stop = op[1]
         try:
+            # Every event accepted while the outbox cannot be written counts, even one
+            # acknowledged before its turn: it was never safe from a crash.
             if not self.usable:
-                self.memory_only += len(adds)
+                self.memory_only += added
             elif adds or removes or failures:
                 try:
                     self._commit(list(adds.values()), removes, failures)
                 except (OSError, sqlite3.Error) as exc:
-                    self.memory_only += len(adds)
+                    self.memory_only += added
                     self._give_up(exc)
                 else:
                     self.persisted += len(adds)
