@@ -37,6 +37,7 @@ async def nowait(settings: Settings) -> Row:
     with_ns: list[int] = []
     without_ns: list[int] = []
     windows: list[float] = []
+    alone: list[float] = []
     clock = time.perf_counter_ns
     with tempfile.TemporaryDirectory() as directory:
         async with (
@@ -62,6 +63,11 @@ async def nowait(settings: Settings) -> Row:
                     if client is fg:
                         windows.append(await _written(fg))
                     await client.flush(timeout=120)
+            # Events one at a time, as a service records them: each on disk how soon?
+            for _ in range(settings.count(200, 10)):
+                fg.record_event_nowait(EVENT)
+                alone.append(await _written(fg))
+                await asyncio.sleep(0.002)
     client_us = median(with_ns) / 1000
     bare_us = median(without_ns) / 1000
     return Row(
@@ -72,8 +78,10 @@ async def nowait(settings: Settings) -> Row:
         f"<= {NOWAIT_TARGET_US:.0f} µs",
         client_us <= NOWAIT_TARGET_US,
         note=(
-            f"a burst of {block:,} on disk {median(windows) * 1000:.1f} ms after its last call "
-            f"(median; worst {max(windows) * 1000:.1f} ms)"
+            f"one event alone on disk after {median(alone) * 1000:.1f} ms (median; worst "
+            f"{max(alone) * 1000:.1f} ms); a burst of {block:,} on disk "
+            f"{median(windows) * 1000:.0f} ms after its last call (median; worst "
+            f"{max(windows) * 1000:.0f} ms)"
         ),
     )
 
