@@ -257,3 +257,16 @@ async def test_a_forked_child_writes_under_an_owner_of_its_own(
     await fg.aclose(timeout=0.2)
     assert sorted(n for _, n in _rows(tmp_path)) == [1, 100]
     assert fg.stats.kept == 1
+
+
+async def test_flush_after_aclose_returns_at_once_with_events_left_on_disk(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """A closed client's flush does not wait for what its outbox keeps for the next start."""
+    await _leave(tmp_path, collector, 50)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=2)
+    await fg.aclose(timeout=0.01)
+    assert await asyncio.wait_for(fg.flush(), 5)
+    left = len(_rows(tmp_path))
+    assert left > 0
+    assert fg.stats.sent + left == 50

@@ -459,6 +459,8 @@ class Outbox:
     @property
     def caught_up(self) -> bool:
         """Whether the outbox is open and has handed over every event it adopted so far."""
+        if self._stopped:
+            return True  # closed: what it did not hand over stays on disk for the next start
         if not self._opened.is_set():
             return False
         return not self.usable or not (self._backlog or self._handing)
