@@ -534,18 +534,19 @@ class Outbox:
                 batch.append(self._ops.get(timeout=timeout))
                 while len(batch) < _MAX_BATCH:
                     batch.append(self._ops.get_nowait())
+            stopping = any(op[0] == _STOP for op in batch)
             try:
-                stop = self._write(batch)
-                if self.usable and not stop:
+                self._write(batch)
+                if self.usable and not stopping:
                     self._housekeeping()
             except (OSError, sqlite3.Error) as exc:
                 self._give_up(exc)
-                stop = False
             except Exception as exc:  # a bug must cost the outbox, not the app
                 log.exception("FluxGate: unexpected error in the outbox")
                 self._give_up(exc)
-                stop = False
-            if stop:
+            if stopping:
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    self._close()  # nothing left to do if writing the batch closed it already
                 return
 
     def _open(self) -> None:
@@ -572,8 +573,8 @@ class Outbox:
         if self._rows:
             self._average = self._bytes // self._rows
 
-    def _write(self, batch: list[tuple[Any, ...]]) -> bool:  # noqa: PLR0912 - one op each
-        """Apply `batch` in one transaction; `True` when it held the stop request."""
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:  # noqa: PLR0912 - one op each
+        """Apply `batch` in one transaction; close after it if it holds the stop request."""
         adds: dict[str, list[Any]] = {}
         removes: list[str] = []
         failures: list[tuple[str, str]] = []
@@ -625,7 +626,6 @@ class Outbox:
             for waiter in (*waiters, *([stop] if stop is not None else [])):
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     waiter.set_result(None)
-        return stop is not None
 
     def _commit(
         self, adds: list[list[Any]], removes: list[str], failures: list[tuple[str, str]]
