@@ -21,7 +21,7 @@ from fluxgate_async import AiEventMetadata, AiEventUsage, FluxGate, LLMEvent
 from ._common import Settings, background_client, require
 from ._table import Row
 
-TARGET_BYTES = 1024
+TARGET_BYTES = 700
 
 
 def _event(i: int) -> LLMEvent:

@@ -489,7 +489,7 @@ async def test_unexpected_errors_in_nowait_are_contained(
     def buggy(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("fluxgate_async._client.check_event", buggy)
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
     async with FluxGate(
         API_KEY, endpoint=collector.url, on_error=lambda _e, r: reasons.append(r)
     ) as fg:
@@ -639,6 +639,17 @@ async def test_max_event_bytes_is_configurable(collector: FakeCollector) -> None
         assert fg.stats.dropped == {DropReason.TOO_LARGE: 1}
     with pytest.raises(ValueError, match="max_event_bytes must be a positive int"):
         FluxGate(API_KEY, max_event_bytes=0)
+
+
+async def test_an_event_just_under_max_event_bytes_is_recorded_whole(
+    collector: FakeCollector,
+) -> None:
+    """An event measured exactly against the cap is sent, awaited or queued, unchanged."""
+    async with FluxGate(API_KEY, endpoint=collector.url, max_event_bytes=1300) as fg:
+        assert await fg.record_event(event(1, feature="f" * 1000)) is not None
+        assert fg.record_event_nowait(event(2, feature="g" * 1000))
+        assert await fg.flush(5)
+    assert [e["metadata"]["feature"] for e in collector.events] == ["f" * 1000, "g" * 1000]
 
 
 @pytest.mark.parametrize("status", [503, 429])

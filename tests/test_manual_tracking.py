@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -187,6 +188,34 @@ async def test_a_call_records_once_however_often_it_is_finished(
     other.finish_nowait(Outcome(input_tokens=5))
     events = await recorded(fg, collector, 2)
     assert sorted(e["usage"]["inputTokens"] for e in events) == [1, 4]
+
+
+async def test_calls_in_a_row_each_record_their_own_metadata(
+    fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Each call records its own context and extra fields, however alike the calls before it."""
+    recorder = Recorder(fg, mode="background", provider="p", metadata={"feature": "f"})
+    extras: list[dict[str, object]] = [
+        {"n": 1},
+        {"n": 1},
+        {"n": True},
+        {"n": 1.0},
+        {"tags": ["a"]},
+        {"tags": ["a"]},
+        {},
+    ]
+    for extra in extras:
+        recorder.start("m").finish_nowait(Outcome(extra=extra))
+    with tracking_context(user="u-1"):
+        recorder.start("m").finish_nowait(Outcome(extra={"n": 1}))
+    recorder.start("m").finish_nowait(Outcome(extra={"n": 1}))
+    events = await recorded(fg, collector, len(extras) + 2)
+    # Background delivery may reorder events: compare them as JSON text, which
+    # tells 1, true and 1.0 apart.
+    sent = sorted(json.dumps(event["metadata"], sort_keys=True) for event in events)
+    expected = [{**extra, "feature": "f"} for extra in extras]
+    expected += [{"feature": "f", "user": "u-1", "n": 1}, {"feature": "f", "n": 1}]
+    assert sent == sorted(json.dumps(metadata, sort_keys=True) for metadata in expected)
 
 
 async def test_a_bug_building_the_event_is_logged_not_raised(

@@ -53,10 +53,24 @@ def test_unknown_status_names_the_field_and_the_allowed_values() -> None:
 def test_token_counts_must_be_non_negative_ints(
     field: str, value: object, error: type[Exception]
 ) -> None:
-    """Negative, bool, float and string token counts are refused, naming the field."""
+    """Negative, bool, float and string token counts are refused, naming the field and value."""
     kwargs: dict[str, Any] = {"input_tokens": 1, "output_tokens": 1, field: value}
-    with pytest.raises(error, match=rf"AiEventUsage\.{field} must be a non-negative int"):
+    got = value if error is ValueError else type(value).__name__
+    with pytest.raises(
+        error, match=rf"^AiEventUsage\.{field} must be a non-negative int, got {got}$"
+    ):
         AiEventUsage(**kwargs)
+
+
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "cached_tokens"])
+def test_token_counts_fit_in_64_bits(field: str) -> None:
+    """The largest signed 64-bit count is accepted; one more is refused, naming the field."""
+    kwargs: dict[str, Any] = {"input_tokens": 1, "output_tokens": 1}
+    assert getattr(AiEventUsage(**{**kwargs, field: 2**63 - 1}), field) == 2**63 - 1
+    with pytest.raises(
+        ValueError, match=rf"^AiEventUsage\.{field} must be below 2\*\*63, got an int of 64 bits$"
+    ):
+        AiEventUsage(**{**kwargs, field: 2**63})
 
 
 @pytest.mark.parametrize("field", ["latency_in_ms", "streaming_duration_in_ms"])
@@ -69,7 +83,12 @@ def test_durations_must_be_non_negative_finite_numbers(
 ) -> None:
     """Latencies refuse negatives, infinities, NaN and bools, naming the field."""
     kwargs: dict[str, Any] = {field: value}
-    with pytest.raises(error, match=rf"AiEventUsage\.{field} must be a non-negative"):
+    expected = (
+        f"must be a non-negative finite number, got {value}"
+        if error is ValueError
+        else f"must be a non-negative number, got {type(value).__name__}"
+    )
+    with pytest.raises(error, match=rf"^AiEventUsage\.{field} {expected}$"):
         AiEventUsage(1, 1, **kwargs)
 
 
@@ -82,8 +101,8 @@ def test_zero_and_float_latencies_are_valid() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"model": 4}, r"AiEventUsage\.model must be a str"),
-        ({"is_streamed": "yes"}, r"AiEventUsage\.is_streamed must be a bool"),
+        ({"model": 4}, r"^AiEventUsage\.model must be a str, got int$"),
+        ({"is_streamed": "yes"}, r"^AiEventUsage\.is_streamed must be a bool, got str$"),
     ],
 )
 def test_usage_checks_optional_field_types(kwargs: dict[str, Any], message: str) -> None:
@@ -94,7 +113,7 @@ def test_usage_checks_optional_field_types(kwargs: dict[str, Any], message: str)
 
 def test_tracked_user_checks_its_fields() -> None:
     """A user needs a string id and a numeric monthly revenue."""
-    with pytest.raises(TypeError, match=r"TrackedUser\.id must be a str"):
+    with pytest.raises(TypeError, match=r"^TrackedUser\.id must be a str, got int$"):
         TrackedUser(123)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"TrackedUser\.monthly_revenue"):
         TrackedUser("u", monthly_revenue="99")  # type: ignore[arg-type]
@@ -103,13 +122,26 @@ def test_tracked_user_checks_its_fields() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"user": 5}, TypeError, r"AiEventMetadata\.user must be a str or a TrackedUser"),
-        ({"timestamp": "2026-01-01"}, TypeError, r"AiEventMetadata\.timestamp must be a datetime"),
-        ({"extra": ["a"]}, TypeError, r"AiEventMetadata\.extra must be a mapping"),
-        ({"extra": {1: "a"}}, TypeError, r"AiEventMetadata\.extra keys must be str"),
-        ({"extra": {"sessionId": "s"}}, ValueError, r"'sessionId' collides with a named field"),
+        (
+            {"user": 5},
+            TypeError,
+            r"^AiEventMetadata\.user must be a str or a TrackedUser, got int$",
+        ),
+        (
+            {"timestamp": "2026-01-01"},
+            TypeError,
+            r"^AiEventMetadata\.timestamp must be a datetime, got str$",
+        ),
+        ({"extra": ["a"]}, TypeError, r"^AiEventMetadata\.extra must be a mapping, got list$"),
+        ({"extra": {1: "a"}}, TypeError, r"^AiEventMetadata\.extra keys must be str, got int$"),
+        (
+            {"extra": {"sessionId": "s"}},
+            ValueError,
+            r"^AiEventMetadata\.extra key 'sessionId' collides with a named field; "
+            r"pass it as that field instead$",
+        ),
         ({"extra": {"feature": "f"}}, ValueError, r"'feature' collides with a named field"),
-        ({"feature": 1}, TypeError, r"AiEventMetadata\.feature must be a str"),
+        ({"feature": 1}, TypeError, r"^AiEventMetadata\.feature must be a str, got int$"),
     ],
 )
 def test_metadata_refuses_bad_fields(
@@ -132,9 +164,11 @@ def test_metadata_extra_is_a_private_copy() -> None:
 
 def test_event_checks_nested_types() -> None:
     """An event needs AiEventUsage and AiEventMetadata instances, not look-alikes."""
-    with pytest.raises(TypeError, match=r"LLMEvent\.usage must be an AiEventUsage"):
+    with pytest.raises(TypeError, match=r"^LLMEvent\.usage must be an AiEventUsage, got dict$"):
         LLMEvent({"inputTokens": 1})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"LLMEvent\.metadata must be an AiEventMetadata"):
+    with pytest.raises(
+        TypeError, match=r"^LLMEvent\.metadata must be an AiEventMetadata, got dict$"
+    ):
         LLMEvent(AiEventUsage(1, 1), metadata={"feature": "x"})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"LLMEvent\.error_message must be a str"):
         LLMEvent(AiEventUsage(1, 1), error_message=404)  # type: ignore[arg-type]

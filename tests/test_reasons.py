@@ -126,7 +126,7 @@ async def internal_error_at_enqueue(
     def bug(*_args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("fluxgate_async._client.check_event", bug)
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", bug)
     return await _refused(collector)
 
 

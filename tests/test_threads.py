@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fluxgate_async import AiEventUsage, DeliveryStats, DropReason, FluxGate, LLMEvent
+from fluxgate_async._delivery import _Keys
 from fluxgate_async.testing import FakeCollector, Reply
 
 from .conftest import API_KEY
@@ -211,3 +213,22 @@ async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     assert fg.closed
     assert fg.stats.sent == 3
     assert fg.record_event_nowait(event(9)) is False
+
+
+def test_idempotency_keys_are_unique_version_4_uuids_across_threads() -> None:
+    """Keys drawn from eight threads at once never repeat, and each reads as a UUID 4."""
+    keys = _Keys()
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(into: list[str]) -> None:
+        into.extend(keys.next() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    every = [key for into in drawn for key in into]
+    assert len(set(every)) == len(every) == 16_000
+    assert all(uuid.UUID(key).version == 4 and str(uuid.UUID(key)) == key for key in every)
+    assert _Keys().next()[:24] != every[0][:24]  # another client or process: another prefix

@@ -404,7 +404,9 @@ def test_an_event_over_the_size_limit_names_its_biggest_field() -> None:
         AiEventUsage(1, 1, model="m"),
         metadata=AiEventMetadata(feature="f" * 2000, extra={"notes": "n" * 500}),
     )
-    check_event(ev, 4000)  # close to the bound: measured exactly, and it fits
+    # Close to the bound: measured exactly, it fits, and the body measured is the one to send.
+    assert check_event(ev, 4000) == encode_event(ev)
+    assert check_event(ev, 1024 * 1024) is None  # far below: nothing encoded
     with pytest.raises(EventTooLargeError) as raised:
         check_event(ev, 2000)
     assert str(raised.value).startswith("event of 2,")
@@ -438,3 +440,15 @@ def test_a_tuple_key_inside_extra_is_refused_naming_the_field() -> None:
     scores[(1, 2)] = 0.7  # changed after it was recorded
     with pytest.raises(InvalidEventError, match=re.escape(tuple_key)):
         encode_event(late)
+
+
+def test_an_unchecked_event_with_a_huge_integer_still_encodes() -> None:
+    """An 89-bit integer refused when recording is still written exactly for a caller storing it."""
+    when = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    extra = {"big": [-(2**88)], "when": when, "id": ident}
+    ev = LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra=extra))
+    with pytest.raises(InvalidEventError, match=r"^metadata\.big\[0\]: int of 89 bits"):
+        check_event(ev, 1024)
+    sent = json.loads(encode_event(ev))["metadata"]
+    assert sent == {"big": [-(2**88)], "when": when.isoformat(), "id": str(ident)}

@@ -21,6 +21,7 @@ from ._config import (
     DEFAULT_TIMEOUT,
     FluxGateConfig,
 )
+from ._deadline import Deadline, Deadlines
 from ._delivery import OnError, Pipeline
 from ._logging import hide_secret, log, scrub, show_debug_logs
 from ._manual_tracking import TrackedCall, track
@@ -150,10 +151,15 @@ class FluxGate:
         if debug:
             show_debug_logs()
         self._before_send = before_send
+        # Whether an event may be queued with no before_send to run and nothing to drop it for.
+        self._queue_as_is = before_send is None and self._config.enabled
         self._transport = Transport(self._config, session)
+        # One deadline queue for awaited calls and background attempts alike:
+        # both last `timeout`.
+        self._deadlines = Deadlines(self._config.timeout)
         self._pipeline = Pipeline(
             self._transport,
-            timeout=self._config.timeout,
+            deadlines=self._deadlines,
             max_retries=self._config.max_retries,
             concurrency=self._config.concurrency,
             max_queue_size=self._config.max_queue_size,
@@ -188,11 +194,15 @@ class FluxGate:
             state += ", disabled"
         return f"<FluxGate endpoint={scrub(self._config.endpoint)!r} {state}>"
 
-    def _prepare(self, event: EventInput) -> LLMEvent | str:  # noqa: PLR0911 - guard clauses
+    def _prepare(  # noqa: PLR0911 - guard clauses
+        self, event: EventInput, measured: list[bytes] | None = None
+    ) -> LLMEvent | str:
         """The checked event after `before_send`, or the `DropReason` why there is none.
 
         Everything that would make sending fail is found here, so that
         `record_event_nowait` can say at once whether the event will be sent.
+        An event near `max_event_bytes` is encoded to measure it: its body is
+        appended to `measured`, when given, to be sent as it is.
         """
         if self._closed:
             return DropReason.CLOSED
@@ -220,13 +230,15 @@ class FluxGate:
                 return DropReason.BEFORE_SEND_ERROR
             model = kept
         try:
-            check_event(model, self._config.max_event_bytes)
+            body = check_event(model, self._config.max_event_bytes)
         except EventTooLargeError as exc:
             log.warning("FluxGate: event too large, not recorded: %s", exc)
             return DropReason.TOO_LARGE
         except InvalidEventError as exc:
             log.warning("FluxGate: invalid event, not recorded: %s", exc)
             return DropReason.INVALID_EVENT
+        if body is not None and measured is not None:
+            measured.append(body)
         return model
 
     def record_event_nowait(self, event: EventInput, *, idempotency_key: str | None = None) -> bool:
@@ -263,6 +275,17 @@ class FluxGate:
         pipeline = self._pipeline
         assert pipeline is not None
         try:
+            if (
+                # The common call, checked inline: an LLMEvent (checked when it was
+                # built) well within the size limit, nothing to run on it first.
+                type(event) is LLMEvent
+                and self._queue_as_is
+                and not self._closed
+                and idempotency_key is None
+                and event._json_problem is None
+                and event._json_size <= self._config.max_event_bytes
+            ):
+                return pipeline.submit(event, None)
             prepared = self._prepare(event)
             if isinstance(prepared, str):
                 pipeline.drop(event, prepared)
@@ -293,7 +316,7 @@ class FluxGate:
         assert self._pipeline is not None
         return await self._pipeline.flush(timeout)
 
-    async def record_event(
+    async def record_event(  # noqa: PLR0911 - guard clauses
         self, event: EventInput, *, idempotency_key: str | None = None
     ) -> CreateAiEventResponse | None:
         """Send one event and return FluxGate's answer, or `None` if it was not recorded.
@@ -317,60 +340,58 @@ class FluxGate:
         status or an unusable body. Never raises, except `asyncio.CancelledError`.
         """
         try:
-            return await self._record(event, idempotency_key)
+            measured: list[bytes] = []
+            prepared = self._prepare(event, measured)
+            if isinstance(prepared, str):
+                # Compared as text only: an event's generated __eq__ costs more than the check.
+                if prepared == DropReason.CLOSED:
+                    log.warning(
+                        "FluxGate: record_event called on a closed client; event not recorded"
+                    )
+                return None
+            if idempotency_key is not None and not _valid_key(idempotency_key):
+                return None
+            try:
+                body = measured[0] if measured else encode_event(prepared)
+            except InvalidEventError as exc:
+                log.warning("FluxGate: invalid event, not recorded: %s", exc)
+                return None
+            assert self._pipeline is not None
+            key = idempotency_key or self._pipeline.keys.next()
+            log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            try:
+                with self._deadlines.start() as deadline:
+                    result = await self._send(body, key, deadline)
+            except TimeoutError:
+                log.warning(
+                    "FluxGate: event %s not recorded: no answer within %ss",
+                    key,
+                    self._config.timeout,
+                )
+                return None
+            if isinstance(result, Attempt):
+                log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
+                return None
+            log.debug("FluxGate: event %s recorded: %s", key, result)
+            return result
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not recorded: %s", exc)
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
-    async def _record(
-        self, event: EventInput, idempotency_key: str | None
-    ) -> CreateAiEventResponse | None:
-        prepared = self._prepare(event)
-        if prepared == DropReason.CLOSED:
-            log.warning("FluxGate: record_event called on a closed client; event not recorded")
-        if isinstance(prepared, str):
-            return None
-        if idempotency_key is not None and not _valid_key(idempotency_key):
-            return None
-        try:
-            body = encode_event(prepared)
-        except InvalidEventError as exc:
-            log.warning("FluxGate: invalid event, not recorded: %s", exc)
-            return None
-        assert self._pipeline is not None
-        key = idempotency_key or self._pipeline.keys.next()
-        log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
-        try:
-            async with asyncio.timeout(self._config.timeout) as deadline:
-                result = await self._send(body, key, deadline)
-        except TimeoutError:
-            log.warning(
-                "FluxGate: event %s not recorded: no answer within %ss",
-                key,
-                self._config.timeout,
-            )
-            return None
-        if result.response is None:
-            log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
-        else:
-            log.debug("FluxGate: event %s recorded: %s", key, result.response)
-        return result.response
-
-    async def _send(self, body: bytes, key: str, deadline: asyncio.Timeout) -> Attempt:
+    async def _send(
+        self, body: bytes, key: str, deadline: Deadline
+    ) -> CreateAiEventResponse | Attempt:
         assert self._transport is not None
-        loop = asyncio.get_running_loop()
         retry = 0
         while True:
             result = await self._transport.post(body, key)
-            if result.response is not None or not result.retryable:
+            if not isinstance(result, Attempt) or not result.retryable:
                 return result
             if retry >= self._config.max_retries:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            when = deadline.when()
-            assert when is not None  # set by record_event's asyncio.timeout
-            if delay >= when - loop.time():
+            if delay >= deadline.when - asyncio.get_running_loop().time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from ._deadline import Deadlines
 from ._models import LLMEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason, FailureReason
@@ -103,14 +104,14 @@ class Pipeline:
         self,
         transport: Transport,
         *,
-        timeout: float,
+        deadlines: Deadlines,
         max_retries: int,
         concurrency: int,
         max_queue_size: int,
         on_error: OnError | None,
     ) -> None:
         self._transport = transport
-        self._timeout = timeout
+        self._deadlines = deadlines
         self._max_retries = max_retries
         self._concurrency = concurrency
         self._max_queue_size = max_queue_size
@@ -130,6 +131,9 @@ class Pipeline:
         self._senders: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
+        # What the flushes waiting now wait for (the last event each must see
+        # settled): senders wake them only when the first of those is reached.
+        self._flush_targets: list[int] = []
         self._resume_at = 0.0
         self._sent = 0
         self._failed = 0
@@ -304,7 +308,9 @@ class Pipeline:
                 return  # a forked child's copy of a parent's sender: the event is the parent's
             if in_flight.pop(item.seq, None) is None:
                 return  # closing gave up waiting for us and counted the event already
-            progress.set()
+            targets = self._flush_targets
+            if targets and item.seq <= max(targets) and self._settled(min(targets)):
+                progress.set()
 
     def _warn_cut_off(self) -> None:
         if self._warned_loop is self._loop:
@@ -333,17 +339,17 @@ class Pipeline:
             if pause > 0:
                 await asyncio.sleep(pause)
             try:
-                async with asyncio.timeout(self._timeout):
+                with self._deadlines.start():
                     result = await self._transport.post(body, key)
             except TimeoutError:
                 result = Attempt(
                     reason=FailureReason.TIMEOUT,
-                    detail=f"no answer within {self._timeout}s",
+                    detail=f"no answer within {self._deadlines.seconds}s",
                     retryable=True,
                 )
-            if result.response is not None:
+            if not isinstance(result, Attempt):
                 self._sent += 1
-                log.debug("FluxGate: event %s recorded: %s", key, result.response)
+                log.debug("FluxGate: event %s recorded: %s", key, result)
                 return
             if not result.retryable or retry >= self._max_retries:
                 log.warning(
@@ -387,6 +393,8 @@ class Pipeline:
         upto = self._seq
         if self._settled(upto):
             return True
+        targets = self._flush_targets
+        targets.append(upto)
         try:
             async with asyncio.timeout(timeout):
                 while not self._settled(upto):
@@ -394,6 +402,8 @@ class Pipeline:
                     await self._progress.wait()
         except TimeoutError:
             return False
+        finally:
+            targets.remove(upto)
         return True
 
     async def close(self, timeout: float) -> None:

@@ -50,6 +50,22 @@ _FRAME_BYTES = 512
 _BYTES_PER_CHAR = 6
 
 
+# Where a value sits, for error messages only: a wire path ("usage.model"), or
+# (where the parent is, a key or an index). Built as a tuple on the way down
+# and written out only when a message needs it: the check runs for every
+# event, the message almost never.
+Path = str | tuple[Any, str | int]
+
+
+def _where(path: Path) -> str:
+    if isinstance(path, str):
+        return path
+    parent, part = path
+    if isinstance(part, int):
+        return f"{_where(parent)}[{part}]"
+    return f"{_where(parent)}.{field_name(part)}"
+
+
 def json_default(value: object) -> object:
     """The encoder's hook for values JSON has no type for: dates, Decimal, UUID.
 
@@ -66,14 +82,14 @@ def json_default(value: object) -> object:
     raise TypeError(msg)
 
 
-def _text(text: str, path: str) -> int:
+def _text(text: str, path: Path) -> int:
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError as exc:
             bad = text[exc.start]
             msg = (
-                f"{path}: text holds a lone surrogate ({bad!r} at index {exc.start}); "
+                f"{_where(path)}: text holds a lone surrogate ({bad!r} at index {exc.start}); "
                 "pass valid Unicode"
             )
             raise InvalidEventError(msg) from None
@@ -85,18 +101,19 @@ def field_name(key: str) -> str:
     return shorten(key, 40).encode("ascii", "backslashreplace").decode()
 
 
-def _number(value: float | int, path: str) -> int:
+def _number(value: float | int, path: Path) -> int:
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
-            msg = f"{path}: int of {value.bit_length()} bits is too large for JSON; pass a str"
+            bits = value.bit_length()
+            msg = f"{_where(path)}: int of {bits} bits is too large for JSON; pass a str"
             raise InvalidEventError(msg)
     elif not math.isfinite(value):
-        msg = f"{path}: {value} is not JSON; pass a finite number or None"
+        msg = f"{_where(path)}: {value} is not JSON; pass a finite number or None"
         raise InvalidEventError(msg)
     return _SCALAR_BYTES
 
 
-def _value(value: object, path: str, within: tuple[object, ...]) -> int:
+def _value(value: object, path: Path, within: tuple[object, ...]) -> int:
     """An upper bound of `value`'s size in JSON; raises naming the first bad part."""
     depth = len(within)
     kind = type(value)
@@ -108,10 +125,10 @@ def _value(value: object, path: str, within: tuple[object, ...]) -> int:
         return _number(value, path)  # type: ignore[arg-type]
     if isinstance(value, dict | list | tuple):
         if depth >= _MAX_DEPTH:
-            msg = f"{path}: nested more than {_MAX_DEPTH} levels deep"
+            msg = f"{_where(path)}: nested more than {_MAX_DEPTH} levels deep"
             raise InvalidEventError(msg)
         if any(value is outer for outer in within):
-            msg = f"{path}: contains itself"
+            msg = f"{_where(path)}: contains itself"
             raise InvalidEventError(msg)
         if isinstance(value, dict):
             return _object(value, path, (*within, value))
@@ -119,22 +136,22 @@ def _value(value: object, path: str, within: tuple[object, ...]) -> int:
     return _other(value, path)
 
 
-def _object(value: dict[Any, Any], path: str, within: tuple[object, ...]) -> int:
+def _object(value: dict[Any, Any], path: Path, within: tuple[object, ...]) -> int:
     size = _SCALAR_BYTES
     for key, item in value.items():
         if not isinstance(key, str):
             kind = type(key).__name__
-            msg = f"{path}: key {shorten(repr(key), 40)} ({kind}) is not JSON; use str keys"
+            msg = f"{_where(path)}: key {shorten(repr(key), 40)} ({kind}) is not JSON; use str keys"
             raise InvalidEventError(msg)
-        where = f"{path}.{field_name(key)}"
+        where = (path, key)
         size += _text(key, where) + _value(item, where, within)
     return size
 
 
-def _array(value: list[Any] | tuple[Any, ...], path: str, within: tuple[object, ...]) -> int:
+def _array(value: list[Any] | tuple[Any, ...], path: Path, within: tuple[object, ...]) -> int:
     size = _SCALAR_BYTES
     for index, item in enumerate(value):
-        size += _value(item, f"{path}[{index}]", within) + 1
+        size += _value(item, (path, index), within) + 1
     return size
 
 
@@ -147,7 +164,7 @@ _ADVICE: dict[type, str] = {
 }
 
 
-def _other(value: object, path: str) -> int:
+def _other(value: object, path: Path) -> int:
     if isinstance(value, str):  # a str subclass (StrEnum) is written as its text
         return _text(value, path)
     if isinstance(value, bool | int | float):  # IntEnum and friends: their number
@@ -156,29 +173,29 @@ def _other(value: object, path: str) -> int:
         return _SCALAR_BYTES
     if isinstance(value, Decimal):
         if not value.is_finite() or not math.isfinite(float(value)):
-            msg = f"{path}: Decimal {value} is not a JSON number; pass a finite number"
+            msg = f"{_where(path)}: Decimal {value} is not a JSON number; pass a finite number"
             raise InvalidEventError(msg)
         return _SCALAR_BYTES
     advice = next(
         (text for kind, text in _ADVICE.items() if isinstance(value, kind)),
         "pass a str, number, bool, None, list or dict",
     )
-    msg = f"{path}: {type(value).__name__} is not JSON; {advice}"
+    msg = f"{_where(path)}: {type(value).__name__} is not JSON; {advice}"
     raise InvalidEventError(msg)
 
 
-def _optional_text(text: str | None, path: str) -> int:
+def _optional_text(text: str | None, path: Path) -> int:
     return 0 if text is None else _text(text, path)
 
 
-def _user(user: str | TrackedUser, path: str) -> int:
+def _user(user: str | TrackedUser) -> int:
     if isinstance(user, str):
-        return _text(user, path)
+        return _text(user, "metadata.user")
     return (
-        _text(user.id, f"{path}.id")
-        + _optional_text(user.name, f"{path}.name")
-        + _optional_text(user.email, f"{path}.email")
-        + _optional_text(user.image, f"{path}.image")
+        _text(user.id, "metadata.user.id")
+        + _optional_text(user.name, "metadata.user.name")
+        + _optional_text(user.email, "metadata.user.email")
+        + _optional_text(user.image, "metadata.user.image")
         + _SCALAR_BYTES
     )
 
@@ -236,8 +253,8 @@ def _field_by_field(event: LLMEvent) -> int:
         + _optional_text(meta.conversation_id, "metadata.conversationId")
     )
     if meta.user is not None:
-        size += _user(meta.user, "metadata.user")
+        size += _user(meta.user)
     for key, value in meta.extra.items():
-        where = f"metadata.{field_name(key)}"
+        where = ("metadata", key)
         size += _text(key, where) + _value(value, where, ())
     return size

@@ -16,13 +16,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
 from ._attached_tracking import FluxGateCostTrackingResponse, attach
-from ._models import AiEventStatus, AiEventUsage, CreateAiEventResponse, LLMEvent
+from ._models import AiEventMetadata, AiEventStatus, AiEventUsage, CreateAiEventResponse, LLMEvent
 from ._routes import note_tracked_call
 from ._tracking_context import current_context, metadata_fields
 
@@ -57,6 +57,9 @@ CANCELLED = "cancelled"
 # HTTP statuses that say the request itself was wrong, not the caller's quota,
 # credentials or luck: recorded as MALFORMED_REQUEST rather than ERROR.
 _MALFORMED_STATUSES = frozenset({400, 404, 413, 422})
+
+# The types of the extra fields the routes read off answers, compared by value.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @attrs.frozen
@@ -138,11 +141,33 @@ def event_for(
     Raises:
         TypeError, ValueError: A value does not fit its field.
     """
-    extra = dict(outcome.extra)
+    return _event(
+        outcome,
+        provider=provider,
+        model=model,
+        latency_s=latency_s,
+        streamed=streamed,
+        time_to_first_chunk_s=time_to_first_chunk_s,
+        metadata=lambda extra: metadata_fields({**metadata, **extra}),
+    )
+
+
+def _event(
+    outcome: Outcome,
+    *,
+    provider: str | None,
+    model: str | None,
+    latency_s: float,
+    streamed: bool | None,
+    time_to_first_chunk_s: float | None,
+    metadata: Callable[[Mapping[str, Any]], AiEventMetadata],
+) -> LLMEvent:
+    """`event_for`, with `metadata(extra)` making the metadata of the outcome's `extra`."""
+    extra = outcome.extra
     streaming_ms = outcome.streaming_duration_in_ms
     if streamed and time_to_first_chunk_s is not None:
         streaming_ms = _ms(latency_s - time_to_first_chunk_s)
-        extra["timeToFirstTokenMs"] = _ms(time_to_first_chunk_s)
+        extra = {**extra, "timeToFirstTokenMs": _ms(time_to_first_chunk_s)}
     return LLMEvent(
         usage=AiEventUsage(
             input_tokens=outcome.input_tokens,
@@ -156,7 +181,7 @@ def event_for(
         ),
         status=outcome.status,
         error_message=outcome.error_message,
-        metadata=metadata_fields({**metadata, **extra}),
+        metadata=metadata(extra),
     )
 
 
@@ -202,10 +227,31 @@ class Recorder:
         self.mode = mode
         self.provider = provider
         self.defaults: Mapping[str, Any] = dict(metadata)
+        # The metadata last built, with the context and extra fields it was built
+        # from: calls in one `tracking_context` (or none) mostly share it.
+        self._last_metadata: tuple[Mapping[str, Any], Any, AiEventMetadata] | None = None
 
     def start(self, model: str | None = None) -> CallTimer:
         """Start timing one call now; `model` is the requested one, if known."""
         return CallTimer(self, model)
+
+    def metadata(self, context: Mapping[str, Any], extra: Mapping[str, Any]) -> AiEventMetadata:
+        """The metadata of a call: the defaults, then `context`, then the outcome's `extra`.
+
+        Raises:
+            TypeError, ValueError: A value does not fit its field.
+        """
+        # Reused only when the context is the same object and the extra fields
+        # are the same plain values, type for type (1, 1.0 and True are equal).
+        # The types come first: values are compared only once they are plain.
+        key = (tuple(map(type, extra.values())), tuple(extra.items()))
+        last = self._last_metadata
+        if last is not None and last[0] is context and last[1] == key:
+            return last[2]
+        built = metadata_fields({**self.defaults, **context, **extra})
+        if _PLAIN.issuperset(key[0]):
+            self._last_metadata = (context, key, built)
+        return built
 
 
 class CallTimer:
@@ -232,7 +278,7 @@ class CallTimer:
     def event(self, outcome: Outcome, *, streamed: bool | None) -> LLMEvent:
         """Build the event for `outcome`, timed up to now."""
         first = self._first_chunk
-        return event_for(
+        return _event(
             outcome,
             provider=self._recorder.provider,
             model=self._model,
@@ -241,8 +287,11 @@ class CallTimer:
             else outcome.latency_s,
             streamed=streamed,
             time_to_first_chunk_s=None if first is None else first - self._started,
-            metadata={**self._recorder.defaults, **self._context},
+            metadata=self._metadata,
         )
+
+    def _metadata(self, extra: Mapping[str, Any]) -> AiEventMetadata:
+        return self._recorder.metadata(self._context, extra)
 
     async def finish(
         self, outcome: Outcome, *, streamed: bool | None = False, response: object = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import zlib
 from collections.abc import AsyncGenerator
@@ -25,7 +24,7 @@ from ._logging import quote, scrub, shorten
 from ._models import CreateAiEventResponse
 from ._retry import RETRYABLE_STATUSES, parse_retry_after
 from ._stats import FailureReason
-from ._wire import parse_response
+from ._wire import decode_json, parse_response
 
 __all__ = ["USER_AGENT", "Attempt", "Transport"]
 
@@ -40,12 +39,15 @@ _CLOSE_SECONDS = 2.0
 
 @attrs.frozen
 class Attempt:
-    """How one POST ended: an answer, or why not and whether to try again."""
+    """Why one POST did not get an answer, and whether to try again.
 
-    response: CreateAiEventResponse | None = None
-    reason: str = ""
+    A POST that got one returns the answer itself: the common case allocates
+    nothing more.
+    """
+
+    reason: str
     """Why it failed, a `FailureReason`: `connection`, `http_503`, `invalid_response`."""
-    detail: str = ""
+    detail: str
     """For the log: what exactly happened."""
     retryable: bool = False
     retry_after: float | None = None
@@ -85,7 +87,7 @@ class Transport:
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None]]
         ] = {}
         self._url = config.endpoint
-        self._headers = {
+        self._headers: dict[str, str] = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {config.api_key}",
             "User-Agent": USER_AGENT,
@@ -93,6 +95,9 @@ class Transport:
             # compression, and an encoded answer is one more thing to bound.
             "Accept-Encoding": "identity",
         }
+        # An owned session carries those as its defaults: each POST then adds
+        # only its key, and aiohttp merges one header instead of five.
+        self._own_headers = session is None
 
     @property
     def has_open_session(self) -> bool:
@@ -109,17 +114,25 @@ class Transport:
             # another thread's): start afresh in it, and forget loops that ended.
             for ended in [other for other in list(self._sessions) if other.is_closed()]:
                 self._sessions.pop(ended, None)
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            session = aiohttp.ClientSession(
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=None)
+            )
             guard = _close_with_loop(session)
             with contextlib.suppress(StopIteration):
                 guard.asend(None).send(None)
             entry = self._sessions[loop] = (session, guard)
         return entry[0]
 
-    async def post(self, body: bytes, idempotency_key: str) -> Attempt:
-        """POST one event body; never raises for what the network or server does."""
+    async def post(self, body: bytes, idempotency_key: str) -> CreateAiEventResponse | Attempt:
+        """POST one event body: FluxGate's answer, or why not.
+
+        Never raises for what the network or the server does.
+        """
         session = self._current_session()
-        headers = {**self._headers, "Idempotency-Key": idempotency_key}
+        if self._own_headers:
+            headers = {"Idempotency-Key": idempotency_key}
+        else:
+            headers = {**self._headers, "Idempotency-Key": idempotency_key}
         try:
             # aiohttp would inflate any encoding it can (brotli and zstd too, when
             # importable) before a byte limit applies: a few KB become gigabytes.
@@ -225,23 +238,29 @@ async def _read_body(resp: aiohttp.ClientResponse, raw_limit: int, limit: int) -
     return bytes(out)
 
 
-async def _read_answer(resp: aiohttp.ClientResponse) -> Attempt:
+async def _read_answer(resp: aiohttp.ClientResponse) -> CreateAiEventResponse | Attempt:
     size = resp.content_length
     if size is not None and size > MAX_RESPONSE_BYTES:
         return _invalid(f"answer of {size} bytes is over the limit")
-    raw = await _read_body(resp, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
+    raw: bytes | str
+    if size is not None and "Content-Encoding" not in resp.headers:
+        # The common answer: plain, its length declared and within the limit,
+        # so aiohttp reads exactly that many bytes in one call.
+        raw = await resp.read()
+    else:
+        raw = await _read_body(resp, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
     if isinstance(raw, str):
         return _invalid(raw)
     if len(raw) > MAX_RESPONSE_BYTES:
         return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = decode_json(raw)
+    except ValueError:
         return _invalid(f"HTTP {resp.status} answer is not JSON: {quote(raw[:_SNIPPET_BYTES])}")
     parsed = parse_response(body)
     if parsed is None:
         return _invalid(f"HTTP {resp.status} answer has no string id: {quote(body)}")
-    return Attempt(response=parsed)
+    return parsed
 
 
 def _invalid(detail: str) -> Attempt:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeGuard
 
 import cattrs
+import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
 
 from ._encoding import (
     EventTooLargeError,
@@ -46,6 +48,7 @@ __all__ = [
     "answer_to_json",
     "check_event",
     "converter",
+    "decode_json",
     "encode_event",
     "encode_value",
     "parse_response",
@@ -58,7 +61,9 @@ EventInput: TypeAlias = LLMEvent | Mapping[str, Any]
 """What `record_event` takes: an `LLMEvent`, or a mapping of the API's JSON (camelCase keys)."""
 
 
-converter = cattrs.Converter(forbid_extra_keys=True)
+# orjson writes and reads JSON in C: on loopback the client's own time per
+# event is what shows, and the stdlib encoder was a third of it.
+converter = make_converter(forbid_extra_keys=True)
 
 
 def _passthrough(value: Any, _: Any) -> Any:
@@ -285,41 +290,34 @@ def to_wire(event: LLMEvent) -> dict[str, Any]:
     return _unstructure_event(event)
 
 
-def _make_dumps() -> Callable[[Any], str]:
-    # One compact encoder, built once: `json.dumps` builds a new one per call,
-    # which shows on the hot path. The events are trees (checked when recorded),
-    # so no cycle check is needed; a cyclic value ends as RecursionError.
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
-        return json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default
-        ).encode
-    encode = c_make_encoder(
-        None, json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
-    return lambda value: "".join(encode(value, 0))
-
-
-_dumps = _make_dumps()
-
-
 def encode_value(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON, with the metadata rules (dates, Decimal, UUID).
 
     Raises:
-        TypeError, ValueError, RecursionError: `value` cannot be written.
+        TypeError, ValueError: `value` cannot be written (`orjson.JSONEncodeError`
+            is a `TypeError`).
     """
-    return _dumps(value).encode()
+    return orjson.dumps(value, default=json_default)
 
 
 def encode_event(event: LLMEvent) -> bytes:
     """Return the request body for `event`.
 
+    A float that became NaN or infinite after the event was checked (in a list
+    the caller kept and filled) is written as `null`, as JavaScript's
+    `JSON.stringify` does.
+
     Raises:
         InvalidEventError: A value cannot be written as JSON; the message names its field.
     """
     try:
-        return encode_value(to_wire(event))
+        if event._json_problem is None:
+            return converter.dumps(event, default=json_default)
+        # An event the check refused reaches here only from a caller that skips
+        # the check (the collector storing what it was sent): the standard
+        # encoder writes what it can, integers of any size included, and
+        # refuses NaN, as it always did.
+        return _standard_dumps(to_wire(event)).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         # The check when recording names the field; reaching here means a value
         # changed after that (a list the caller kept and filled).
@@ -328,8 +326,27 @@ def encode_event(event: LLMEvent) -> bytes:
         raise InvalidEventError(msg) from None
 
 
-def check_event(event: LLMEvent, max_bytes: int) -> None:
+_standard_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default
+).encode
+
+
+def decode_json(raw: bytes) -> Any:
+    """The JSON value in `raw`, as dicts, lists and scalars.
+
+    Raises:
+        ValueError: `raw` is not JSON (or not UTF-8).
+    """
+    return orjson.loads(raw)
+
+
+def check_event(event: LLMEvent, max_bytes: int) -> bytes | None:
     """Refuse `event` now if sending it would fail; cheap unless it is near `max_bytes`.
+
+    Returns:
+        The request body when the event was near the limit and had to be
+        encoded to measure it (so that the caller need not encode it again),
+        else `None`.
 
     Raises:
         InvalidEventError: A value JSON cannot carry; the message names its field.
@@ -340,14 +357,16 @@ def check_event(event: LLMEvent, max_bytes: int) -> None:
     if problem is not None:
         raise InvalidEventError(problem)
     if event._json_size <= max_bytes:
-        return
-    size = len(encode_event(event))
+        return None
+    body = encode_event(event)
+    size = len(body)
     if size > max_bytes:
         msg = (
             f"event of {size:,} bytes is over max_event_bytes ({max_bytes:,}); "
             f"its biggest field is {_largest_field(event)}"
         )
         raise EventTooLargeError(msg)
+    return body
 
 
 def _largest_field(event: LLMEvent) -> str:

@@ -105,6 +105,27 @@ async def test_chat_completion_records_one_event_field_by_field(
     }
 
 
+async def test_tracked_client_follows_changes_to_the_original_client(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A setting changed on the client after a tracked call is used by the next one."""
+    client = track_openai(raw, fg)
+    other = track_openai(raw.copy(api_key="sk-copy"), fg)
+    for _ in range(2):
+        server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    raw.api_key = "sk-changed"
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    server.answer_chat()
+    await other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    keys = [received.headers["Authorization"] for received in server.requests]
+    assert keys == ["Bearer sk-test", "Bearer sk-changed", "Bearer sk-copy"]
+    assert client.chat is not other.chat
+    await recorded(fg, collector, 3)
+
+
 async def test_inline_mode_attaches_fluxgate_answer_without_changing_the_response(
     raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
 ) -> None:

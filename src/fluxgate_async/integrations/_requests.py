@@ -34,6 +34,8 @@ import functools
 import inspect
 import json
 import logging
+import operator
+import weakref
 from collections.abc import Callable, Mapping
 from types import FunctionType, MethodType, SimpleNamespace
 from typing import Any
@@ -59,9 +61,6 @@ log = logging.getLogger("fluxgate_async")
 NOT_READ = "response closed before its body was read"
 """The error message of a raw response closed (or collected) before its body was read."""
 
-_UNSEEN = object()
-_FORWARDED = object()
-"""In a `TrackedClient`'s cache: an attribute read from the client every time."""
 # Client attributes made from the client itself, rebuilt over the view.
 _CLIENT_VIEWS = frozenset({"with_raw_response", "with_streaming_response"})
 
@@ -150,6 +149,12 @@ class TrackedClient(Proxy):
     Attribute reads and writes go to the client, except its resources (and
     `with_raw_response` / `with_streaming_response`), which are built over the
     view, and its methods, which run with the view as `self`.
+
+    The SDK's `request` reads dozens of the client's attributes through the
+    view on every call, so each name is looked up once and then kept where
+    Python finds it without calling back into `__getattr__`: a method, or a
+    property reading the client's attribute, on the view's class (one class
+    per client class, see `view_of`); a resource, in the view's own `__dict__`.
     """
 
     __slots__ = ("_fg_recorder", "_fg_router", "_fg_sdk")
@@ -168,30 +173,24 @@ class TrackedClient(Proxy):
         object.__setattr__(self, "_fg_sdk", sdk)
 
     def __getattr__(self, name: str) -> Any:
-        cache: dict[str, Any] = self._fg_cache
-        found = cache.get(name, _UNSEEN)
-        if found is _FORWARDED:
-            return getattr(self._fg_target, name)
-        if found is not _UNSEEN:
-            return found
         if name in self._fg_overrides:
             return super().__getattr__(name)
-        member = inspect.getattr_static(type(self._fg_target), name, None)
+        target = self._fg_target
+        member = inspect.getattr_static(type(target), name, None)
         if isinstance(member, FunctionType):
             # The SDK's own method, run with the view as `self`: whatever helper
             # sends the request, the `self.request` and `self._process_response`
             # it reaches are ours.
-            found = MethodType(member, self)
-        else:
-            value = getattr(self._fg_target, name)
-            if name in _CLIENT_VIEWS or isinstance(value, self._fg_sdk.resource):
-                found = type(value)(self)
-            else:
-                # Data (options, the HTTP client, ...): read from the client each time.
-                cache[name] = _FORWARDED
-                return value
-        cache[name] = found
-        return found
+            setattr(type(self), name, member)
+            return MethodType(member, self)
+        value = getattr(target, name)
+        if name in _CLIENT_VIEWS or isinstance(value, self._fg_sdk.resource):
+            found = type(value)(self)
+            object.__setattr__(self, name, found)  # the view's own, beside its slots
+            return found
+        # Data (options, the HTTP client, ...): read from the client each time.
+        setattr(type(self), name, property(operator.attrgetter(f"_fg_target.{name}")))
+        return value
 
     async def request(self, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         """Send one request as the SDK does; track it if its route spends tokens."""
@@ -437,9 +436,27 @@ def tracked_client(
 
         return tracked
 
-    return TrackedClient(
-        client, {"with_options": rewrapping, "copy": rewrapping}, recorder, router, sdk
-    )
+    view = _view_class(type(client))
+    return view(client, {"with_options": rewrapping, "copy": rewrapping}, recorder, router, sdk)
+
+
+_VIEW_CLASSES: weakref.WeakKeyDictionary[type[Any], type[TrackedClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _view_class(client_class: type[Any]) -> type[TrackedClient]:
+    """The `TrackedClient` class for views of `client_class`'s clients, made once.
+
+    It gathers the methods and forwarding properties its views found (so all
+    of them see the same client class), and gives each view a `__dict__` for
+    its resources.
+    """
+    view = _VIEW_CLASSES.get(client_class)
+    if view is None:
+        view = type(f"Tracked{client_class.__name__}", (TrackedClient,), {})
+        _VIEW_CLASSES[client_class] = view
+    return view
 
 
 class _RawBody:

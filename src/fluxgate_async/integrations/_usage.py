@@ -30,6 +30,8 @@ def count(obj: Any, *path: str) -> int | None:
         obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
         if obj is None:
             return None
+    if type(obj) is int:  # what the SDKs give: the checks below, for that type alone
+        return obj if obj >= 0 else None
     if (
         isinstance(obj, bool)
         or not isinstance(obj, int | float)
