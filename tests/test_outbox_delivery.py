@@ -270,3 +270,25 @@ async def test_flush_after_aclose_returns_at_once_with_events_left_on_disk(
     left = len(_rows(tmp_path))
     assert left > 0
     assert fg.stats.sent + left == 50
+
+
+async def test_a_client_collected_without_aclose_leaves_its_events_to_the_next(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Never closed: a ResourceWarning, and its events stay on disk for the next client."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    for n in range(2):
+        fg.record_event_nowait(event(n))
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    await asyncio.wrap_future(outbox.sync())
+    with pytest.warns(ResourceWarning, match="never closed"):
+        del fg  # nothing else refers to it: collected here
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)
+    collector.responder = None
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        assert await fg.flush(10)
+    assert fg.stats.recovered == 2
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]

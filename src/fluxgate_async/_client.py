@@ -534,7 +534,21 @@ class FluxGate:
         pending = 0 if pipeline is None else pipeline.unfinished
         if pipeline is not None:
             pipeline.abandon()  # idle senders would otherwise outlive their client
-        if pending:
+        if pending and pipeline is not None and pipeline.keeps_on_disk:
+            log.info(
+                "FluxGate: client collected with %d event(s) still pending, kept in the outbox "
+                "at %s for the next start",
+                pending,
+                pipeline.outbox_path,
+            )
+            warnings.warn(
+                "FluxGate client was never closed: use `async with FluxGate(...)` or "
+                "`await fg.aclose()` before the event loop ends",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+        elif pending:
             # Also a WARNING: Python hides ResourceWarning unless asked, and these
             # events are lost.
             log.warning(

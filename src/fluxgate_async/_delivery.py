@@ -206,6 +206,16 @@ class Pipeline:
         )
 
     @property
+    def keeps_on_disk(self) -> bool:
+        """Whether events left unfinished stay in a working outbox for the next start."""
+        return self._outbox is not None and self._outbox.usable
+
+    @property
+    def outbox_path(self) -> str:
+        """The outbox directory, or `""` without one."""
+        return "" if self._outbox is None else str(self._outbox.path)
+
+    @property
     def unfinished(self) -> int:
         """Events queued or in flight."""
         return len(self._pending) + len(self._inbox) + len(self._in_flight)
@@ -630,7 +640,14 @@ def _warn_at_exit() -> None:
     # A program that never awaited aclose() loses what is queued: say so, even
     # with no logging configured (WARNING reaches stderr through logging's last resort).
     for pipeline in _live():
-        if not pipeline._closing and pipeline.unfinished:
+        if not pipeline._closing and pipeline.unfinished and pipeline.keeps_on_disk:
+            log.info(
+                "FluxGate: %d event(s) still queued at exit are kept in the outbox at %s; "
+                "the next client started on it delivers them",
+                pipeline.unfinished,
+                pipeline.outbox_path,
+            )
+        elif not pipeline._closing and pipeline.unfinished:
             log.warning(
                 "FluxGate: %d event(s) still queued at exit were never sent: "
                 "await fg.aclose() (or use `async with FluxGate(...)`) before the program ends",
