@@ -74,7 +74,7 @@ _T = TypeVar("_T")
 
 class _Item:
     __slots__ = ("body", "event", "key", "number", "seq")
-
+    body: bytes
     def __init__(self, event: EventInput, number: int, key: str | None = None) -> None:
         # An `LLMEvent`; for an event read back from an outbox, the mapping of its JSON.
         self.event = event
@@ -88,8 +88,8 @@ class _Item:
         self.number = number
         self.key = key
         self.seq = 0
-        # The encoded event, once the sender or the outbox's writer has encoded it.
-        self.body: bytes | None = None
+        # `body`, the encoded event, is set once the sender or the outbox's writer
+        # has encoded it; left unset until then, as queueing must cost nothing more.
 
 
 class _Keys:
@@ -315,7 +315,7 @@ class Pipeline:
 
     def _row(self, item: _Item) -> tuple[str, bytes] | None:
         """The key and body to write for `item`; `None` if it cannot be encoded (sent, it fails)."""
-        body = item.body
+        body: bytes | None = getattr(item, "body", None)
         if body is None:
             try:
                 body = item.body = encode_event(item.event)  # type: ignore[arg-type]
@@ -428,7 +428,7 @@ class Pipeline:
         )
 
     async def _deliver(self, item: _Item) -> None:
-        body = item.body
+        body: bytes | None = getattr(item, "body", None)
         if body is None:
             try:
                 body = encode_event(item.event)  # type: ignore[arg-type]
