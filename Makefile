@@ -41,7 +41,18 @@ $(OLDEST_STAMP): pyproject.toml tests/constraints-oldest.txt
 demo: install
 	$(BIN)/fluxgate-async demo
 
-test: lint typecheck docs pytest pytest-other-pythons
+# Every gate at once, in one make: the suites spend much of their time waiting on loopback
+# servers and child processes, so three of them and the quick gates share two cores well, and
+# the four environments install side by side. The longest chain (oldest SDKs, then 3.11 with
+# coverage) is named first so that it starts first. --output-sync prints each part's output
+# whole when it ends, so parts never interleave; --keep-going runs every part, and make still
+# exits non-zero if any failed.
+TEST_JOBS ?= 4
+test:
+	@echo "Running the suites on 3.11 (with coverage), $(OTHER_PYTHONS), ruff, mypy and the docs" \
+		"side by side; each part prints its output when it ends."
+	@$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target --keep-going \
+		pytest $(addprefix pytest-python,$(OTHER_PYTHONS)) lint typecheck docs
 
 lint: install
 	$(BIN)/ruff check .

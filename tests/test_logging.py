@@ -82,9 +82,11 @@ def test_an_eight_character_secret_is_masked_and_a_shorter_one_is_not() -> None:
 
 
 def test_a_filter_with_no_secret_yet_masks_only_credentials() -> None:
-    """Before any client registered its key, text passes unchanged but for bearer tokens."""
+    """Before any key is registered only bearer tokens are masked; the first key then is."""
     fresh = _SecretFilter()
     assert fresh.scrub("plain text, bearer abcdef") == "plain text, bearer ***"
+    fresh.add("0123456789")
+    assert fresh.scrub("plain 0123456789 text") == "plain *** text"
 
 
 def bare_logger(monkeypatch: pytest.MonkeyPatch) -> logging.Logger:

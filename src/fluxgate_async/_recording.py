@@ -23,7 +23,7 @@ import attrs
 
 from ._attached_tracking import FluxGateCostTrackingResponse, attach
 from ._models import AiEventMetadata, AiEventStatus, AiEventUsage, CreateAiEventResponse, LLMEvent
-from ._routes import note_tracked_call
+from ._routes import end_tracked_request, note_tracked_call
 from ._tracking_context import current_context, metadata_fields
 
 __all__ = [
@@ -268,7 +268,11 @@ class CallTimer:
         self._started = time.monotonic()
         self._first_chunk: float | None = None
         self.finished = False
-        note_tracked_call(self)  # hooks seeing this call too leave it to us
+        self._mark = note_tracked_call(self)  # hooks seeing this call too leave it to us
+
+    def request_ended(self) -> None:
+        """The request is over (its answer may still stream in): what follows is not in it."""
+        end_tracked_request(self._mark)
 
     def first_chunk(self) -> None:
         """Note that the first chunk of a stream has arrived (later calls do nothing)."""

@@ -9,7 +9,8 @@ framework's span around an SDK instrumentation's span). The rule:
    itself.
 2. A hook or the bridge skips a model request during which a tracked client
    made a call, and a model request that started inside a tracked client's
-   call (an SDK instrumentation patched beneath the wrapper).
+   request (an SDK instrumentation patched beneath the wrapper). The request
+   ends when the answer arrives, before a stream is read.
 3. Between hooks, the innermost wins: a model request during which another
    hook's model request started is skipped. (Two requests of one hook never
    nest; two that overlap in one task are siblings, and both are recorded.)
@@ -35,6 +36,7 @@ __all__ = [
     "TRACKED_CALL_ATTRIBUTE",
     "ModelRequest",
     "cover_enclosing",
+    "end_tracked_request",
     "inside_tracked_call",
     "is_inference",
     "note_tracked_call",
@@ -143,14 +145,31 @@ def inside_tracked_call() -> bool:
     return call is not None and not call.finished
 
 
-def note_tracked_call(call: _Call) -> None:
-    """Note that a tracked SDK client starts `call` here (rules 1 and 2)."""
+def note_tracked_call(call: _Call) -> contextvars.Token[_Call | None]:
+    """Note that a tracked SDK client starts `call` here (rules 1 and 2).
+
+    Returns the token for `end_tracked_request`, for a call whose request
+    ends before the call does (a stream read later).
+    """
     cover_enclosing()
-    _tracked_call.set(call)
+    token = _tracked_call.set(call)
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
-        return  # nothing traces with OpenTelemetry in this process
+        return token  # nothing traces with OpenTelemetry in this process
     span = trace.get_current_span()
     attributes = getattr(span, "attributes", None)  # the SDK's spans have them
     if span.is_recording() and isinstance(attributes, Mapping) and is_inference(attributes):
         span.set_attribute(TRACKED_CALL_ATTRIBUTE, True)
+    return token
+
+
+def end_tracked_request(token: contextvars.Token[_Call | None]) -> None:
+    """The tracked call's request is over here: later model requests are not inside it.
+
+    A stream the call returned may still be read; the model requests made
+    meanwhile in this context are other requests, and are recorded.
+    """
+    # ValueError: ended in another context than it started in; the mark stays
+    # there, and lapses when the call finishes.
+    with contextlib.suppress(ValueError):
+        _tracked_call.reset(token)

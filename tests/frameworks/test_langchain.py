@@ -264,6 +264,37 @@ def result(usage: Any = None, llm_output: Any = None) -> LLMResult:
     return LLMResult(generations=[[ChatGeneration(message=message)]], llm_output=llm_output)
 
 
+async def test_a_model_request_made_while_a_tracked_stream_waits_is_recorded(
+    server: FakeOpenAI, handler: FluxGateCallbackHandler, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A tracked stream not read yet covers nothing after it: a later chain call is its own.
+
+    The tracked call ended its request when the stream came back; a model
+    request the handler sees next, in the same task, is another request.
+    """
+    raw = AsyncOpenAI(api_key="sk-test", base_url=server.url + "/v1", max_retries=0)
+    tracked = track_openai(raw, fg, feature="wrapper")
+    server.answer_chat_stream(prompt_tokens=21, completion_tokens=5)
+    server.answer_chat(prompt_tokens=22, completion_tokens=6)
+
+    stream = await tracked.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    await chat_openai(server).ainvoke("Hi", config={"callbacks": [handler]})
+    async for _ in stream:
+        pass
+    await raw.close()
+
+    events = await recorded(fg, collector, 2)
+    assert sorted((e["metadata"]["feature"], e["usage"]["inputTokens"]) for e in events) == [
+        ("chains", 22),
+        ("wrapper", 21),
+    ]
+
+
 async def test_state_stays_flat_over_100_000_runs() -> None:
     """Each run's state is dropped when it ends, by success or error: none left after 100,000."""
     queue = Queue()

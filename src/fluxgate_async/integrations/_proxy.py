@@ -164,6 +164,8 @@ async def run_tracked(
         else:
             timer.discard()
         raise
+    finally:
+        timer.request_ended()
     if stream is not None:
         return stream(answer, timer)
     await finish(timer, safe_outcome(lambda: outcome(answer)), response=answer)

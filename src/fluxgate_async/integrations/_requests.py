@@ -215,6 +215,7 @@ class TrackedClient(Proxy):
             raise
         finally:
             _current.reset(token)
+            timer.request_ended()
 
     async def _process_response(self, *args: Any, **kwargs: Any) -> Any:
         call = _current.get()
