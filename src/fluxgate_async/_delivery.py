@@ -75,6 +75,7 @@ _T = TypeVar("_T")
 class _Item:
     __slots__ = ("body", "event", "key", "number", "seq")
     body: bytes
+
     def __init__(self, event: EventInput, number: int, key: str | None = None) -> None:
         # An `LLMEvent`; for an event read back from an outbox, the mapping of its JSON.
         self.event = event
@@ -173,8 +174,6 @@ class Pipeline:
         self._sent = 0
         self._failed = 0
         self._retried = 0
-        self._recovered = 0
-        self._kept = 0
         self._dropped: dict[str, int] = {}
         # Other threads' side: written under the lock, read by the home loop.
         self._lock = threading.Lock()
@@ -200,8 +199,8 @@ class Pipeline:
             in_flight=len(self._in_flight),
             dropped=dropped,
             persisted=0 if outbox is None else outbox.persisted,
-            recovered=self._recovered,
-            kept=self._kept,
+            recovered=0 if outbox is None else outbox.queued_back,
+            kept=0 if outbox is None else outbox.left_queued,
             memory_only=0 if outbox is None else outbox.memory_only,
         )
 
@@ -293,7 +292,8 @@ class Pipeline:
             item = self._inbox.popleft()
             self._seq += 1
             item.seq = self._seq
-            self._recovered += item.number == 0
+            if item.number == 0:  # read back from the outbox
+                self._outbox.queued_back += 1  # type: ignore[union-attr]
             self._pending.append(item)
         self._start_senders()
         self._wakeup.set()
@@ -583,9 +583,11 @@ class Pipeline:
         for item in abandoned:
             if item.seq == 0:  # still in the inbox: count it as enqueued, as stats did
                 self._seq += 1
-                self._recovered += item.number == 0
+                if outbox is not None and item.number == 0:
+                    outbox.queued_back += 1
             if keep:
-                self._kept += 1
+                assert outbox is not None
+                outbox.left_queued += 1
             else:
                 self.drop(item.event, DropReason.SHUTDOWN)
         if abandoned and keep:

@@ -441,6 +441,12 @@ class Outbox:
         """Adopted events handed to the client for delivery."""
         self.kept = 0
         """This client's events left on disk when it closed, for the next start."""
+        # Kept here rather than by the client's queue, which only adds to them: the
+        # queue's object stays small enough for Python's fast attribute access.
+        self.queued_back = 0
+        """Events read back from disk that the client queued (`DeliveryStats.recovered`)."""
+        self.left_queued = 0
+        """Queued events the client left on disk when it closed (`DeliveryStats.kept`)."""
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.path)!r}>"
