@@ -77,7 +77,8 @@ CREATE TABLE events (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX events_by_owner ON events (owner);
+-- No index on owner: it would cost every write, and only adoption and closing,
+-- once per client, look rows up by owner.
 -- Every client that may own rows: adoption looks at these, never scans the events.
 CREATE TABLE owners (owner TEXT PRIMARY KEY);
 -- Kept by triggers so that every writer sees the totals of all, at no scan.
