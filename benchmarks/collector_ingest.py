@@ -28,8 +28,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from fluxgate_async import FluxGate
 
@@ -124,10 +127,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.stderr.close()  # else a ResourceWarning when the Popen is collected
 
 
-async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[float, int]:
+async def _drive(
+    endpoints: list[str], events: int, concurrency: int, on_start: Callable[[], object]
+) -> tuple[float, int]:
     """Send `events` events with `concurrency` in flight, spread over `endpoints`.
 
-    Returns (seconds, recorded).
+    `on_start` is called once warmed up, just before the timed part. Returns (seconds, recorded).
     """
     warm_up, workload = _events(_WARM_UP), _events(events)
     async with contextlib.AsyncExitStack() as stack:
@@ -146,6 +151,7 @@ async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[f
                 if await fg.record_event(event) is not None:
                     recorded += 1
 
+        on_start()
         start = time.perf_counter()
         await asyncio.gather(*(worker(clients[n % len(clients)]) for n in range(concurrency)))
         return time.perf_counter() - start, recorded
@@ -153,73 +159,121 @@ async def _drive(endpoints: list[str], events: int, concurrency: int) -> tuple[f
 
 def _serve(db: str) -> tuple[list[str], int]:
     port = _free_port()
-    # --quiet: no line per request, as the raw server prints none.
-    command = [sys.executable, "-m", "fluxgate_async", "serve", "--quiet"]
+    # No access log (the default), as the raw server keeps none.
+    command = [sys.executable, "-m", "fluxgate_async", "serve"]
     return [*command, "--port", str(port), "--db", db], port
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far; Linux only, else 0."""
+def _cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time (user + system, all threads) a process has used so far; Linux only, else 0.
+
+    With `children`, also that of its children that have ended (PostgreSQL's backends).
+    """
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU time of a PostgreSQL server: the postmaster, its live processes, the ended ones."""
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:  # its parent
+            total += _cpu_seconds(int(entry.name))
+    return total
+
+
+@attrs.frozen
+class _Run:
+    """One timed run: its rate and the CPU each party spent on an event, in µs.
+
+    CPU is counted over the timed part only (not start-up or warm-up), so it says
+    what one more event costs each process whatever else the machine is doing.
+    """
+
+    seconds: float
+    recorded: int
+    servers_cpu: float
+    client_cpu: float
+    postgres_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.recorded / self.seconds
 
 
 def _measure(
-    servers: list[tuple[list[str], int]], events: int, concurrency: int
-) -> tuple[float, int, float]:
-    """Run the servers, drive them; return (seconds, recorded, server CPU µs per event).
-
-    The CPU figure (warm-up included) says what one event costs a server whatever else
-    the machine is doing, which the rate alone does not on a busy machine.
-    """
+    servers: list[tuple[list[str], int]],
+    events: int,
+    concurrency: int,
+    postmaster: int | None = None,
+) -> _Run:
+    """Run the servers, drive them; return the rate and CPU per event of each party."""
     processes = [_start(command, port) for command, port in servers]
+    start: list[float] = []
+
+    def cpu_now() -> list[float]:
+        return [
+            sum(_cpu_seconds(process.pid) for process in processes),
+            time.process_time(),  # this process: the client driving the load
+            _postgres_cpu_seconds(postmaster) if postmaster is not None else 0.0,
+        ]
+
     try:
         endpoints = [f"http://127.0.0.1:{port}/api/events" for _, port in servers]
-        seconds, recorded = asyncio.run(_drive(endpoints, events, concurrency))
-        cpu = sum(_cpu_seconds(process.pid) for process in processes)
-        return seconds, recorded, cpu / (events + _WARM_UP) * 1e6
+        seconds, recorded = asyncio.run(
+            _drive(endpoints, events, concurrency, lambda: start.extend(cpu_now()))
+        )
+        spent = [end - begin for begin, end in zip(start, cpu_now(), strict=True)]
+        per_event = [seconds_of_cpu / events * 1e6 for seconds_of_cpu in spent]
+        return _Run(seconds, recorded, *per_event)
     finally:
         for process in processes:
             _stop(process)
 
 
-def _raw(events: int, concurrency: int) -> tuple[float, float]:
+def _raw(events: int, concurrency: int) -> _Run:
     port = _free_port()
-    seconds, recorded, cpu = _measure(
-        [([sys.executable, "-c", _RAW_SERVER, str(port)], port)], events, concurrency
-    )
-    return recorded / seconds, cpu
+    return _measure([([sys.executable, "-c", _RAW_SERVER, str(port)], port)], events, concurrency)
 
 
 def run(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
     """Measure the raw server and the collector on SQLite; return events/s, ratio, target."""
-    raw_rate, raw_cpu = _raw(events, concurrency)
+    raw = _raw(events, concurrency)
     with tempfile.TemporaryDirectory(prefix="fluxgate-bench-") as tmp:
         db = Path(tmp) / "bench.sqlite"
-        collector_s, collector_ok, collector_cpu = _measure([_serve(str(db))], events, concurrency)
+        collector = _measure([_serve(str(db))], events, concurrency)
         conn = sqlite3.connect(db)
         try:
             stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         finally:
             conn.close()
-    collector_rate = collector_ok / collector_s
     return {
         "name": "collector_ingest",
         "events": events,
         "concurrency": concurrency,
-        "collector_events_per_s": round(collector_rate, 1),
-        "raw_aiohttp_events_per_s": round(raw_rate, 1),
-        "ratio": round(collector_rate / raw_rate, 3),
-        "collector_cpu_us_per_event": round(collector_cpu, 1),
-        "raw_aiohttp_cpu_us_per_event": round(raw_cpu, 1),
+        "collector_events_per_s": round(collector.rate, 1),
+        "raw_aiohttp_events_per_s": round(raw.rate, 1),
+        "ratio": round(collector.rate / raw.rate, 3),
+        "collector_cpu_us_per_event": round(collector.servers_cpu, 1),
+        "raw_aiohttp_cpu_us_per_event": round(raw.servers_cpu, 1),
+        "client_cpu_us_per_event": round(collector.client_cpu, 1),
         "collector_stored": stored,
-        "collector_recorded": collector_ok,
+        "collector_recorded": collector.recorded,
         "target_events_per_s": TARGET_EVENTS_PER_S,
-        "meets_target": collector_rate >= TARGET_EVENTS_PER_S,
+        "meets_target": collector.rate >= TARGET_EVENTS_PER_S,
     }
 
 
@@ -227,32 +281,41 @@ def run_postgres(events: int = 5000, concurrency: int = 64) -> dict[str, Any]:
     """Measure one, then two collectors on one throwaway PostgreSQL, and the raw server."""
     from tests.collector.postgres import PostgresCluster
 
-    raw_rate, _ = _raw(events, concurrency)
+    raw = _raw(events, concurrency)
     cluster = PostgresCluster(_free_port())
     cluster.start()
     try:
         url = cluster.url()
-        one_s, one_ok, one_cpu = _measure([_serve(url)], events, concurrency)
-        two_s, two_ok, two_cpu = _measure([_serve(url), _serve(url)], events, concurrency)
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        one = _measure([_serve(url)], events, concurrency, postmaster)
+        two = _measure([_serve(url), _serve(url)], events, concurrency, postmaster)
         stored = asyncio.run(_count_postgres(url))
     finally:
         cluster.stop("immediate")
         cluster.remove()
-    one_rate, two_rate = one_ok / one_s, two_ok / two_s
     return {
         "name": "collector_ingest_postgres",
         "events": events,
         "concurrency": concurrency,
-        "one_instance_events_per_s": round(one_rate, 1),
-        "two_instances_events_per_s": round(two_rate, 1),
-        "raw_aiohttp_events_per_s": round(raw_rate, 1),
-        "scaling": round(two_rate / one_rate, 3),
-        "one_instance_cpu_us_per_event": round(one_cpu, 1),
-        "two_instances_cpu_us_per_event": round(two_cpu, 1),
+        "one_instance_events_per_s": round(one.rate, 1),
+        "two_instances_events_per_s": round(two.rate, 1),
+        "raw_aiohttp_events_per_s": round(raw.rate, 1),
+        "scaling": round(two.rate / one.rate, 3),
+        # Per event, in µs of CPU: what each party spends, one collector then two.
+        "one_instance_cpu_us_per_event": round(one.servers_cpu, 1),
+        "two_instances_cpu_us_per_event": round(two.servers_cpu, 1),
+        "one_instance_postgres_cpu_us_per_event": round(one.postgres_cpu, 1),
+        "two_instances_postgres_cpu_us_per_event": round(two.postgres_cpu, 1),
+        "one_instance_client_cpu_us_per_event": round(one.client_cpu, 1),
+        "two_instances_client_cpu_us_per_event": round(two.client_cpu, 1),
+        # All three together, against the two cores' worth of CPU time the run had.
+        "two_instances_cpu_us_per_event_all": round(
+            two.servers_cpu + two.postgres_cpu + two.client_cpu, 1
+        ),
         "stored": stored,
-        "recorded": one_ok + two_ok,
+        "recorded": one.recorded + two.recorded,
         "target_scaling": TARGET_SCALING,
-        "meets_target": two_rate / one_rate >= TARGET_SCALING,
+        "meets_target": two.rate / one.rate >= TARGET_SCALING,
     }
 
 

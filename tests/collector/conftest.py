@@ -62,8 +62,8 @@ class CollectorProcess:
         log_requests: bool = False,
     ) -> None:
         self.db = db
-        # Quiet by default: nobody reads the pipe until the end, and a full pipe blocks.
-        self.args = args if log_requests else (*args, "--quiet")
+        # No access log unless asked: nobody reads the pipe until the end, and a full pipe blocks.
+        self.args = (*args, "--access-log") if log_requests else args
         self.env = env
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

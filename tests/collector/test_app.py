@@ -228,6 +228,23 @@ async def test_infinite_extra_value_is_refused(collector: Collector) -> None:
         assert (await resp.json())["error"].startswith("metadata.x: inf is not JSON")
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"big": 2**64 + 1, "small": -(2**70)},  # past what a 64-bit integer holds
+        {"nothing": None, "note": "null and void"},
+        {"text": "caf\u00e9 \U0001f680", "ratio": 1e-07, "huge": 1.5e300},
+    ],
+)
+async def test_metadata_values_are_listed_as_sent(collector: Collector, extra: Any) -> None:
+    """Whatever JSON value an event's metadata carries comes back the same when listed."""
+    body = {**_usage(), "metadata": {"feature": "chat", **extra}}
+    status, _ = await _request(collector, "POST", "/api/events", body=body)
+    assert status == 200
+    _, page = await _request(collector, "GET", "/api/events")
+    assert page["events"][-1]["event"]["metadata"] == {"feature": "chat", **extra}
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256])
 async def test_idempotency_key_length_is_checked(collector: Collector, key: str) -> None:
     """An empty or overlong Idempotency-Key gets 400."""

@@ -508,8 +508,8 @@ def test_serve_prints_a_line_per_request(db: Path) -> None:
     assert re.fullmatch(r"POST /api/events 200 \d+\.\d ms", lines[-1])
 
 
-def test_serve_quiet_prints_no_request_lines(collector_process: CollectorProcess) -> None:
-    """With `--quiet`, `serve` prints its start line and nothing per request."""
+def test_serve_prints_no_request_lines_by_default(collector_process: CollectorProcess) -> None:
+    """Without `--access-log`, `serve` prints its start line and nothing per request."""
     collector_process.get("/healthz")
     code, out, _ = collector_process.stop()
     assert code == 0

@@ -93,7 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a --host other than loopback with no API key, letting anyone who can "
         "reach the port read and write events (refused without this flag)",
     )
-    serve.add_argument("--quiet", action="store_true", help="do not print a line for each request")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="print a line for each request: method, path, status and milliseconds "
+        "(written by a thread of its own, off the event loop)",
+    )
 
     send = commands.add_parser(
         "send",
@@ -207,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             db=_db(args),
             api_keys=keys,
             allow_anonymous=args.allow_anonymous,
-            quiet=args.quiet,
+            access_log=args.access_log,
         )
     if args.command == "send":
         endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT

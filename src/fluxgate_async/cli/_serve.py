@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
+import logging.handlers
+import queue
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
@@ -15,7 +19,10 @@ from ..collector import Collector, StoreUnavailableError, serve
 from ..collector._store import describe_db
 from ._errors import CommandError
 
-__all__ = ["exposure_warning", "run_serve"]
+__all__ = ["ACCESS_LOG", "exposure_warning", "run_serve"]
+
+ACCESS_LOG = logging.getLogger("fluxgate_async.collector.access")
+"""Where `serve --access-log` writes its line per request."""
 
 
 def exposure_warning(host: str, api_keys: list[str]) -> str:
@@ -32,7 +39,7 @@ def exposure_warning(host: str, api_keys: list[str]) -> str:
 async def log_request(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Print one line per request: method, path, status and milliseconds taken."""
+    """Log one line per request to `ACCESS_LOG`: method, path, status and milliseconds taken."""
     started = time.perf_counter()
     status = 500
     try:
@@ -44,7 +51,29 @@ async def log_request(
         raise
     finally:
         took = (time.perf_counter() - started) * 1000
-        print(f"{request.method} {request.path_qs} {status} {took:.1f} ms", flush=True)
+        ACCESS_LOG.info("%s %s %d %.1f ms", request.method, request.path_qs, status, took)
+
+
+@contextlib.contextmanager
+def access_log_to_stdout() -> Iterator[None]:
+    """Write `ACCESS_LOG` to stdout from a thread of its own while in this block.
+
+    The event loop only queues each record: a slow terminal or a full pipe holds
+    up that thread, never a request. What is queued is written before this returns.
+    """
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    to_queue = logging.handlers.QueueHandler(records)
+    to_stdout = logging.StreamHandler(sys.stdout)
+    listener = logging.handlers.QueueListener(records, to_stdout)
+    ACCESS_LOG.addHandler(to_queue)
+    ACCESS_LOG.setLevel(logging.INFO)
+    ACCESS_LOG.propagate = False  # the lines are the output here, not log messages as well
+    listener.start()
+    try:
+        yield
+    finally:
+        ACCESS_LOG.removeHandler(to_queue)
+        listener.stop()
 
 
 def run_serve(
@@ -54,9 +83,9 @@ def run_serve(
     db: str,
     api_keys: list[str],
     allow_anonymous: bool = False,
-    quiet: bool = False,
+    access_log: bool = False,
 ) -> int:
-    """Serve until stopped, printing a line per request unless `quiet`; return the exit status.
+    """Serve until stopped, with a line per request if `access_log`; return the exit status.
 
     Raises:
         CommandError: An API key is empty, `host` is beyond loopback with no key and no
@@ -75,7 +104,7 @@ def run_serve(
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not quiet:
+    if access_log:
         collector.app.middlewares.append(log_request)
 
     def ready(running: Collector) -> None:
@@ -91,7 +120,8 @@ def run_serve(
             print(warning, file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(serve(collector, on_ready=ready))
+        with access_log_to_stdout() if access_log else contextlib.nullcontext():
+            asyncio.run(serve(collector, on_ready=ready))
     except StoreUnavailableError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:

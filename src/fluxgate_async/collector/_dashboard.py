@@ -22,6 +22,7 @@ import attrs
 from aiohttp import web
 
 from ._charts import HALF_WIDTH, Series, bar_chart, line_chart
+from ._keys import matching_key
 from ._pricing import require
 from ._store import EventStore, StoreUnavailableError
 from ._usage import PERCENTILES, STACKS, Totals, Usage, UsageWindow
@@ -129,21 +130,7 @@ def _signed_in(request: web.Request) -> bool:
     age = time.time() - int(issued)
     if not -60 <= age <= SESSION_LIFETIME:  # a minute of clock skew between instances
         return False
-    # compare_digest against every key: the time taken says nothing about any of them.
-    matches = [
-        hmac.compare_digest(token.encode(), session_token(key, int(issued)).encode())
-        for key in keys
-    ]
-    return any(matches)
-
-
-def _key_matches(request: web.Request, candidate: str) -> str | None:
-    keys: tuple[str, ...] = request.app[_KEYS]
-    found = None
-    for key in keys:
-        if hmac.compare_digest(candidate.encode(), key.encode()):
-            found = key
-    return found
+    return matching_key(keys, token, lambda key: session_token(key, int(issued))) is not None
 
 
 def _safe_next(target: str) -> str:
@@ -182,9 +169,10 @@ async def _login_form(request: web.Request) -> web.StreamResponse:
 async def _login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     target = _safe_next(str(form.get("next", "/")))
-    if not request.app[_KEYS]:
+    keys: tuple[str, ...] = request.app[_KEYS]
+    if not keys:
         raise web.HTTPSeeOther(target)
-    key = _key_matches(request, str(form.get("key", "")))
+    key = matching_key(keys, str(form.get("key", "")))
     if key is None:
         return _page(
             request,

@@ -29,15 +29,23 @@ from typing import TYPE_CHECKING, Any, Final
 from .._extras import require_extra
 from .._models import CreateAiEventResponse
 from ._store import (
+    COLUMNS,
+    STOP,
+    Batch,
     EventPage,
     EventRecord,
     EventStore,
+    Handover,
     StoreUnavailableError,
     decode_cursor,
     describe_db,
     encode_cursor,
     listed_event,
+    settle,
+    stored_answer,
+    summary_query,
     summary_rows,
+    take_batch,
 )
 from ._usage import Dialect, Usage, UsageWindow, plan_usage
 
@@ -60,8 +68,6 @@ POOL_MAX_SIZE = 10
 """Most connections one collector process opens."""
 WRITERS = 4
 """Batches committing at once: while some commit, the next one fills up."""
-BATCH_LIMIT = 512
-"""Most events committed in one transaction."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection, or to wait for a free one in the pool."""
 COMMAND_TIMEOUT = 10.0
@@ -101,24 +107,20 @@ MIGRATIONS: Final = (
 )
 """The schema, one tuple of statements per version; `fluxgate_schema` records which ran."""
 
-_GROUP_SQL: Final = {
-    "model": ("model", True),
-    "provider": ("provider", True),
-    "feature": ("feature", True),
-    "user": ("user_id", True),
-    "day": ("substr(created_at, 1, 10)", False),
-}
-"""Each group's SQL, and whether its value is stored as JSON text."""
-
-_INSERT: Final = """
-INSERT INTO fluxgate_events (id, idempotency_key, created_at, provider, model, feature, user_id,
-    status, input_tokens, output_tokens, cached_tokens, latency_ms, cost, price_status, body)
+_INSERT: Final = f"""
+INSERT INTO fluxgate_events ({", ".join(COLUMNS)})
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::float8[],
     $14::text[], $15::text[])
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id
 """
+
+_Write = tuple[EventRecord, "asyncio.Future[CreateAiEventResponse]"]
+"""An event waiting to be committed, and the future its request awaits."""
+
+_JSON_COLUMNS: Final = frozenset({"idempotency_key", "provider", "model", "feature", "user_id"})
+"""The columns stored as JSON text: those that may hold NUL."""
 
 _PAGE: Final = """
 SELECT txid, seq, id, created_at, cost, price_status, body FROM fluxgate_events
@@ -176,9 +178,8 @@ class PostgresEventStore(EventStore):
         self._dsn = dsn
         self._readonly = readonly
         self._pool: asyncpg.Pool | None = None
-        self._queue: asyncio.Queue[
-            tuple[EventRecord, asyncio.Future[CreateAiEventResponse]] | None
-        ] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[_Write] | object] = asyncio.Queue()
+        self._handover: Handover[_Write] = Handover(self._queue.put_nowait)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -265,8 +266,9 @@ class PostgresEventStore(EventStore):
         if self._pool is None or self._closed:
             msg = "the event store is not open"
             raise RuntimeError(msg)
-        future: asyncio.Future[CreateAiEventResponse] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((record, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CreateAiEventResponse] = loop.create_future()
+        self._handover.submit(loop, (record, future))
         return await future
 
     async def page(
@@ -284,16 +286,10 @@ class PostgresEventStore(EventStore):
 
     async def summary(self, group_by: str, *, since: str | None = None) -> list[dict[str, Any]]:
         """See `EventStore.summary`."""
-        expr, as_json = _GROUP_SQL[group_by]
+        query = summary_query(group_by, _DIALECT, since=since)
         async with self._failures("read"), self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {expr} AS grp, count(*), sum(input_tokens), sum(output_tokens),"
-                " sum(cost), count(*) FILTER (WHERE cost IS NULL),"
-                " count(*) FILTER (WHERE status <> 'SUCCESS')"
-                " FROM fluxgate_events WHERE created_at >= $1 GROUP BY grp",
-                since or "",
-            )
-        decode = _from_json_text if as_json else (lambda value: value)
+            rows = await conn.fetch(query[0], *query[1])
+        decode = _from_json_text if group_by != "day" else (lambda value: value)
         return summary_rows(group_by, [(decode(row[0]), *row[1:]) for row in rows])
 
     async def usage(self, window: UsageWindow) -> Usage:
@@ -337,74 +333,42 @@ class PostgresEventStore(EventStore):
         stop = False
         while not stop:
             first = await self._queue.get()
-            if first is None:  # `aclose`: everything queued before it is done
+            if first is STOP:  # `aclose`: everything queued before it is done
                 return
-            batch = [first]
-            while len(batch) < BATCH_LIMIT and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+            assert isinstance(first, list)
+            batch, stop = take_batch(first, self._queue.get_nowait, asyncio.QueueEmpty)
             try:
-                answers = await self._commit([record for record, _ in batch])
+                outcomes: Sequence[object] = await self._commit([record for record, _ in batch])
             except StoreUnavailableError as exc:
                 log.error("collector: commit failed, %d events not stored: %s", len(batch), exc)
-                outcomes: Sequence[CreateAiEventResponse | BaseException] = [exc] * len(batch)
+                outcomes = [exc] * len(batch)
             except Exception as exc:  # the writer must survive, and every request get its answer
                 log.exception("collector: commit failed, %d events not stored", len(batch))
-                error = StoreUnavailableError(f"the events could not be stored: {exc!r}")
-                outcomes = [error] * len(batch)
-            else:
-                outcomes = answers
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():  # the awaiting request was cancelled
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                outcomes = [
+                    StoreUnavailableError(f"the events could not be stored: {exc!r}")
+                ] * len(batch)
+            settle([future for _, future in batch], outcomes)
 
     async def _commit(self, records: list[EventRecord]) -> list[CreateAiEventResponse]:
-        answers = [record.answer() for record in records]
-        # A key repeated within the batch is inserted once; its twins get that answer.
-        first_with_key: dict[str, int] = {}
-        inserted: list[int] = []
-        for index, record in enumerate(records):
-            key = record.idempotency_key
-            if key is None or key not in first_with_key:
-                inserted.append(index)
-                if key is not None:
-                    first_with_key[key] = index
-        columns = _columns([(answers[i], records[i]) for i in inserted])
+        batch = Batch(records)
+        columns = [
+            [_json_text(value) for value in values] if name in _JSON_COLUMNS else list(values)
+            for name, values in zip(COLUMNS, zip(*batch.rows(), strict=True), strict=True)
+        ]
         async with self._failures("written"), self._connection() as conn:
             # One statement outside a transaction block commits before its rows come back
             # (asyncpg answers at ReadyForQuery, after the implicit commit): one round trip.
             stored = {row[0] for row in await conn.fetch(_INSERT, *columns)}
             # Another instance stored these keys first: answer what it answered.
-            taken = [
-                _json_text(records[i].idempotency_key)
-                for i in inserted
-                if answers[i].id not in stored
-            ]
+            taken = batch.taken(stored)
             rows = []
             if taken:
                 rows = await conn.fetch(
                     "SELECT idempotency_key, id, created_at, cost, price_status"
                     " FROM fluxgate_events WHERE idempotency_key = ANY($1::text[])",
-                    taken,
+                    [_json_text(key) for key in taken],
                 )
-        existing = {
-            row[0]: CreateAiEventResponse(id=row[1], created_at=row[2], cost=row[3], status=row[4])
-            for row in rows
-        }
-        for index, record in enumerate(records):
-            key = record.idempotency_key
-            if key is None:
-                continue
-            first = first_with_key[key]
-            answers[index] = existing.get(_json_text(key), answers[first])
-        return answers
+        return batch.answers({json.loads(row[0]): stored_answer(row[1:]) for row in rows})
 
     async def aclose(self) -> None:
         """Commit the queued events, then close the pool; calling it again does nothing."""
@@ -413,8 +377,9 @@ class PostgresEventStore(EventStore):
         self._closed = True
         # One stop mark per writer, behind every queued event: each writer ends once
         # what was queued before it is committed or failed, within the timeouts.
+        self._handover.hand_over()  # events submitted in this very turn of the loop
         for _ in self._writers:
-            self._queue.put_nowait(None)
+            self._queue.put_nowait(STOP)
         await asyncio.gather(*self._writers)
         await self._close_pool()
 
@@ -434,23 +399,3 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
     The store keeps no state in a session: no LISTEN, no session advisory lock,
     no prepared statement by name; asyncpg still rolls back an open transaction.
     """
-
-
-def _columns(rows: list[tuple[CreateAiEventResponse, EventRecord]]) -> list[list[Any]]:
-    return [
-        [answer.id for answer, _ in rows],
-        [_json_text(record.idempotency_key) for _, record in rows],
-        [answer.created_at for answer, _ in rows],
-        [_json_text(record.provider) for _, record in rows],
-        [_json_text(record.model) for _, record in rows],
-        [_json_text(record.feature) for _, record in rows],
-        [_json_text(record.user_id) for _, record in rows],
-        [record.status for _, record in rows],
-        [record.input_tokens for _, record in rows],
-        [record.output_tokens for _, record in rows],
-        [record.cached_tokens for _, record in rows],
-        [record.latency_ms for _, record in rows],
-        [record.cost for _, record in rows],
-        [record.price_status for _, record in rows],
-        [record.body for _, record in rows],
-    ]

@@ -20,7 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -28,17 +28,24 @@ import attrs
 
 from .._models import CreateAiEventResponse
 from ._store import (
+    COLUMNS,
     GROUPS,
+    STOP,
+    Batch,
     EventPage,
     EventRecord,
     EventStore,
+    Handover,
     StoreUnavailableError,
     decode_cursor,
     encode_cursor,
     listed_event,
+    settle,
+    summary_query,
     summary_rows,
+    take_batch,
 )
-from ._usage import Usage, UsageWindow, read_usage
+from ._usage import SQLITE, Usage, UsageWindow, read_usage
 
 __all__ = ["SQLiteEventStore", "connect_readonly", "summarise"]
 
@@ -75,17 +82,6 @@ Version 1 is the schema of the first collector release, written with
 `IF NOT EXISTS` so that files made before versioning adopt it unchanged.
 """
 
-_GROUP_SQL: Final = {
-    "model": "model",
-    "provider": "provider",
-    "feature": "feature",
-    "user": "user_id",
-    "day": "substr(created_at, 1, 10)",
-}
-
-BATCH_LIMIT = 512
-"""Writes committed in one transaction, at most, unless one turn of the event loop submitted
-more (they are handed over together)."""
 BUSY_TIMEOUT_MS = 5000
 """How long a write waits for another process's lock on the file before it fails."""
 
@@ -146,43 +142,48 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def _answer(row: Sequence[Any]) -> CreateAiEventResponse:
-    return CreateAiEventResponse(id=row[0], created_at=row[1], cost=row[2], status=row[3])
+_ROWS_PER_INSERT = 1000
+"""Rows in one INSERT statement: 15,000 parameters, under SQLite's limit of 32,766."""
 
 
-def _insert(conn: sqlite3.Connection, record: EventRecord) -> CreateAiEventResponse:
-    answer = record.answer()
-    inserted = conn.execute(
-        "INSERT INTO events (id, idempotency_key, created_at, provider, model, feature, user_id,"
-        " status, input_tokens, output_tokens, cached_tokens, latency_ms, cost, price_status, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (idempotency_key) DO NOTHING",
-        (
-            answer.id,
-            record.idempotency_key,
-            answer.created_at,
-            record.provider,
-            record.model,
-            record.feature,
-            record.user_id,
-            record.status,
-            record.input_tokens,
-            record.output_tokens,
-            record.cached_tokens,
-            record.latency_ms,
-            record.cost,
-            record.price_status,
-            record.body,
-        ),
-    ).rowcount
-    if inserted:
-        return answer
-    # A known key: the answer first given for it.
-    row = conn.execute(
-        "SELECT id, created_at, cost, price_status FROM events WHERE idempotency_key = ?",
-        (record.idempotency_key,),
-    ).fetchone()
-    return _answer(row)
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> set[str]:
+    """Insert `rows` unless their key is stored; return the ids of those inserted."""
+    stored: set[str] = set()
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        values = ", ".join([_ROW_PLACEHOLDERS] * len(chunk))
+        cursor = conn.execute(
+            f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {values}"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            [value for row in chunk for value in row],
+        )
+        stored.update(row[0] for row in cursor)
+    return stored
+
+
+_ROW_PLACEHOLDERS: Final = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+
+
+def _commit(conn: sqlite3.Connection, records: list[EventRecord]) -> list[CreateAiEventResponse]:
+    """Insert `records` in the open transaction; the answer for each (see `Batch`)."""
+    batch = Batch(records)
+    taken = batch.taken(_insert(conn, batch.rows()))
+    existing: dict[str, CreateAiEventResponse] = {}
+    for start in range(0, len(taken), _ROWS_PER_INSERT):
+        keys = taken[start : start + _ROWS_PER_INSERT]
+        rows = conn.execute(
+            "SELECT idempotency_key, id, created_at, cost, price_status FROM events"
+            f" WHERE idempotency_key IN ({', '.join('?' * len(keys))})",
+            keys,
+        )
+        existing.update(
+            (
+                row[0],
+                CreateAiEventResponse(id=row[1], created_at=row[2], cost=row[3], status=row[4]),
+            )
+            for row in rows
+        )
+    return batch.answers(existing)
 
 
 def _page(
@@ -213,24 +214,20 @@ def summarise(
     Raises:
         KeyError: `group_by` is not one of `GROUPS`.
     """
-    expr = _GROUP_SQL[group_by]
-    rows = conn.execute(
-        f"SELECT {expr} AS grp, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
-        " SUM(cost), SUM(cost IS NULL), SUM(status != 'SUCCESS')"
-        " FROM events WHERE created_at >= ? GROUP BY grp",
-        (since or "",),
-    ).fetchall()
+    rows = conn.execute(*summary_query(group_by, SQLITE, since=since)).fetchall()
     return summary_rows(group_by, rows)
 
 
-_STOP: Final = object()
+@attrs.frozen
+class _Read:
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
 
 
 @attrs.frozen
-class _Job:
-    run: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
-    write: bool
+class _Write:
+    record: EventRecord
+    future: asyncio.Future[CreateAiEventResponse]
 
 
 @attrs.frozen
@@ -260,10 +257,8 @@ class SQLiteEventStore(EventStore):
         self.path = Path(path)
         """The database file."""
         self._readonly = readonly
-        self._jobs: queue.SimpleQueue[list[_Job] | object] = queue.SimpleQueue()
-        # Jobs submitted during one turn of the event loop, handed over together: waking
-        # the thread once per turn rather than once per request keeps it off the GIL.
-        self._pending: list[_Job] = []
+        self._jobs: queue.SimpleQueue[list[_Read | _Write] | object] = queue.SimpleQueue()
+        self._handover: Handover[_Read | _Write] = Handover(self._jobs.put)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._opened: _FileIdentity | None = None
@@ -295,10 +290,9 @@ class SQLiteEventStore(EventStore):
         if self._readonly:
             msg = "this store was opened read-only"
             raise RuntimeError(msg)
-        answer: CreateAiEventResponse = await self._submit(
-            lambda conn: _insert(conn, record), write=True
-        )
-        return answer
+        future: asyncio.Future[CreateAiEventResponse] = self._new_future()
+        self._handover.submit(future.get_loop(), _Write(record, future))
+        return await future
 
     async def page(
         self, *, since: str | None = None, cursor: str | None = None, limit: int = 100
@@ -307,7 +301,7 @@ class SQLiteEventStore(EventStore):
         if cursor:
             decode_cursor(cursor, 1)  # a bad cursor is the caller's mistake, not the database's
         page: EventPage = await self._submit(
-            lambda conn: _page(conn, since=since, cursor=cursor, limit=limit), write=False
+            lambda conn: _page(conn, since=since, cursor=cursor, limit=limit)
         )
         return page
 
@@ -316,7 +310,7 @@ class SQLiteEventStore(EventStore):
         if group_by not in GROUPS:
             raise KeyError(group_by)
         rows: list[dict[str, Any]] = await self._submit(
-            lambda conn: summarise(conn, group_by, since=since), write=False
+            lambda conn: summarise(conn, group_by, since=since)
         )
         return rows
 
@@ -366,20 +360,17 @@ class SQLiteEventStore(EventStore):
             msg = f"the database file {str(self.path)!r} is not writable"
             raise StoreUnavailableError(msg)
 
-    async def _submit(self, run: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    def _new_future(self) -> asyncio.Future[Any]:
         if self._thread is None or self._closed:
             msg = "the event store is not open"
             raise RuntimeError(msg)
         assert self._loop is not None
-        future: asyncio.Future[T] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._hand_over)
-        self._pending.append(_Job(run, future, write))
-        return await future
+        return self._loop.create_future()
 
-    def _hand_over(self) -> None:
-        self._jobs.put(self._pending)
-        self._pending = []
+    async def _submit(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = self._new_future()
+        self._handover.submit(future.get_loop(), _Read(run, future))
+        return await future
 
     async def aclose(self) -> None:
         """Finish the queued work, then close the database; calling it again does nothing."""
@@ -388,27 +379,16 @@ class SQLiteEventStore(EventStore):
         self._closed = True
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._hand_over()  # jobs submitted in this very turn of the loop
-            self._jobs.put(_STOP)
+            self._handover.hand_over()  # jobs submitted in this very turn of the loop
+            self._jobs.put(STOP)
             await asyncio.to_thread(thread.join)
 
-    def _settle(
-        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-    ) -> None:
+    def _settle(self, futures: list[asyncio.Future[Any]], outcomes: list[object]) -> None:
         # One wake-up of the loop per batch, not per event.
-        def settle() -> None:
-            for future, result, error in outcomes:
-                if future.done():  # the awaiting request was cancelled
-                    continue
-                if error is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(error)
-
         assert self._loop is not None
         # A loop already closed has no one left waiting for the answer.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(settle)
+            self._loop.call_soon_threadsafe(settle, futures, outcomes)
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._readonly:
@@ -431,47 +411,37 @@ class SQLiteEventStore(EventStore):
         try:
             conn = self._open_connection()
         except StoreUnavailableError as exc:
-            self._settle([(ready, None, exc)])
+            self._settle([ready], [exc])
             return
-        self._settle([(ready, None, None)])
+        self._settle([ready], [None])
         try:
             for batch in self._batches():
                 self._run_batch(conn, batch)
         finally:
             conn.close()
 
-    def _batches(self) -> Iterator[list[_Job]]:
+    def _batches(self) -> Iterator[list[_Read | _Write]]:
         stop = False
         while not stop:
             first = self._jobs.get()
-            if first is _STOP:
+            if first is STOP:
                 return
             assert isinstance(first, list)
-            batch = list(first)
             # Everything that queued up during the last commit joins this one.
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    jobs = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if jobs is _STOP:
-                    stop = True
-                    break
-                assert isinstance(jobs, list)
-                batch.extend(jobs)
+            batch, stop = take_batch(first, self._jobs.get_nowait, queue.Empty)
             yield batch
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        writes = [job for job in batch if job.write]
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Read | _Write]) -> None:
+        writes = [job for job in batch if isinstance(job, _Write)]
+        reads = [job for job in batch if isinstance(job, _Read)]
+        outcomes: list[object] = []
         if writes:
             try:
                 self._check_file()
                 conn.execute("BEGIN IMMEDIATE")
-                for job in writes:
-                    outcomes.append((job.future, *_attempt(conn, job)))
+                outcomes.extend(_commit(conn, [job.record for job in writes]))
                 conn.execute("COMMIT")
-            except (sqlite3.Error, StoreUnavailableError) as exc:
+            except Exception as exc:  # the thread must survive, and every request get its answer
                 log.error("collector: commit failed, %d events not stored: %s", len(writes), exc)
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
@@ -480,24 +450,16 @@ class SQLiteEventStore(EventStore):
                     if isinstance(exc, StoreUnavailableError)
                     else StoreUnavailableError(f"the database refused the write: {exc}")
                 )
-                outcomes = [(job.future, None, error) for job in writes]
-        outcomes.extend((job.future, *_read(conn, job)) for job in batch if not job.write)
-        self._settle(outcomes)
+                outcomes = [error] * len(writes)
+        outcomes.extend(_read(conn, job) for job in reads)
+        futures = [job.future for job in writes] + [job.future for job in reads]
+        self._settle(futures, outcomes)
 
 
-def _attempt(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
+def _read(conn: sqlite3.Connection, job: _Read) -> object:
     try:
-        return job.run(conn), None
-    except sqlite3.Error:
-        raise  # fails the whole batch, which is rolled back
-    except Exception as exc:  # the thread must survive and the request must get its answer
-        return None, exc
-
-
-def _read(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
-    try:
-        return job.run(conn), None
+        return job.run(conn)
     except sqlite3.Error as exc:
-        return None, StoreUnavailableError(f"the database could not be read: {exc}")
+        return StoreUnavailableError(f"the database could not be read: {exc}")
     except Exception as exc:  # the thread must survive and the request must get its answer
-        return None, exc
+        return exc

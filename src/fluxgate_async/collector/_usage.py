@@ -17,6 +17,7 @@ import attrs
 
 __all__ = [
     "BUCKETS",
+    "MEASURES",
     "PERCENTILES",
     "SQLITE",
     "STACKS",
@@ -43,11 +44,12 @@ STACKS: Final = {"model": "model", "feature": "feature", "user": "user_id"}
 PERCENTILES: Final = (50, 95, 99)
 """The latency percentiles reported, by the nearest-rank method."""
 
-_MEASURES = (
+MEASURES: Final = (
     "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), SUM(cost),"
     " COALESCE(SUM(CASE WHEN cost IS NULL THEN 1 ELSE 0 END), 0),"
     " COALESCE(SUM(CASE WHEN status <> 'SUCCESS' THEN 1 ELSE 0 END), 0)"
 )
+"""Calls, input and output tokens, cost, unpriced calls and errors: what every total counts."""
 _WINDOW = "created_at >= ? AND created_at < ?"
 
 Query = tuple[str, tuple[Any, ...]]
@@ -193,7 +195,7 @@ def _top(
     window: UsageWindow, dialect: Dialect, column: str
 ) -> Generator[Query, Rows, list[ValueUsage]]:
     rows = yield dialect.query(
-        f"SELECT {column}, {_MEASURES} FROM events WHERE {_WINDOW} GROUP BY {column}"
+        f"SELECT {column}, {MEASURES} FROM events WHERE {_WINDOW} GROUP BY {column}"
         f" ORDER BY COALESCE(SUM(cost), 0) DESC, COUNT(*) DESC, {column} IS NULL, {column}"
         " LIMIT ?",
         (window.since, window.until, window.top),
@@ -238,10 +240,10 @@ def plan_usage(window: UsageWindow, dialect: Dialect = SQLITE) -> UsagePlan:
     bucket_expr = BUCKETS[window.bucket]
     stack_column = STACKS[window.stack_by]
     total = yield dialect.query(
-        f"SELECT {_MEASURES} FROM events WHERE {_WINDOW}", (window.since, window.until)
+        f"SELECT {MEASURES} FROM events WHERE {_WINDOW}", (window.since, window.until)
     )
     rows = yield dialect.query(
-        f"SELECT {bucket_expr} AS bucket, {_MEASURES} FROM events WHERE {_WINDOW}"
+        f"SELECT {bucket_expr} AS bucket, {MEASURES} FROM events WHERE {_WINDOW}"
         " GROUP BY bucket ORDER BY bucket",
         (window.since, window.until),
     )

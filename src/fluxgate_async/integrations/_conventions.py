@@ -145,16 +145,21 @@ _FINISH_STATUS = {
 }
 
 
-def finish_status(reason: object) -> AiEventStatus:
-    """The status of a request that ended for `reason`; SUCCESS for none or an unknown one.
+def finish_status(reason: object, default: AiEventStatus = AiEventStatus.SUCCESS) -> AiEventStatus:
+    """The status of a request that ended for `reason`; `default` for none or an unknown one.
+
+    One table for every route, the SDK wrappers' and the hooks': the providers'
+    reasons in any case.
 
     Example:
         >>> finish_status("length")
         <AiEventStatus.MAX_TOKENS: 'MAX_TOKENS'>
+        >>> finish_status("SAFETY")
+        <AiEventStatus.BLOCKED: 'BLOCKED'>
     """
     if not isinstance(reason, str):
-        return AiEventStatus.SUCCESS
-    return _FINISH_STATUS.get(reason.lower(), AiEventStatus.SUCCESS)
+        return default
+    return _FINISH_STATUS.get(reason.lower(), default)
 
 
 def usage_outcome(

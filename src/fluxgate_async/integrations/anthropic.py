@@ -78,8 +78,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._extras import require_extra
-from .._models import AiEventStatus
 from .._recording import Mode, Outcome, Recorder
+from ._conventions import finish_status
 from ._proxy import refuse_tracked
 from ._requests import Route, Sdk, tracked_client
 from ._usage import count, extra_counts
@@ -94,16 +94,6 @@ __all__ = ["track_anthropic"]
 _ClientT = TypeVar("_ClientT", bound="AsyncAnthropic")
 
 _PROVIDER = "anthropic"
-
-_STATUS = {
-    "end_turn": AiEventStatus.SUCCESS,
-    "stop_sequence": AiEventStatus.SUCCESS,
-    "tool_use": AiEventStatus.SUCCESS,
-    "pause_turn": AiEventStatus.SUCCESS,
-    "max_tokens": AiEventStatus.MAX_TOKENS,
-    "model_context_window_exceeded": AiEventStatus.MAX_TOKENS,
-    "refusal": AiEventStatus.BLOCKED,
-}
 
 
 def track_anthropic(
@@ -200,7 +190,7 @@ def _usage_outcome(
         output_tokens=before.output_tokens if output_tokens is None else output_tokens,
         cached_tokens=cached,
         model=model or before.model,
-        status=_STATUS.get(stop_reason or "", before.status),
+        status=finish_status(stop_reason, before.status),
         extra=extra,
     )
 

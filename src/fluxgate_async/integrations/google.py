@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CallTimer, Mode, Outcome, Recorder
+from ._conventions import finish_status
 from ._proxy import (
     LEFT_EARLY,
     IteratedProxy,
@@ -105,20 +106,6 @@ __all__ = ["track_genai"]
 _ClientT = TypeVar("_ClientT", bound="Client")
 
 _PROVIDER = "google"
-
-_STATUS = {
-    "STOP": AiEventStatus.SUCCESS,
-    "MAX_TOKENS": AiEventStatus.MAX_TOKENS,
-    "SAFETY": AiEventStatus.BLOCKED,
-    "BLOCKLIST": AiEventStatus.BLOCKED,
-    "PROHIBITED_CONTENT": AiEventStatus.BLOCKED,
-    "SPII": AiEventStatus.BLOCKED,
-    "IMAGE_SAFETY": AiEventStatus.BLOCKED,
-    "IMAGE_PROHIBITED_CONTENT": AiEventStatus.BLOCKED,
-    "RECITATION": AiEventStatus.RECITATION,
-    "IMAGE_RECITATION": AiEventStatus.RECITATION,
-    "MALFORMED_FUNCTION_CALL": AiEventStatus.MALFORMED_REQUEST,
-}
 
 
 def track_genai(
@@ -321,7 +308,7 @@ def _outcome(
     extra = extra_counts(reasoningTokens=thoughts)
     if finish or block:
         extra["finishReason"] = finish or block
-    status = _STATUS.get(finish or "", AiEventStatus.SUCCESS)
+    status = finish_status(finish)
     message = None
     if block:
         status = AiEventStatus.BLOCKED

@@ -137,6 +137,7 @@ import attrs
 from .._extras import require_extra
 from .._models import AiEventStatus
 from .._recording import CANCELLED, Mode, Outcome, Recorder
+from ._conventions import finish_status
 from ._proxy import refuse_tracked
 from ._requests import Route, Router, Sdk, tracked_client
 from ._usage import count, extra_counts
@@ -169,19 +170,6 @@ _HOSTS = (
     ("api.deepinfra.com", "deepinfra"),
     ("generativelanguage.googleapis.com", "google"),
 )
-
-_CHAT_STATUS = {
-    "stop": AiEventStatus.SUCCESS,
-    "tool_calls": AiEventStatus.SUCCESS,
-    "function_call": AiEventStatus.SUCCESS,
-    "length": AiEventStatus.MAX_TOKENS,
-    "content_filter": AiEventStatus.CONTENT_FILTER,
-}
-
-_INCOMPLETE_STATUS = {
-    "max_output_tokens": AiEventStatus.MAX_TOKENS,
-    "content_filter": AiEventStatus.CONTENT_FILTER,
-}
 
 
 def detect_provider(base_url: object) -> str:
@@ -354,7 +342,7 @@ def _chat_usage(usage: Any, model: str | None, finish_reason: str | None) -> Out
         output_tokens=count(usage, "completion_tokens") or 0,
         cached_tokens=count(usage, "prompt_tokens_details", "cached_tokens"),
         model=model,
-        status=_CHAT_STATUS.get(finish_reason or "stop", AiEventStatus.SUCCESS),
+        status=finish_status(finish_reason),
         extra=extra,
     )
 
@@ -406,7 +394,7 @@ def _response_outcome(response: Any) -> Outcome:
         status = AiEventStatus.ERROR
         message = getattr(getattr(response, "error", None), "message", None) or "failed"
     elif status_text == "incomplete":
-        status = _INCOMPLETE_STATUS.get(reason or "", AiEventStatus.ERROR)
+        status = finish_status(reason, AiEventStatus.ERROR)
         if status is AiEventStatus.ERROR:
             message = f"incomplete: {reason}"
     elif status_text == "cancelled":
