@@ -16,7 +16,7 @@ from typing import Any
 from ._common import Settings, background_client, optional_import, require
 from ._table import Row, median
 
-TARGET_US = 50.0
+TARGET_US = 30.0  # added per call; the older 50 µs target is met first
 _MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 
