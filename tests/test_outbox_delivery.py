@@ -292,3 +292,35 @@ async def test_a_client_collected_without_aclose_leaves_its_events_to_the_next(
         assert await fg.flush(10)
     assert fg.stats.recovered == 2
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+
+
+async def test_a_full_outbox_refuses_events_from_other_threads_too(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Another thread's event over outbox_max_events is refused and counted outbox_full."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, outbox_max_events=1, timeout=20)
+    assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+    answers: list[bool] = []
+    worker = threading.Thread(target=lambda: answers.append(fg.record_event_nowait(event(1))))
+    worker.start()
+    await asyncio.to_thread(worker.join)
+    await fg.aclose(timeout=0.1)
+    assert answers == [False]
+    assert fg.stats.dropped == {"outbox_full": 1}
+    assert fg.stats.kept == 1
+
+
+async def test_closing_with_an_unwritable_outbox_drops_as_without_one(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Nothing could be kept on disk, so aclose() out of time counts the rest as shutdown."""
+    collector.responder = lambda _request: Reply(delay=30)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=blocker / "box", timeout=20)
+    for n in range(3):
+        fg.record_event_nowait(event(n))
+    await fg.aclose(timeout=0.2)
+    assert fg.stats.dropped == {"shutdown": 3}
+    assert (fg.stats.kept, fg.stats.memory_only) == (0, 3)
