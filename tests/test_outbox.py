@@ -33,6 +33,8 @@ class Client:
         self.room = room
         self.recovered: list[PendingEvent] = []
         self.expired: list[PendingEvent] = []
+        self.spilled: list[PendingEvent] = []
+        self.lost: list[tuple[Any, str]] = []
         self.threads: set[str] = set()
 
     def take(self, events: list[PendingEvent]) -> None:
@@ -40,6 +42,12 @@ class Client:
         self.threads.add(threading.current_thread().name)
         self.recovered += events
         self.room -= len(events)
+
+    def take_spilled(self, events: list[PendingEvent]) -> bool:
+        """The `spilled` hook: keep the events read back, and take up their room."""
+        self.spilled += events
+        self.room -= len(events)
+        return True
 
     def outbox(self, path: Path, **limits: Any) -> Outbox:
         """An outbox on `path` whose hooks are this client's."""
@@ -55,6 +63,8 @@ class Client:
             room=lambda: self.room,
             recovered=self.take,
             expired=self.expired.append,
+            spilled=self.take_spilled,
+            lost=lambda item, reason: self.lost.append((item, reason)),
             **options,
         )
 
