@@ -226,8 +226,9 @@ class Pipeline:
 
     @property
     def unfinished(self) -> int:
-        """Events queued or in flight."""
-        return len(self._pending) + len(self._inbox) + len(self._in_flight)
+        """Events queued, in flight, or spilled to the outbox."""
+        spilled = 0 if self._outbox is None else self._outbox.spilled
+        return len(self._pending) + len(self._inbox) + len(self._in_flight) + spilled
 
     def submit(self, event: LLMEvent, key: str | None = None) -> bool:
         """Queue `event` for delivery; `False` (and counted) when the queue is full.
