@@ -471,3 +471,17 @@ async def test_an_unwritable_outbox_refuses_events_beyond_the_queue_as_before(
     assert refused > 0
     assert fg.stats.dropped.get("queue_full") == refused
     assert fg.stats.spilled == 0
+
+
+async def test_events_handed_over_through_the_inbox_go_before_later_ones(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Another thread's event (as spilled ones read back) waiting for the loop is sent first."""
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, concurrency=1) as fg:
+        assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+        worker = threading.Thread(target=fg.record_event_nowait, args=(event(1),))
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the event waits in the inbox
+        assert fg.record_event_nowait(event(2))
+        assert await fg.flush(10)
+    assert [e["usage"]["inputTokens"] for e in collector.events] == [0, 1, 2]

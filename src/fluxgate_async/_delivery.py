@@ -248,9 +248,12 @@ class Pipeline:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
         item = _Item(event, next(self.keys.numbers), key)
-        if outbox is not None and not outbox.add(item):
-            self.drop(event, DropReason.OUTBOX_FULL)
-            return False
+        if outbox is not None:
+            if not outbox.add(item):
+                self.drop(event, DropReason.OUTBOX_FULL)
+                return False
+            if self._inbox:
+                self._take_inbox()  # the last spilled events read back go first, in order
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
