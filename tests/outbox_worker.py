@@ -8,6 +8,9 @@ that point:
   print `persisted` once all are on disk, then keep delivering until killed, or
   until EXPECT events (its own, and those it adopted) are delivered: then print
   the stats as JSON and exit.
+- `spill PATH ENDPOINT COUNT`: as `record`, through a queue of 100 events, so
+  that most spill to the outbox; print `persisted`, then `spilled N`, then
+  wait to be killed.
 - `resume PATH ENDPOINT`: record nothing; deliver what the outbox holds for
   clients that ended, print the stats as JSON, exit.
 - `fill PATH ENDPOINT COUNT`: record COUNT events with files limited to a few
@@ -67,15 +70,24 @@ async def _until(check: object, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def record(path: str, endpoint: str, first: int, count: int, expect: int) -> None:
+async def record(
+    path: str, endpoint: str, first: int, count: int, expect: int, queue: int = 0
+) -> None:
     """Record COUNT events, say `persisted` once on disk, deliver EXPECT (or be killed)."""
     fg = FluxGate(
-        API_KEY, endpoint=endpoint, outbox=path, max_retries=1_000, max_queue_size=count + 10
+        API_KEY,
+        endpoint=endpoint,
+        outbox=path,
+        max_retries=1_000,
+        max_queue_size=queue or count + 10,
     )
     for number in range(first, first + count):
-        fg.record_event_nowait(event(number))
+        if not fg.record_event_nowait(event(number)):
+            say(f"refused {number}")
     await _until(lambda: fg.stats.persisted + fg.stats.sent >= count, "the events on disk")
     say("persisted")
+    if queue:
+        say(f"spilled {fg.stats.spilled}")
     await _until(lambda: fg.stats.sent >= expect, "delivery")
     await fg.aclose()
     say(stats_json(fg.stats))
@@ -113,6 +125,9 @@ def main(argv: list[str]) -> None:
     if mode == "record":
         first, count, *expect = map(int, numbers)
         asyncio.run(record(path, endpoint, first, count, expect[0] if expect else count))
+    elif mode == "spill":
+        count = int(numbers[0])
+        asyncio.run(record(path, endpoint, 0, count, count, queue=100))
     elif mode == "resume":
         asyncio.run(resume(path, endpoint))
     else:

@@ -33,6 +33,8 @@ class Client:
         self.room = room
         self.recovered: list[PendingEvent] = []
         self.expired: list[PendingEvent] = []
+        self.spilled: list[PendingEvent] = []
+        self.lost: list[tuple[Any, str]] = []
         self.threads: set[str] = set()
 
     def take(self, events: list[PendingEvent]) -> None:
@@ -40,6 +42,12 @@ class Client:
         self.threads.add(threading.current_thread().name)
         self.recovered += events
         self.room -= len(events)
+
+    def take_spilled(self, events: list[PendingEvent]) -> bool:
+        """The `spilled` hook: keep the events read back, and take up their room."""
+        self.spilled += events
+        self.room -= len(events)
+        return True
 
     def outbox(self, path: Path, **limits: Any) -> Outbox:
         """An outbox on `path` whose hooks are this client's."""
@@ -55,6 +63,8 @@ class Client:
             room=lambda: self.room,
             recovered=self.take,
             expired=self.expired.append,
+            spilled=self.take_spilled,
+            lost=lambda item, reason: self.lost.append((item, reason)),
             **options,
         )
 
@@ -415,4 +425,106 @@ async def test_close_nowait_writes_what_is_waiting_and_lets_another_client_adopt
     outbox.start()
     await _wait_until(lambda: len(taker.recovered) == 1)
     assert taker.recovered[0].key == "left"
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_are_read_back_in_order_as_room_allows(tmp_path: Path) -> None:
+    """Spilled: on disk only, handed back 10 at a time, in the order spilled, then not spilling."""
+    taker = Client(room=0)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(25):
+        assert outbox.spill((f"key-{n:02}", BODY))
+    assert outbox.spilling
+    await _synced(outbox)
+    assert [row[0] for row in _rows(tmp_path)] == [f"key-{n:02}" for n in range(25)]
+    assert (outbox.spilled, outbox.persisted, taker.spilled) == (25, 25, [])
+    assert not outbox.caught_up
+    taker.room = 10
+    await _wait_until(lambda: len(taker.spilled) == 10)
+    taker.room = 100
+    await _wait_until(lambda: len(taker.spilled) == 25)
+    assert [e.key for e in taker.spilled] == [f"key-{n:02}" for n in range(25)]
+    assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
+    assert taker.recovered == []
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_that_cannot_be_written_are_lost_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    """Unencodable: invalid_event; a key already waiting: queue_full; none counted as spilled."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    assert outbox.add(("twin", BODY))
+    assert outbox.spill(None)
+    assert outbox.spill(("twin", BODY))
+    assert outbox.spill(("fine", BODY))
+    await _synced(outbox)
+    assert client.lost == [(None, "invalid_event"), (("twin", BODY), "queue_full")]
+    assert [row[0] for row in _rows(tmp_path)] == ["twin", "fine"]
+    assert (outbox.spilled, outbox.spills_lost) == (1, 2)
+    assert outbox.keep_spilled() == 1
+    assert (outbox.spilled, outbox.spilling) == (0, False)
+    await outbox.aclose(5)
+
+
+async def test_spilling_to_an_unwritable_outbox_loses_the_events_as_queue_full(
+    tmp_path: Path,
+) -> None:
+    """No disk to write to and not in memory: each spilled event is reported queue_full."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    client = Client()
+    outbox = client.outbox(blocker / "outbox")
+    for n in range(3):
+        assert outbox.spill((f"k{n}", BODY))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.caught_up
+    assert [reason for _, reason in client.lost] == ["queue_full"] * 3
+    assert outbox.spilled == 0
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_a_closed_client_refuses_stay_on_disk(tmp_path: Path) -> None:
+    """The client closed while they were read back: not counted back, left on disk."""
+    client = Client()
+    refused: list[PendingEvent] = []
+
+    def closed(events: list[PendingEvent]) -> bool:
+        refused.extend(events)
+        return False
+
+    outbox = client.outbox(tmp_path)
+    outbox._spilled = closed
+    outbox.start()
+    assert outbox.spill(("k", BODY))
+    await _wait_until(lambda: refused != [])
+    assert outbox.spilled == 1
+    await outbox.aclose(5)
+    assert outbox.keep_spilled() == 1
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+
+
+async def test_a_disk_that_fills_while_spilling_loses_the_batch_as_queue_full(
+    tmp_path: Path,
+) -> None:
+    """SQLITE_FULL on a batch of spilled events: each one reported queue_full, none left spilled."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    outbox.add(("first", BODY))
+    await _synced(outbox)
+    assert outbox._conn is not None
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(50):
+        outbox.spill((f"k{n}", BODY * 100))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert len(client.lost) + outbox.spilled == 50
+    assert client.lost
+    assert {reason for _, reason in client.lost} == {"queue_full"}
     await outbox.aclose(5)

@@ -107,6 +107,26 @@ async def test_events_queued_against_a_down_server_survive_sigkill(
     assert _keys_on_disk(tmp_path) == set()
 
 
+async def test_events_spilled_past_the_queue_survive_sigkill(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """2,000 events through a queue of 100, most on disk only; killed, a new process sends all."""
+    worker = await Worker.start("spill", tmp_path, DOWN, 2000)
+    assert await worker.line() == "persisted"
+    spilled = int((await worker.line()).removeprefix("spilled "))
+    assert spilled >= 1800  # all but the queue and the senders' events
+    await worker.kill()
+    keys = _keys_on_disk(tmp_path)
+    assert len(keys) == 2000
+
+    stats = await (await Worker.start("resume", tmp_path, collector.url)).stats()
+
+    assert _numbers(collector) == list(range(2000))
+    assert {request.idempotency_key for request in collector.requests} == keys
+    assert (stats["recovered"], stats["sent"], stats["failed"]) == (2000, 2000, 0)
+    assert _keys_on_disk(tmp_path) == set()
+
+
 async def test_killed_mid_delivery_against_a_flapping_server_each_event_is_stored_once(
     collector: FakeCollector, tmp_path: Path
 ) -> None:

@@ -324,3 +324,164 @@ async def test_closing_with_an_unwritable_outbox_drops_as_without_one(
     await fg.aclose(timeout=0.2)
     assert fg.stats.dropped == {"shutdown": 3}
     assert (fg.stats.kept, fg.stats.memory_only) == (0, 3)
+
+
+def _accounted(fg: FluxGate) -> int:
+    """Every enqueued event, counted where it is or ended up, spilled and kept included."""
+    stats = fg.stats
+    return (
+        stats.sent
+        + stats.failed
+        + stats.queued
+        + stats.in_flight
+        + stats.spilled
+        + stats.dropped.get("shutdown", 0)
+        + stats.kept
+    )
+
+
+async def _record_while_down(fg: FluxGate, count: int) -> int:
+    """Record `count` events, all accepted; the most the memory queue held meanwhile."""
+    most_queued = 0
+    for n in range(count):
+        assert fg.record_event_nowait(event(n))
+        most_queued = max(most_queued, fg.stats.queued)
+        if n % 100 == 0:
+            await asyncio.sleep(0)  # let the senders and the writer's hand-backs run
+    return most_queued
+
+
+async def test_events_beyond_the_queue_spill_to_the_outbox_and_are_all_delivered_once(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Server down, a queue of 100, 2,000 events: none refused, memory bounded, each sent once."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=100, max_retries=10_000
+    ) as fg:
+        most_queued = await _record_while_down(fg, 2_000)
+        stats = fg.stats
+        assert stats.dropped == {}
+        assert stats.enqueued == 2_000 == _accounted(fg)
+        assert stats.spilled >= 2_000 - 100 - fg.config.concurrency
+        collector.responder = None  # the server is back
+        done = asyncio.ensure_future(fg.flush(60))
+        while not done.done():
+            most_queued = max(most_queued, fg.stats.queued)
+            await asyncio.sleep(0.001)
+        assert done.result()
+        stats = fg.stats
+    assert most_queued <= 100
+    assert (stats.sent, stats.spilled, stats.failed, stats.kept) == (2_000, 0, 0, 0)
+    assert stats.dropped == {}
+    delivered = [e["usage"]["inputTokens"] for e in collector.events]
+    assert sorted(delivered) == list(range(2_000))
+    accepted_keys = {r.idempotency_key for r in collector.requests}
+    assert len(accepted_keys) == 2_000  # one key per event, kept through the disk
+    # Read back in order: the first events recorded arrive before the spilled ones.
+    assert max(delivered.index(n) for n in range(50)) < min(
+        delivered.index(n) for n in range(1_000, 2_000)
+    )
+    assert _rows(tmp_path) == []
+
+
+async def test_aclose_out_of_time_keeps_spilled_events_for_the_next_client(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Spilled events stay on disk, counted kept; the next client delivers every one once."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=10, max_retries=10_000
+    )
+    await _record_while_down(fg, 300)
+    await fg.aclose(timeout=0.2)
+    stats = fg.stats
+    assert (stats.enqueued, stats.kept, stats.spilled, stats.sent) == (300, 300, 0, 0)
+    assert stats.dropped == {}
+    assert sorted(n for _, n in _rows(tmp_path)) == list(range(300))
+
+    collector.responder = None
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        assert await fg.flush(30)
+    assert (fg.stats.recovered, fg.stats.sent) == (300, 300)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(300))
+    assert _rows(tmp_path) == []
+
+
+async def test_another_threads_events_spill_behind_the_loops(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Events from a thread once the queue is full spill too, and are delivered after the rest."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=20, max_retries=10_000
+    ) as fg:
+        await _record_while_down(fg, 50)
+        answers: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: answers.extend(fg.record_event_nowait(event(n)) for n in range(50, 100))
+        )
+        worker.start()
+        await asyncio.to_thread(worker.join)
+        assert answers == [True] * 50
+        assert fg.stats.enqueued == 100 == _accounted(fg)
+        collector.responder = None
+        assert await fg.flush(30)
+    assert (fg.stats.sent, fg.stats.spilled, fg.stats.dropped) == (100, 0, {})
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(100))
+
+
+async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
+    """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    seen: list[str] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        max_queue_size=10,
+        outbox_max_events=50,
+        max_retries=10_000,
+        on_error=lambda _e, reason: seen.append(reason),
+    )
+    answers = [fg.record_event_nowait(event(n)) for n in range(80)]
+    await fg.aclose(timeout=0.2)
+    assert answers == [True] * 50 + [False] * 30
+    assert seen == ["outbox_full"] * 30
+    assert fg.stats.dropped == {"outbox_full": 30}
+    assert fg.stats.enqueued == 50 == _accounted(fg)
+    assert len(_rows(tmp_path)) == 50
+
+
+async def test_an_unwritable_outbox_refuses_events_beyond_the_queue_as_before(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """With the outbox failed, memory only: events past max_queue_size are queue_full."""
+    collector.responder = lambda _request: Reply(delay=30)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, outbox=blocker / "box", max_queue_size=5, timeout=20
+    )
+    assert fg.record_event_nowait(event(0))
+    assert not await fg.flush(0.2)  # the outbox has tried to open by now, and failed
+    answers = [fg.record_event_nowait(event(n)) for n in range(1, 30)]
+    await fg.aclose(timeout=0.1)
+    refused = answers.count(False)
+    assert refused > 0
+    assert fg.stats.dropped.get("queue_full") == refused
+    assert fg.stats.spilled == 0
+
+
+async def test_events_handed_over_through_the_inbox_go_before_later_ones(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Another thread's event (as spilled ones read back) waiting for the loop is sent first."""
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, concurrency=1) as fg:
+        assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+        worker = threading.Thread(target=fg.record_event_nowait, args=(event(1),))
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the event waits in the inbox
+        assert fg.record_event_nowait(event(2))
+        assert await fg.flush(10)
+    assert [e["usage"]["inputTokens"] for e in collector.events] == [0, 1, 2]

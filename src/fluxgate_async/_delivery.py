@@ -24,6 +24,10 @@ writer thread, which keeps it on disk until a sender tells it the event is done
 (acknowledged, or failed for good). Events that an earlier or crashed client
 left there come back through the inbox, with their key and body, as the queue
 has room for them; closing out of time leaves the rest on disk (`kept`).
+An event recorded while the queue is full goes to the outbox only (it is
+*spilled*), and so do the events after it until the outbox has handed every
+spilled one back, in order, through the inbox: with an outbox, its limits bound
+the backlog, and the memory queue stays within `max_queue_size`.
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ class Pipeline:
             room=self._room,
             recovered=self._take_recovered,
             expired=self._expired,
+            spilled=self._take_spilled,
+            lost=self._lost,
         )
 
     def start_outbox(self) -> None:
@@ -190,8 +196,11 @@ class Pipeline:
         for reason, count in dict(self._inbox_dropped).items():
             dropped[reason] = dropped.get(reason, 0) + count
         outbox = self._outbox
+        spilled = kept_spilled = 0
+        if outbox is not None:
+            spilled, kept_spilled = outbox.spilled, outbox.spills_kept
         return DeliveryStats(
-            enqueued=self._seq + inbox,
+            enqueued=self._seq + inbox + spilled + kept_spilled,
             sent=self._sent,
             failed=self._failed,
             retried=self._retried,
@@ -202,6 +211,7 @@ class Pipeline:
             recovered=0 if outbox is None else outbox.queued_back,
             kept=0 if outbox is None else outbox.left_queued,
             memory_only=0 if outbox is None else outbox.memory_only,
+            spilled=spilled,
         )
 
     @property
@@ -216,8 +226,9 @@ class Pipeline:
 
     @property
     def unfinished(self) -> int:
-        """Events queued or in flight."""
-        return len(self._pending) + len(self._inbox) + len(self._in_flight)
+        """Events queued, in flight, or spilled to the outbox."""
+        spilled = 0 if self._outbox is None else self._outbox.spilled
+        return len(self._pending) + len(self._inbox) + len(self._in_flight) + spilled
 
     def submit(self, event: LLMEvent, key: str | None = None) -> bool:
         """Queue `event` for delivery; `False` (and counted) when the queue is full.
@@ -229,13 +240,20 @@ class Pipeline:
         if loop is not self._loop or loop is None:
             return self._submit_elsewhere(event, loop, key)
         # The home loop's own thread: no other thread writes these.
-        if len(self._pending) + len(self._inbox) >= self._max_queue_size:
+        outbox = self._outbox
+        full = len(self._pending) + len(self._inbox) >= self._max_queue_size
+        if outbox is not None and outbox.usable and (full or outbox.spilling):
+            return self._spill(event, key)
+        if full:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
         item = _Item(event, next(self.keys.numbers), key)
-        if self._outbox is not None and not self._outbox.add(item):
-            self.drop(event, DropReason.OUTBOX_FULL)
-            return False
+        if outbox is not None:
+            if not outbox.add(item):
+                self.drop(event, DropReason.OUTBOX_FULL)
+                return False
+            if self._inbox:
+                self._take_inbox()  # the last spilled events read back go first, in order
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
@@ -254,10 +272,16 @@ class Pipeline:
             return self.submit(event, key)
         # Another thread (or a second loop) while the home loop runs, or no loop
         # at all: hand over through the inbox.
+        outbox = self._outbox
         with self._lock:
+            full = len(self._pending) + len(self._inbox) >= self._max_queue_size
             if self._sealed:
                 refused = DropReason.CLOSED
-            elif len(self._pending) + len(self._inbox) >= self._max_queue_size:
+            elif outbox is not None and outbox.usable and (full or outbox.spilling):
+                spilled = outbox.spill(_Item(event, next(self.keys.numbers), key))
+                refused = "" if spilled else DropReason.OUTBOX_FULL
+                wake = False
+            elif full:
                 refused = DropReason.QUEUE_FULL
             else:
                 item = _Item(event, next(self.keys.numbers), key)
@@ -281,6 +305,14 @@ class Pipeline:
                 home.call_soon_threadsafe(self._take_inbox)
         return True
 
+    def _spill(self, event: LLMEvent, key: str | None) -> bool:
+        """On the home loop: send `event` to the outbox only, to come back when there is room."""
+        assert self._outbox is not None
+        if not self._outbox.spill(_Item(event, next(self.keys.numbers), key)):
+            self.drop(event, DropReason.OUTBOX_FULL)
+            return False
+        return True
+
     def _take_inbox(self) -> None:
         """On the home loop: move what other threads handed over into the queue."""
         if _running_loop() is not self._loop:
@@ -292,7 +324,7 @@ class Pipeline:
             item = self._inbox.popleft()
             self._seq += 1
             item.seq = self._seq
-            if item.number == 0:  # read back from the outbox
+            if item.number == 0:  # left by an earlier client
                 self._outbox.queued_back += 1  # type: ignore[union-attr]
             self._pending.append(item)
         self._start_senders()
@@ -331,15 +363,30 @@ class Pipeline:
 
     def _take_recovered(self, events: list[PendingEvent]) -> None:
         """Queue events an earlier client left in the outbox, with their keys, through the inbox."""
+        self._queue_from_disk(events, 0)
+
+    def _take_spilled(self, events: list[PendingEvent]) -> bool:
+        """Queue spilled events read back, with their keys; `False` once closed."""
+        return self._queue_from_disk(events, -1)
+
+    def _lost(self, item: _Item, reason: str) -> None:
+        """A spilled event the outbox could not write: refused after all, for `reason`."""
+        self.drop(item.event, reason)
+
+    def _queue_from_disk(self, events: list[PendingEvent], number: int) -> bool:
+        """Queue events read from the outbox through the inbox; `False` once closed.
+
+        `number` marks where they come from: 0 from an earlier client, -1 spilled by this one.
+        """
         items = []
         for pending in events:
             # on_error gets the event as the mapping of its JSON: the model is not kept on disk.
-            item = _Item(json.loads(pending.body), 0, pending.key)
+            item = _Item(json.loads(pending.body), number, pending.key)
             item.body = pending.body
             items.append(item)
         with self._lock:
             if self._sealed:
-                return  # closed meanwhile: they stay on disk for the next start
+                return False  # closed meanwhile: they stay on disk for the next start
             self._inbox.extend(items)
             home = self._loop
             wake = home is not None and self._woken is not home
@@ -349,6 +396,7 @@ class Pipeline:
             assert home is not None
             with contextlib.suppress(RuntimeError):
                 home.call_soon_threadsafe(self._take_inbox)
+        return True
 
     def _expired(self, pending: PendingEvent) -> None:
         self.drop(json.loads(pending.body), DropReason.EXPIRED)
@@ -576,8 +624,12 @@ class Pipeline:
         self._in_flight.clear()
         self._pending.clear()
         outbox = self._outbox
+        spilled = 0
         if outbox is not None:
             await outbox.aclose(_OUTBOX_CLOSE_SECONDS)
+            # Spilled events never left the disk: kept there, even if the outbox failed since.
+            spilled = outbox.keep_spilled()
+            outbox.left_queued += spilled
         # With a working outbox what is left is on disk, and the next start delivers it.
         keep = outbox is not None and outbox.usable
         for item in abandoned:
@@ -590,15 +642,15 @@ class Pipeline:
                 outbox.left_queued += 1
             else:
                 self.drop(item.event, DropReason.SHUTDOWN)
-        if abandoned and keep:
+        if (abandoned and keep) or spilled:
             assert outbox is not None
             log.info(
                 "FluxGate: closed with %d event(s) undelivered, kept in the outbox at %s "
                 "for the next start",
-                len(abandoned),
+                (len(abandoned) if keep else 0) + spilled,
                 outbox.path,
             )
-        elif abandoned:
+        if abandoned and not keep:
             log.warning(
                 "FluxGate: closed with %d event(s) undelivered, counted as dropped (shutdown)",
                 len(abandoned),

@@ -19,6 +19,11 @@ each row is adopted exactly once.
 appends to a queue (`add`, `done`, `failed`): the writer takes what has
 arrived, writes it in one transaction (a group commit), and comes back for
 more. An event acknowledged before its turn came is never written at all.
+
+An event recorded while the client's memory queue is full is *spilled*: written
+to disk only, its row number noted, and read back (`spilled`) in order, a page
+at a time, as the queue has room for it again. Memory then holds one small
+integer per such event, and the outbox's limits bound the backlog.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from ._stats import DropReason
 
 __all__ = [
     "DATABASE_NAME",
@@ -366,7 +373,7 @@ def summarise(conn: sqlite3.Connection, directory: Path) -> OutboxSummary:
 
 # --- the client's outbox: a writer thread --------------------------------------------------
 
-_ADD, _DONE, _FAILED, _SYNC, _STOP = range(5)
+_ADD, _SPILL, _DONE, _FAILED, _SYNC, _STOP = range(6)
 Prepare = Callable[[Any], "tuple[str, bytes] | None"]
 """An event as the pipeline queued it -> its key and body, or `None` if it cannot be encoded."""
 
@@ -388,6 +395,10 @@ class Outbox:
         room: How many adopted events the client can take now.
         recovered: Called on the writer thread with adopted events to deliver.
         expired: Called on the writer thread for each adopted event that expired.
+        spilled: Called on the writer thread with spilled events read back, to
+            queue; `False` when the client is closed and they stay on disk.
+        lost: Called on the writer thread for a spilled event that could not be
+            written, with the `DropReason` to count it under.
     """
 
     def __init__(
@@ -401,6 +412,8 @@ class Outbox:
         room: Callable[[], int],
         recovered: Callable[[list[PendingEvent]], None],
         expired: Callable[[PendingEvent], None],
+        spilled: Callable[[list[PendingEvent]], bool],
+        lost: Callable[[Any, str], None],
     ) -> None:
         self.path = Path(path)
         """The outbox directory."""
@@ -411,6 +424,8 @@ class Outbox:
         self._room = room
         self._recovered = recovered
         self._expired = expired
+        self._spilled = spilled
+        self._lost = lost
         self._reset()
         _outboxes.add(self)
 
@@ -423,6 +438,8 @@ class Outbox:
         self._owner_fd: int | None = None
         self._fds: set[int] = set()
         self._backlog: deque[int] = deque()
+        # Rowids of this client's spilled events, oldest first, not yet read back.
+        self._spill_backlog: deque[int] = deque()
         self._handing = False
         self._opened = threading.Event()
         self._next_adoption = 0.0
@@ -448,6 +465,12 @@ class Outbox:
         """Events read back from disk that the client queued (`DeliveryStats.recovered`)."""
         self.left_queued = 0
         """Queued events the client left on disk when it closed (`DeliveryStats.kept`)."""
+        # Spilled events: accepted (by the recording thread), then each read back,
+        # lost or kept exactly once (by the writer, or by closing for `kept`).
+        self.spills = 0
+        self.spills_back = 0
+        self.spills_lost = 0
+        self.spills_kept = 0
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.path)!r}>"
@@ -464,27 +487,62 @@ class Outbox:
         return len(self._backlog)
 
     @property
+    def spilled(self) -> int:
+        """Spilled events accepted and not yet read back, lost or kept: on disk, or about to be."""
+        return self.spills - self.spills_back - self.spills_lost - self.spills_kept
+
+    @property
+    def spilling(self) -> bool:
+        """Whether spilled events wait: later events spill too, so that order is kept."""
+        return self.spills != self.spills_back + self.spills_lost + self.spills_kept
+
+    @property
     def caught_up(self) -> bool:
         """Whether the outbox is open and has handed over every event it adopted so far."""
         if self._stopped:
             return True  # closed: what it did not hand over stays on disk for the next start
         if not self._opened.is_set():
             return False
-        return not self.usable or not (self._backlog or self._handing)
+        if not self.usable:
+            return True  # what it spilled stays on disk for the next start (`kept`)
+        return not (self._backlog or self._spill_backlog or self._handing or self.spilling)
+
+    def _full(self) -> bool:
+        waiting = self._added - self._taken
+        return self.usable and (
+            self._rows + waiting >= self._max_events
+            or self._bytes + (waiting + 1) * self._average > self._max_bytes
+        )
 
     def add(self, item: object) -> bool:
         """Write `item` soon; `False` when the outbox is full (all its clients together)."""
-        waiting = self._added - self._taken
-        if self.usable and (
-            self._rows + waiting >= self._max_events
-            or self._bytes + (waiting + 1) * self._average > self._max_bytes
-        ):
+        if self._full():
             return False
         self._added += 1
         self._ops.put((_ADD, item, time.time()))
         if self._thread is None:
             self.start()  # a forked child's first event
         return True
+
+    def spill(self, item: object) -> bool:
+        """Write `item` soon, to disk only, and hand it back through `spilled` when there is room.
+
+        `False` when the outbox is full (all its clients together).
+        """
+        if self._full():
+            return False
+        self._added += 1
+        self.spills += 1
+        self._ops.put((_SPILL, item, time.time()))
+        if self._thread is None:
+            self.start()  # a forked child's first event
+        return True
+
+    def keep_spilled(self) -> int:
+        """At close: count what is still spilled as kept on disk; how many that is."""
+        left = self.spilled
+        self.spills_kept += left
+        return left
 
     def done(self, key: str) -> None:
         """The event with `key` was acknowledged or given up on: delete its row."""
@@ -535,7 +593,8 @@ class Outbox:
         finally:
             self._opened.set()
         while True:
-            timeout = _BACKLOG_POLL_SECONDS if self._backlog else _ADOPT_EVERY_SECONDS
+            waiting = self._backlog or self._spill_backlog
+            timeout = _BACKLOG_POLL_SECONDS if waiting else _ADOPT_EVERY_SECONDS
             batch: list[tuple[Any, ...]] = []
             with contextlib.suppress(queue.Empty):
                 batch.append(self._ops.get(timeout=timeout))
@@ -580,9 +639,10 @@ class Outbox:
         if self._rows:
             self._average = self._bytes // self._rows
 
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:  # noqa: PLR0912 - one op each
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:  # noqa: PLR0912, PLR0915 - one branch per kind of op
         """Apply `batch` in one transaction; close after it if it holds the stop request."""
         adds: dict[str, list[Any]] = {}
+        spills: list[tuple[list[Any], Any]] = []
         removes: list[str] = []
         failures: list[tuple[str, str]] = []
         waiters: list[concurrent.futures.Future[None]] = []
@@ -599,6 +659,15 @@ class Outbox:
                 if prepared is not None:
                     key, body = prepared
                     adds[key] = [key, self._owner, body, op[2], 0, None]
+            elif kind == _SPILL:
+                self._taken += 1
+                prepared = self._prepare(op[1]) if self.usable else None
+                if prepared is None:
+                    why = DropReason.INVALID_EVENT if self.usable else DropReason.QUEUE_FULL
+                    self._lose(op[1], why)
+                else:
+                    key, body = prepared
+                    spills.append(([key, self._owner, body, op[2], 0, None], op[1]))
             elif kind == _DONE:
                 # Acknowledged before it was written: it never needs to be.
                 if adds.pop(op[1], None) is None:
@@ -619,14 +688,8 @@ class Outbox:
             # acknowledged before its turn: it was never safe from a crash.
             if not self.usable:
                 self.memory_only += added
-            elif adds or removes or failures:
-                try:
-                    self._commit(list(adds.values()), removes, failures)
-                except (OSError, sqlite3.Error) as exc:
-                    self.memory_only += added
-                    self._give_up(exc)
-                else:
-                    self.persisted += len(adds)
+            elif adds or spills or removes or failures:
+                self._persist(list(adds.values()), spills, removes, failures, added)
             if stop is not None:
                 self._close()
         finally:
@@ -634,11 +697,42 @@ class Outbox:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     waiter.set_result(None)
 
-    def _commit(
-        self, adds: list[list[Any]], removes: list[str], failures: list[tuple[str, str]]
+    def _lose(self, item: object, reason: str) -> None:
+        """A spilled event neither in memory nor on disk: refused after all, for `reason`."""
+        self.spills_lost += 1
+        self._lost(item, reason)
+
+    def _persist(
+        self,
+        adds: list[list[Any]],
+        spills: list[tuple[list[Any], Any]],
+        removes: list[str],
+        failures: list[tuple[str, str]],
+        added: int,
     ) -> None:
+        try:
+            rowids = self._commit(adds, spills, removes, failures)
+        except (OSError, sqlite3.Error) as exc:
+            self.memory_only += added
+            self._give_up(exc)
+            for _, item in spills:
+                self._lose(item, DropReason.QUEUE_FULL)
+        else:
+            self.persisted += len(adds) + len(rowids)
+            self._spill_backlog.extend(rowids)
+
+    def _commit(
+        self,
+        adds: list[list[Any]],
+        spills: list[tuple[list[Any], Any]],
+        removes: list[str],
+        failures: list[tuple[str, str]],
+    ) -> list[int]:
+        """Write one transaction; the rowids of the spilled events written, in order."""
         conn = self._conn
         assert conn is not None
+        rowids: list[int] = []
+        duplicates: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             if adds:
@@ -648,6 +742,18 @@ class Outbox:
                     "(key, owner, body, enqueued_at, attempts, last_error) VALUES (?,?,?,?,?,?)",
                     adds,
                 )
+            for row, item in spills:
+                # One at a time, for the rowid by which it is read back.
+                written = conn.execute(
+                    "INSERT OR IGNORE INTO events "
+                    "(key, owner, body, enqueued_at, attempts, last_error) VALUES (?,?,?,?,?,?)"
+                    " RETURNING rowid",
+                    row,
+                ).fetchone()
+                if written is None:
+                    duplicates.append(item)  # a caller's key already waiting: no row of its own
+                else:
+                    rowids.append(written[0])
             if removes:
                 conn.executemany("DELETE FROM events WHERE key = ?", ((k,) for k in removes))
             if failures:
@@ -661,11 +767,14 @@ class Outbox:
                 conn.execute("ROLLBACK")
             raise
         self._read_totals()
+        for item in duplicates:
+            self._lose(item, DropReason.QUEUE_FULL)
+        return rowids
 
     def _housekeeping(self) -> None:
         if time.monotonic() >= self._next_adoption:
             self._adopt()
-        if self._backlog:
+        if self._backlog or self._spill_backlog:
             self._hand_over()
 
     def _adopt(self) -> None:
@@ -682,16 +791,31 @@ class Outbox:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give the client as many adopted events as it has room for; drop the expired."""
+        """Give the client as many adopted, then spilled, events as it has room for."""
         assert self._conn is not None
-        room = min(self._room(), _PAGE, len(self._backlog))
+        room = min(self._room(), _PAGE)
         if room <= 0:
             return
         self._handing = True
         try:
-            self._hand_over_page([self._backlog.popleft() for _ in range(room)])
+            adopted = min(room, len(self._backlog))
+            if adopted:
+                self._hand_over_page([self._backlog.popleft() for _ in range(adopted)])
+            spilled = min(room - adopted, len(self._spill_backlog))
+            if spilled:
+                self._hand_back_spilled([self._spill_backlog.popleft() for _ in range(spilled)])
         finally:
             self._handing = False
+
+    def _hand_back_spilled(self, rowids: list[int]) -> None:
+        """Read spilled events back for the client's queue; they do not expire, as queued ones."""
+        assert self._conn is not None
+        events = [pending for _, pending in read_events(self._conn, rowids)]
+        if len(events) < len(rowids):  # pragma: no cover - a caller's key given twice
+            # Its twin, under the same key, was delivered and deleted the row.
+            self.spills_lost += len(rowids) - len(events)
+        if events and self._spilled(events):
+            self.spills_back += len(events)
 
     def _hand_over_page(self, rowids: list[int]) -> None:
         assert self._conn is not None
@@ -722,6 +846,7 @@ class Outbox:
                 self.kept = conn.execute(
                     "SELECT count(*) FROM events WHERE owner = ?", (self._owner,)
                 ).fetchone()[0]
+        self._spill_backlog.clear()  # on disk, for the next start: `keep_spilled` counts them
         if self._owner_fd is not None:
             release_owner(self.path, self._owner, self._owner_fd, conn if self.usable else None)
             self._owner_fd = None
