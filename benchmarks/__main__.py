@@ -11,7 +11,7 @@ import platform
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import awaited, background, hooks, memory, wrapped
+from . import awaited, background, hooks, memory, outbox, wrapped
 from ._common import Settings, UnavailableError, optional_import
 from ._server import ServerProcess
 from ._table import Row, median, render
@@ -87,6 +87,8 @@ ROWS: list[tuple[str, str, RowFunction]] = [
     ("background delivery, default settings", ">= 1.0x", background.delivery),
     ("background delivery, 16 POSTs in flight", ">= 1.0x", background.delivery_16),
     ("background delivery, 32 POSTs in flight", ">= 1.0x", background.delivery_32),
+    ("record_event_nowait with an outbox, median of 100,000 calls", "<= 5 µs", outbox.nowait),
+    ("background delivery with an outbox, 8 POSTs in flight", ">= 0.8x", outbox.delivery),
     ("host CPU per background event", "<= bare + 10 µs", background.host_cpu),
     ("memory, 100,000 events queued, server down", "<= 700 B/event", memory.queued),
     ("wrapped OpenAI chat call, background mode", "<= 50 µs added", wrapped.overhead),

@@ -7,6 +7,7 @@ driven through the path that produces it.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -129,6 +130,33 @@ async def internal_error_at_enqueue(
     return await _refused(collector)
 
 
+async def outbox_full(collector: FakeCollector, _mp: pytest.MonkeyPatch) -> Seen:
+    """A second event while the outbox's only slot is taken."""
+    collector.responder = lambda _: Reply(delay=30)
+    seen: list[str] = []
+    with tempfile.TemporaryDirectory() as directory:
+        fg = _client(collector.url, seen, outbox=directory, outbox_max_events=1, timeout=20)
+        assert fg.record_event_nowait(EVENT)
+        assert fg.record_event_nowait(EVENT) is False
+        await fg.aclose(timeout=0.1)  # the first is kept on disk, not dropped
+    return seen, fg.stats
+
+
+async def expired(collector: FakeCollector, _mp: pytest.MonkeyPatch) -> Seen:
+    """An event left in the outbox for longer than outbox_max_age."""
+    collector.responder = lambda _: Reply(delay=30)
+    with tempfile.TemporaryDirectory() as directory:
+        first = _client(collector.url, [], outbox=directory, timeout=20)
+        assert first.record_event_nowait(EVENT)
+        await first.aclose(timeout=0.1)
+        collector.responder = None
+        await asyncio.sleep(0.05)
+        seen: list[str] = []
+        async with _client(collector.url, seen, outbox=directory, outbox_max_age=0.01) as fg:
+            assert await fg.flush(5)
+    return seen, fg.stats
+
+
 async def connection(_collector: FakeCollector, _mp: pytest.MonkeyPatch) -> Seen:
     """Nothing listens at the endpoint."""
     return await _given_up(DOWN, max_retries=0)
@@ -193,6 +221,8 @@ DROPS: list[tuple[str, str, Scenario, bool]] = [
     ("disabled", DropReason.DISABLED, disabled, False),
     ("shutdown", DropReason.SHUTDOWN, shutdown, True),
     ("internal_error", DropReason.INTERNAL_ERROR, internal_error_at_enqueue, True),
+    ("outbox_full", DropReason.OUTBOX_FULL, outbox_full, True),
+    ("expired", DropReason.EXPIRED, expired, True),
 ]
 FAILURES: list[tuple[str, str, Scenario]] = [
     ("connection", FailureReason.CONNECTION, connection),

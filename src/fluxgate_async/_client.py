@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,9 @@ from ._config import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_QUEUE_SIZE,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_OUTBOX_MAX_AGE,
+    DEFAULT_OUTBOX_MAX_BYTES,
+    DEFAULT_OUTBOX_MAX_EVENTS,
     DEFAULT_TIMEOUT,
     FluxGateConfig,
 )
@@ -109,6 +113,19 @@ class FluxGate:
             `aclose`), except those dropped on purpose by `before_send`.
         enabled: `False` sends nothing at all; defaults to `FLUXGATE_ENABLED`
             (`0`, `false`, `no` or `off` disable), else `True`.
+        outbox: A directory where background events are kept until the API
+            acknowledges them, so that they survive the process being killed;
+            defaults to `FLUXGATE_OUTBOX`, else none. A client started on it
+            delivers first what earlier clients left there. Written by a thread
+            of the client's own, never on the event loop: an event recorded on
+            its own is on disk about a millisecond after `record_event_nowait`
+            returned `True`, a burst at tens of thousands of events a second.
+        outbox_max_events: Events the outbox may hold, all clients sharing it
+            together; more are refused (`outbox_full`).
+        outbox_max_bytes: Bytes of events the outbox may hold, all clients
+            sharing it together; more are refused (`outbox_full`).
+        outbox_max_age: Seconds an event left by an earlier client may wait;
+            an older one is dropped unsent (`expired`).
 
     Raises:
         ValueError: No API key, or a setting out of range; the message names it.
@@ -129,6 +146,10 @@ class FluxGate:
         before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
         on_error: OnError | None = None,
         enabled: bool | None = None,
+        outbox: str | os.PathLike[str] | None = None,
+        outbox_max_events: int = DEFAULT_OUTBOX_MAX_EVENTS,
+        outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES,
+        outbox_max_age: float = DEFAULT_OUTBOX_MAX_AGE,
     ) -> None:
         # Set first: __del__ reads them even when the checks below raise.
         self._transport: Transport | None = None
@@ -146,6 +167,10 @@ class FluxGate:
             concurrency=concurrency,
             before_send=before_send,
             on_error=on_error,
+            outbox=outbox,
+            outbox_max_events=outbox_max_events,
+            outbox_max_bytes=outbox_max_bytes,
+            outbox_max_age=outbox_max_age,
         )
         hide_secret(self._config.api_key)
         if debug:
@@ -165,6 +190,13 @@ class FluxGate:
             max_queue_size=self._config.max_queue_size,
             on_error=on_error,
         )
+        if self._config.outbox is not None and self._config.enabled:
+            self._pipeline.use_outbox(
+                self._config.outbox,
+                max_events=self._config.outbox_max_events,
+                max_bytes=self._config.outbox_max_bytes,
+                max_age=self._config.outbox_max_age,
+            )
         log.debug(
             "FluxGate initialised: endpoint=%s timeout=%ss max_retries=%d",
             self._config.endpoint,
@@ -305,6 +337,9 @@ class FluxGate:
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event queued before this call is delivered or given up on.
+
+        With an outbox, the events earlier clients left in it count as queued
+        before the call: they are read back as the queue has room, and waited for.
 
         Args:
             timeout: Seconds to wait at most; `None` waits as long as delivery
@@ -459,7 +494,9 @@ class FluxGate:
 
         New events are refused from the first moment. Queued events are
         delivered for at most `timeout` seconds; whatever is still queued or in
-        flight then is dropped, counted as `shutdown` and passed to `on_error`.
+        flight then is dropped, counted as `shutdown` and passed to `on_error`;
+        with an outbox it stays on disk instead, counted in `stats.kept`, and
+        the next client started on the outbox delivers it.
         A session passed in as `session=` is left open: it is the caller's.
         """
         if self._closed:
@@ -479,6 +516,8 @@ class FluxGate:
         if self._closed:
             msg = "this FluxGate client is closed; create a new one"
             raise RuntimeError(msg)
+        assert self._pipeline is not None
+        self._pipeline.start_outbox()  # what earlier clients left is delivered from now on
         return self
 
     async def __aexit__(
@@ -495,7 +534,21 @@ class FluxGate:
         pending = 0 if pipeline is None else pipeline.unfinished
         if pipeline is not None:
             pipeline.abandon()  # idle senders would otherwise outlive their client
-        if pending:
+        if pending and pipeline is not None and pipeline.keeps_on_disk:
+            log.info(
+                "FluxGate: client collected with %d event(s) still pending, kept in the outbox "
+                "at %s for the next start",
+                pending,
+                pipeline.outbox_path,
+            )
+            warnings.warn(
+                "FluxGate client was never closed: use `async with FluxGate(...)` or "
+                "`await fg.aclose()` before the event loop ends",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+        elif pending:
             # Also a WARNING: Python hides ResourceWarning unless asked, and these
             # events are lost.
             log.warning(

@@ -27,10 +27,14 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_QUEUE_SIZE",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OUTBOX_MAX_AGE",
+    "DEFAULT_OUTBOX_MAX_BYTES",
+    "DEFAULT_OUTBOX_MAX_EVENTS",
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_ENABLED",
     "ENV_ENDPOINT",
+    "ENV_OUTBOX",
     "FluxGateConfig",
 ]
 
@@ -55,6 +59,14 @@ ENV_ENDPOINT = "FLUXGATE_ENDPOINT"
 ENV_ENABLED = "FLUXGATE_ENABLED"
 """Environment variable read when `enabled` is not given: `0`, `false`, `no` or `off` disable."""
 _FALSY = frozenset({"0", "false", "no", "off"})
+ENV_OUTBOX = "FLUXGATE_OUTBOX"
+"""Environment variable read when no `outbox` is given: the outbox directory."""
+DEFAULT_OUTBOX_MAX_EVENTS = 1_000_000
+"""Events an outbox may hold, all the clients sharing it together."""
+DEFAULT_OUTBOX_MAX_BYTES = 1024 * 1024 * 1024
+"""Bytes of events an outbox may hold (1 GiB), all the clients sharing it together."""
+DEFAULT_OUTBOX_MAX_AGE = 7 * 24 * 3600.0
+"""Seconds an event may wait in an outbox (a week) before it is dropped unsent (`expired`)."""
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """An answer larger than this is not read: the API's is a few hundred bytes."""
@@ -100,6 +112,10 @@ class FluxGateConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     before_send: Callable[[LLMEvent], LLMEvent | None] | None = None
     on_error: Callable[[EventInput, str], object] | None = None
+    outbox: str | None = None
+    outbox_max_events: int = DEFAULT_OUTBOX_MAX_EVENTS
+    outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
+    outbox_max_age: float = DEFAULT_OUTBOX_MAX_AGE
 
     @classmethod
     def resolve(
@@ -116,6 +132,10 @@ class FluxGateConfig:
         concurrency: int = DEFAULT_CONCURRENCY,
         before_send: Callable[[LLMEvent], LLMEvent | None] | None = None,
         on_error: Callable[[EventInput, str], object] | None = None,
+        outbox: str | os.PathLike[str] | None = None,
+        outbox_max_events: int = DEFAULT_OUTBOX_MAX_EVENTS,
+        outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES,
+        outbox_max_age: float = DEFAULT_OUTBOX_MAX_AGE,
     ) -> FluxGateConfig:
         """Fill in from the environment and defaults, and check every setting.
 
@@ -140,6 +160,10 @@ class FluxGateConfig:
         _check_count("max_queue_size", max_queue_size, minimum=1)
         _check_count("max_event_bytes", max_event_bytes, minimum=1)
         _check_count("concurrency", concurrency, minimum=1)
+        _check_count("outbox_max_events", outbox_max_events, minimum=1)
+        _check_count("outbox_max_bytes", outbox_max_bytes, minimum=1)
+        _check_positive("outbox_max_age", outbox_max_age)
+        directory = _outbox_path(outbox)
         hooks: tuple[tuple[str, object], ...] = (
             ("before_send", before_send),
             ("on_error", on_error),
@@ -162,7 +186,29 @@ class FluxGateConfig:
             concurrency=concurrency,
             before_send=before_send,
             on_error=on_error,
+            outbox=directory,
+            outbox_max_events=outbox_max_events,
+            outbox_max_bytes=outbox_max_bytes,
+            outbox_max_age=float(outbox_max_age),
         )
+
+
+def _outbox_path(outbox: object) -> str | None:
+    if outbox is None:
+        outbox = os.environ.get(ENV_OUTBOX) or None
+        if outbox is None:
+            return None
+    if not isinstance(outbox, str | os.PathLike):
+        msg = f"outbox must be a directory path (str or os.PathLike), got {type(outbox).__name__}"
+        raise TypeError(msg)
+    path = os.fspath(outbox)
+    if not isinstance(path, str) or not path.strip():
+        msg = f"outbox must be a non-empty directory path, got {outbox!r}"
+        raise ValueError(msg)
+    if not hasattr(os, "register_at_fork"):
+        msg = "outbox needs a POSIX system (Linux, macOS): it locks files with flock"
+        raise ValueError(msg)
+    return path
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> None:

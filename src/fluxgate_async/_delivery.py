@@ -18,6 +18,16 @@ parent, which alone delivers it.
 
 Every event that enters the queue leaves it exactly once, counted as sent,
 failed or dropped (see `DeliveryStats`); a lost event is never silent.
+
+With an outbox (`_outbox.py`), each queued event is also handed to the outbox's
+writer thread, which keeps it on disk until a sender tells it the event is done
+(acknowledged, or failed for good). Events that an earlier or crashed client
+left there come back through the inbox, with their key and body, as the queue
+has room for them; closing out of time leaves the rest on disk (`kept`).
+An event recorded while the queue is full goes to the outbox only (it is
+*spilled*), and so do the events after it until the outbox has handed every
+spilled one back, in order, through the inbox: with an outbox, its limits bound
+the backlog, and the memory queue stays within `max_queue_size`.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import json
 import logging
 import os
 import threading
@@ -37,6 +48,7 @@ from typing import Any, TypeVar
 
 from ._deadline import Deadlines
 from ._models import LLMEvent
+from ._outbox import Outbox, PendingEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason, FailureReason
 from ._transport import Attempt, Transport
@@ -52,6 +64,10 @@ OnError = Callable[[EventInput, str], object]
 # How long closing waits for cancelled senders to unwind; they do so at once
 # unless something below them swallows the cancellation.
 _UNWIND_SECONDS = 1.0
+# How long closing waits for the outbox to write its last batch.
+_OUTBOX_CLOSE_SECONDS = 2.0
+# How often a flush looks whether the outbox has handed over what earlier clients left.
+_OUTBOX_POLL_SECONDS = 0.01
 
 # The running loop of the calling thread, or None: the C function behind
 # `asyncio.get_running_loop()`, without an exception to build when there is none.
@@ -61,19 +77,24 @@ _T = TypeVar("_T")
 
 
 class _Item:
-    __slots__ = ("event", "key", "number", "seq")
+    __slots__ = ("body", "event", "key", "number", "seq")
+    body: bytes
 
-    def __init__(self, event: LLMEvent, number: int, key: str | None = None) -> None:
+    def __init__(self, event: EventInput, number: int, key: str | None = None) -> None:
+        # An `LLMEvent`; for an event read back from an outbox, the mapping of its JSON.
         self.event = event
         # The key is chosen when the event is queued (its number, under the
         # client's prefix) and kept for every attempt, so the server records the
         # event once however often it is sent. It is written out at the first
         # attempt: formatting costs more than the rest of queueing.
         # A caller may give the key instead (a tracing span's id), so that the
-        # same request reported twice is recorded once.
+        # same request reported twice is recorded once. Number 0 marks an event
+        # read back from an outbox, under the key it was first sent with.
         self.number = number
         self.key = key
         self.seq = 0
+        # `body`, the encoded event, is set once the sender or the outbox's writer
+        # has encoded it; left unset until then, as queueing must cost nothing more.
 
 
 class _Keys:
@@ -117,8 +138,29 @@ class Pipeline:
         self._max_queue_size = max_queue_size
         self._on_error = on_error
         self._closing = False
+        self._outbox: Outbox | None = None
         self._reset()
         _pipelines.add(self)
+
+    def use_outbox(self, path: str, *, max_events: int, max_bytes: int, max_age: float) -> None:
+        """Keep queued events in an outbox at `path` too; its thread starts with `start_outbox`."""
+        self._outbox = Outbox(
+            path,
+            max_events=max_events,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            prepare=self._row,
+            room=self._room,
+            recovered=self._take_recovered,
+            expired=self._expired,
+            spilled=self._take_spilled,
+            lost=self._lost,
+        )
+
+    def start_outbox(self) -> None:
+        """Start the outbox's writer, which delivers what earlier clients left there first."""
+        if self._outbox is not None and not self._closing:
+            self._outbox.start()
 
     def _reset(self) -> None:
         """Empty queue, zero counters, no loop: a new client's state, or a forked child's."""
@@ -153,20 +195,40 @@ class Pipeline:
         dropped = dict(self._dropped)
         for reason, count in dict(self._inbox_dropped).items():
             dropped[reason] = dropped.get(reason, 0) + count
+        outbox = self._outbox
+        spilled = kept_spilled = 0
+        if outbox is not None:
+            spilled, kept_spilled = outbox.spilled, outbox.spills_kept
         return DeliveryStats(
-            enqueued=self._seq + inbox,
+            enqueued=self._seq + inbox + spilled + kept_spilled,
             sent=self._sent,
             failed=self._failed,
             retried=self._retried,
             queued=len(self._pending) + inbox,
             in_flight=len(self._in_flight),
             dropped=dropped,
+            persisted=0 if outbox is None else outbox.persisted,
+            recovered=0 if outbox is None else outbox.queued_back,
+            kept=0 if outbox is None else outbox.left_queued,
+            memory_only=0 if outbox is None else outbox.memory_only,
+            spilled=spilled,
         )
 
     @property
+    def keeps_on_disk(self) -> bool:
+        """Whether events left unfinished stay in a working outbox for the next start."""
+        return self._outbox is not None and self._outbox.usable
+
+    @property
+    def outbox_path(self) -> str:
+        """The outbox directory, or `""` without one."""
+        return "" if self._outbox is None else str(self._outbox.path)
+
+    @property
     def unfinished(self) -> int:
-        """Events queued or in flight."""
-        return len(self._pending) + len(self._inbox) + len(self._in_flight)
+        """Events queued, in flight, or spilled to the outbox."""
+        spilled = 0 if self._outbox is None else self._outbox.spilled
+        return len(self._pending) + len(self._inbox) + len(self._in_flight) + spilled
 
     def submit(self, event: LLMEvent, key: str | None = None) -> bool:
         """Queue `event` for delivery; `False` (and counted) when the queue is full.
@@ -178,10 +240,20 @@ class Pipeline:
         if loop is not self._loop or loop is None:
             return self._submit_elsewhere(event, loop, key)
         # The home loop's own thread: no other thread writes these.
-        if len(self._pending) + len(self._inbox) >= self._max_queue_size:
+        outbox = self._outbox
+        full = len(self._pending) + len(self._inbox) >= self._max_queue_size
+        if outbox is not None and outbox.usable and (full or outbox.spilling):
+            return self._spill(event, key)
+        if full:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
         item = _Item(event, next(self.keys.numbers), key)
+        if outbox is not None:
+            if not outbox.add(item):
+                self.drop(event, DropReason.OUTBOX_FULL)
+                return False
+            if self._inbox:
+                self._take_inbox()  # the last spilled events read back go first, in order
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
@@ -200,14 +272,24 @@ class Pipeline:
             return self.submit(event, key)
         # Another thread (or a second loop) while the home loop runs, or no loop
         # at all: hand over through the inbox.
+        outbox = self._outbox
         with self._lock:
+            full = len(self._pending) + len(self._inbox) >= self._max_queue_size
             if self._sealed:
                 refused = DropReason.CLOSED
-            elif len(self._pending) + len(self._inbox) >= self._max_queue_size:
+            elif outbox is not None and outbox.usable and (full or outbox.spilling):
+                spilled = outbox.spill(_Item(event, next(self.keys.numbers), key))
+                refused = "" if spilled else DropReason.OUTBOX_FULL
+                wake = False
+            elif full:
                 refused = DropReason.QUEUE_FULL
             else:
-                self._inbox.append(_Item(event, next(self.keys.numbers), key))
-                refused = ""
+                item = _Item(event, next(self.keys.numbers), key)
+                if self._outbox is not None and not self._outbox.add(item):
+                    refused = DropReason.OUTBOX_FULL
+                else:
+                    self._inbox.append(item)
+                    refused = ""
                 wake = home is not None and self._woken is not home
                 if wake:
                     self._woken = home
@@ -223,6 +305,14 @@ class Pipeline:
                 home.call_soon_threadsafe(self._take_inbox)
         return True
 
+    def _spill(self, event: LLMEvent, key: str | None) -> bool:
+        """On the home loop: send `event` to the outbox only, to come back when there is room."""
+        assert self._outbox is not None
+        if not self._outbox.spill(_Item(event, next(self.keys.numbers), key)):
+            self.drop(event, DropReason.OUTBOX_FULL)
+            return False
+        return True
+
     def _take_inbox(self) -> None:
         """On the home loop: move what other threads handed over into the queue."""
         if _running_loop() is not self._loop:
@@ -234,6 +324,8 @@ class Pipeline:
             item = self._inbox.popleft()
             self._seq += 1
             item.seq = self._seq
+            if item.number == 0:  # left by an earlier client
+                self._outbox.queued_back += 1  # type: ignore[union-attr]
             self._pending.append(item)
         self._start_senders()
         self._wakeup.set()
@@ -251,6 +343,64 @@ class Pipeline:
         if reason not in (DropReason.BEFORE_SEND, DropReason.DISABLED):
             self._report(event, reason)
 
+    # --- the outbox's hooks, called on its writer thread ---
+
+    def _row(self, item: _Item) -> tuple[str, bytes] | None:
+        """The key and body to write for `item`; `None` if it cannot be encoded (sent, it fails)."""
+        body: bytes | None = getattr(item, "body", None)
+        if body is None:
+            try:
+                body = item.body = encode_event(item.event)  # type: ignore[arg-type]
+            except InvalidEventError:
+                return None
+        if item.key is None:
+            item.key = self.keys.key(item.number)
+        return item.key, body
+
+    def _room(self) -> int:
+        """How many events read back from the outbox the queue takes now: half its free room."""
+        return (self._max_queue_size - len(self._pending) - len(self._inbox)) // 2
+
+    def _take_recovered(self, events: list[PendingEvent]) -> None:
+        """Queue events an earlier client left in the outbox, with their keys, through the inbox."""
+        self._queue_from_disk(events, 0)
+
+    def _take_spilled(self, events: list[PendingEvent]) -> bool:
+        """Queue spilled events read back, with their keys; `False` once closed."""
+        return self._queue_from_disk(events, -1)
+
+    def _lost(self, item: _Item, reason: str) -> None:
+        """A spilled event the outbox could not write: refused after all, for `reason`."""
+        self.drop(item.event, reason)
+
+    def _queue_from_disk(self, events: list[PendingEvent], number: int) -> bool:
+        """Queue events read from the outbox through the inbox; `False` once closed.
+
+        `number` marks where they come from: 0 from an earlier client, -1 spilled by this one.
+        """
+        items = []
+        for pending in events:
+            # on_error gets the event as the mapping of its JSON: the model is not kept on disk.
+            item = _Item(json.loads(pending.body), number, pending.key)
+            item.body = pending.body
+            items.append(item)
+        with self._lock:
+            if self._sealed:
+                return False  # closed meanwhile: they stay on disk for the next start
+            self._inbox.extend(items)
+            home = self._loop
+            wake = home is not None and self._woken is not home
+            if wake:
+                self._woken = home
+        if wake:
+            assert home is not None
+            with contextlib.suppress(RuntimeError):
+                home.call_soon_threadsafe(self._take_inbox)
+        return True
+
+    def _expired(self, pending: PendingEvent) -> None:
+        self.drop(json.loads(pending.body), DropReason.EXPIRED)
+
     def _report(self, event: EventInput, reason: str) -> None:
         if self._on_error is None:
             return
@@ -266,6 +416,7 @@ class Pipeline:
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         self._resume_at = 0.0
+        self.start_outbox()
         self._take_inbox()
 
     def _start_senders(self) -> None:
@@ -293,7 +444,9 @@ class Pipeline:
             except asyncio.CancelledError:
                 if in_flight.pop(item.seq, None) is None:
                     raise  # closing gave up waiting for us and counted it already
-                if self._closing:
+                if self._closing and self._outbox is not None:
+                    in_flight[item.seq] = item  # closing keeps it in the outbox, with the rest
+                elif self._closing:
                     self.drop(item.event, DropReason.SHUTDOWN)
                 else:
                     # The loop is ending under us (asyncio.run returning): keep the
@@ -323,15 +476,19 @@ class Pipeline:
         )
 
     async def _deliver(self, item: _Item) -> None:
-        try:
-            body = encode_event(item.event)
-        except InvalidEventError as exc:
-            log.warning("FluxGate: invalid event, not sent: %s", exc)
-            self._fail(item, FailureReason.INVALID_EVENT)
-            return
+        body: bytes | None = getattr(item, "body", None)
+        if body is None:
+            try:
+                body = encode_event(item.event)  # type: ignore[arg-type]
+            except InvalidEventError as exc:
+                log.warning("FluxGate: invalid event, not sent: %s", exc)
+                self._fail(item, FailureReason.INVALID_EVENT)
+                return
+            item.body = body  # the outbox's writer need not encode it again
         if item.key is None:
             item.key = self.keys.key(item.number)
         key = item.key
+        outbox = self._outbox
         loop = asyncio.get_running_loop()
         retry = 0
         while True:
@@ -349,6 +506,8 @@ class Pipeline:
                 )
             if not isinstance(result, Attempt):
                 self._sent += 1
+                if outbox is not None:
+                    outbox.done(key)
                 log.debug("FluxGate: event %s recorded: %s", key, result)
                 return
             if not result.retryable or retry >= self._max_retries:
@@ -367,11 +526,15 @@ class Pipeline:
                 self._resume_at = max(self._resume_at, loop.time() + delay)
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             self._retried += 1
+            if outbox is not None:
+                outbox.failed(key, result.reason)
             await asyncio.sleep(delay)
             retry += 1
 
     def _fail(self, item: _Item, reason: str) -> None:
         self._failed += 1
+        if self._outbox is not None and item.key is not None:
+            self._outbox.done(item.key)  # failed for good: nothing to deliver later
         self._report(item.event, reason)
 
     def _settled(self, upto: int) -> bool:
@@ -389,6 +552,19 @@ class Pipeline:
         if home is not None and home.is_running() and _running_loop() is not home:
             return await _on_home_loop(home, self.flush(timeout), timeout)
         self._start_senders()
+        outbox = self._outbox
+        if outbox is not None:
+            # Events an earlier client left come back as the queue has room for them:
+            # wait until the last of them is queued, then for the queue as usual.
+            outbox.start()
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            while not outbox.caught_up:
+                if deadline is not None and loop.time() >= deadline:
+                    return False
+                self._take_inbox()
+                await asyncio.sleep(_OUTBOX_POLL_SECONDS)
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
         self._take_inbox()
         upto = self._seq
         if self._settled(upto):
@@ -422,6 +598,8 @@ class Pipeline:
     def abandon(self) -> None:
         """Cancel the senders without waiting: the client is being collected."""
         self._closing = True  # what they hold is lost with the client, not kept for later
+        if self._outbox is not None:
+            self._outbox.close_nowait()  # what is on disk stays there for the next start
         for task in list(self._senders):
             loop = task.get_loop()
             if loop.is_closed():
@@ -445,11 +623,34 @@ class Pipeline:
             self._inbox.clear()
         self._in_flight.clear()
         self._pending.clear()
+        outbox = self._outbox
+        spilled = 0
+        if outbox is not None:
+            await outbox.aclose(_OUTBOX_CLOSE_SECONDS)
+            # Spilled events never left the disk: kept there, even if the outbox failed since.
+            spilled = outbox.keep_spilled()
+            outbox.left_queued += spilled
+        # With a working outbox what is left is on disk, and the next start delivers it.
+        keep = outbox is not None and outbox.usable
         for item in abandoned:
             if item.seq == 0:  # still in the inbox: count it as enqueued, as stats did
                 self._seq += 1
-            self.drop(item.event, DropReason.SHUTDOWN)
-        if abandoned:
+                if outbox is not None and item.number == 0:
+                    outbox.queued_back += 1
+            if keep:
+                assert outbox is not None
+                outbox.left_queued += 1
+            else:
+                self.drop(item.event, DropReason.SHUTDOWN)
+        if (abandoned and keep) or spilled:
+            assert outbox is not None
+            log.info(
+                "FluxGate: closed with %d event(s) undelivered, kept in the outbox at %s "
+                "for the next start",
+                (len(abandoned) if keep else 0) + spilled,
+                outbox.path,
+            )
+        if abandoned and not keep:
             log.warning(
                 "FluxGate: closed with %d event(s) undelivered, counted as dropped (shutdown)",
                 len(abandoned),
@@ -493,7 +694,14 @@ def _warn_at_exit() -> None:
     # A program that never awaited aclose() loses what is queued: say so, even
     # with no logging configured (WARNING reaches stderr through logging's last resort).
     for pipeline in _live():
-        if not pipeline._closing and pipeline.unfinished:
+        if not pipeline._closing and pipeline.unfinished and pipeline.keeps_on_disk:
+            log.info(
+                "FluxGate: %d event(s) still queued at exit are kept in the outbox at %s; "
+                "the next client started on it delivers them",
+                pipeline.unfinished,
+                pipeline.outbox_path,
+            )
+        elif not pipeline._closing and pipeline.unfinished:
             log.warning(
                 "FluxGate: %d event(s) still queued at exit were never sent: "
                 "await fg.aclose() (or use `async with FluxGate(...)`) before the program ends",

@@ -14,7 +14,11 @@ class DropReason:
     """Why an event was dropped without being delivered: the keys of `DeliveryStats.dropped`."""
 
     QUEUE_FULL = "queue_full"
-    """The queue held `max_queue_size` events already (the server is slow or down)."""
+    """The queue held `max_queue_size` events already (the server is slow or down).
+
+    With a working outbox such events are spilled to it instead; this reason
+    then counts only a spilled event the outbox failed to write.
+    """
     CLOSED = "closed"
     """The client was closing or closed."""
     INVALID_EVENT = "invalid_event"
@@ -31,6 +35,10 @@ class DropReason:
     """Still queued or in flight when `aclose()` ran out of time."""
     INTERNAL_ERROR = "internal_error"
     """An unexpected error in fluxgate-async itself; the log has the traceback."""
+    OUTBOX_FULL = "outbox_full"
+    """The outbox held `outbox_max_events` events or `outbox_max_bytes` bytes already."""
+    EXPIRED = "expired"
+    """The event waited in the outbox longer than `outbox_max_age` and was not sent."""
 
 
 class FailureReason:
@@ -75,7 +83,13 @@ class DeliveryStats:
         enqueued == sent + failed + queued + in_flight + dropped.get("shutdown", 0)
 
     Events refused by `record_event_nowait` are counted in `dropped` (by reason)
-    but were never enqueued.
+    but were never enqueued. With an outbox, events left on disk by `aclose()`
+    are `kept` instead of dropped, events left by an earlier client count
+    as enqueued once `recovered`, and events accepted beyond `max_queue_size`
+    wait on disk only, `spilled`, until the queue has room for them:
+
+        enqueued == (sent + failed + queued + in_flight + spilled
+                     + dropped.get("shutdown", 0) + kept)
 
     It may be read from any thread; a snapshot taken from another thread while
     events move between queue, flight and done is exact again at the next quiet point.
@@ -89,6 +103,17 @@ class DeliveryStats:
         queued: Events waiting for a free sender.
         in_flight: Events being sent or waiting to retry.
         dropped: Events discarded without delivery, counted by `DropReason`.
+        persisted: Events written to the outbox (none without one). An event
+            acknowledged before its turn to be written is never written.
+        recovered: Events an earlier or crashed client left in the outbox,
+            taken over and enqueued by this one.
+        kept: Events left in the outbox by `aclose()`, for the next start.
+        memory_only: Events accepted after the outbox failed (disk full, path
+            not writable): delivered from memory, lost if the process dies.
+        spilled: Events accepted while the queue was full, waiting in the
+            outbox only (not in memory) to be read back, in order, as the queue
+            has room. A spilled event the outbox then fails to write is counted
+            in `dropped` (`queue_full`) and no longer as enqueued.
     """
 
     enqueued: int = 0
@@ -98,6 +123,11 @@ class DeliveryStats:
     queued: int = 0
     in_flight: int = 0
     dropped: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_counts, hash=False)
+    persisted: int = 0
+    recovered: int = 0
+    kept: int = 0
+    memory_only: int = 0
+    spilled: int = 0
 
     @property
     def dropped_total(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
 import fluxgate_async
@@ -58,4 +60,13 @@ async def record() -> None:
         settled: bool = await fg.flush(timeout=1.0)
         stats: DeliveryStats = fg.stats
         print(queued, settled, stats.dropped_total, fluxgate_async.__version__)
+        print(stats.persisted, stats.recovered, stats.kept, stats.memory_only)
+    durable = FluxGate(
+        "key",
+        outbox=Path("/var/lib/myapp/fluxgate-outbox"),
+        outbox_max_events=100_000,
+        outbox_max_bytes=64 * 1024 * 1024,
+        outbox_max_age=86_400.0,
+    )
+    await durable.aclose()
     await fg.aclose(timeout=1.0)

@@ -1,4 +1,4 @@
-"""The `fluxgate-async` command line: `serve`, `send`, `report` and `demo`.
+"""The `fluxgate-async` command line: `serve`, `send`, `report`, `outbox` and `demo`.
 
 Run `fluxgate-async --help` for the commands and their options. Errors are one
 line on stderr; the exit status is 0 on success, 1 when the command failed and

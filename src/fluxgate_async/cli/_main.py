@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
@@ -16,6 +17,7 @@ from ..collector._server import DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT
 from ..collector._store import GROUPS
 from ._demo import run_demo
 from ._errors import CommandError
+from ._outbox import run_outbox
 from ._report import run_report
 from ._send import run_send
 from ._serve import run_serve
@@ -152,6 +154,38 @@ def _parser() -> argparse.ArgumentParser:
         help="export every event, oldest first, instead of the summary",
     )
 
+    outbox = commands.add_parser(
+        "outbox",
+        help="show or deliver the events waiting in an outbox",
+        description="Show what an outbox directory holds (count, size, oldest, why the last "
+        "attempt failed), or with --flush deliver what clients that ended left in it.",
+    )
+    outbox.add_argument("path", metavar="PATH", help="the outbox directory (FluxGate(outbox=...))")
+    outbox.add_argument(
+        "--flush",
+        action="store_true",
+        help="deliver the events of clients that ended, with their original keys, then show "
+        "what is left; running clients' events stay theirs",
+    )
+    outbox.add_argument(
+        "--endpoint",
+        help=f"where --flush delivers (default: ${ENV_ENDPOINT}, then {LOCAL_ENDPOINT})",
+    )
+    outbox.add_argument("--api-key", help=f"API key for --flush (default: ${ENV_API_KEY})")
+    outbox.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds per attempt (%(default)s)"
+    )
+    outbox.add_argument(
+        "--max-retries",
+        type=int,
+        default=10,
+        help="further attempts per event after a connection error or a 408, 429 or 5xx "
+        "(%(default)s)",
+    )
+    outbox.add_argument(
+        "--format", choices=["table", "json"], default="table", help="text or one JSON object"
+    )
+
     commands.add_parser(
         "demo",
         help="run the whole loop locally",
@@ -190,6 +224,22 @@ def _run(args: argparse.Namespace) -> int:
             raise CommandError(msg)
         fmt = args.format or ("json" if args.events else "table")
         return run_report(db=_db(args), by=args.by, since=args.since, fmt=fmt, events=args.events)
+    if args.command == "outbox":
+        api_key = args.api_key or os.environ.get(ENV_API_KEY)
+        if args.flush and not api_key:
+            msg = f"--flush needs an API key: --api-key or ${ENV_API_KEY}"
+            raise CommandError(msg)
+        return asyncio.run(
+            run_outbox(
+                Path(args.path),
+                flush=args.flush,
+                endpoint=args.endpoint or os.environ.get(ENV_ENDPOINT) or LOCAL_ENDPOINT,
+                api_key=api_key or "",
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+                fmt=args.format,
+            )
+        )
     return asyncio.run(run_demo())
 
 

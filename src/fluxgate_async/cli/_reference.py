@@ -28,7 +28,8 @@ def _option_table(parser: argparse.ArgumentParser, actions: list[argparse.Action
             continue
         names = ", ".join(f"`{name}`" for name in action.option_strings)
         if action.nargs != 0:
-            names += f" `{formatter._format_args(action, action.dest.upper())}`"
+            shown = f"`{formatter._format_args(action, action.dest.upper())}`"
+            names = f"{names} {shown}" if names else shown  # a positional has no option name
         meaning = formatter._expand_help(action) if action.help else ""
         if action.choices is not None:
             meaning += f"; one of {', '.join(f'`{c}`' for c in action.choices)}"
@@ -42,7 +43,9 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
         if not any(not isinstance(a, argparse._HelpAction) for a in group._group_actions):
             continue
         title = group.title or ""
-        if title not in {"", "options", "positional arguments"}:
+        if title == "positional arguments":
+            title = "arguments"
+        if title not in {"", "options"} or (title == "options" and lines):
             lines += ["", f"**{title[0].upper()}{title[1:]}**", ""]
         lines += _option_table(parser, group._group_actions)
     return lines

@@ -1,0 +1,530 @@
+"""The outbox store on its own: written off the caller's thread, adopted once, bounded, robust."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fluxgate_async._outbox import (
+    DATABASE_NAME,
+    Outbox,
+    PendingEvent,
+    open_database,
+    summarise,
+)
+
+BODY = b'{"usage":{"inputTokens":1,"outputTokens":1}}'
+
+
+class Client:
+    """What the pipeline gives an outbox: room for adopted events, and where they go."""
+
+    def __init__(self, room: int = 1_000) -> None:
+        self.room = room
+        self.recovered: list[PendingEvent] = []
+        self.expired: list[PendingEvent] = []
+        self.spilled: list[PendingEvent] = []
+        self.lost: list[tuple[Any, str]] = []
+        self.threads: set[str] = set()
+
+    def take(self, events: list[PendingEvent]) -> None:
+        """The `recovered` hook: keep the events, and take up their room."""
+        self.threads.add(threading.current_thread().name)
+        self.recovered += events
+        self.room -= len(events)
+
+    def take_spilled(self, events: list[PendingEvent]) -> bool:
+        """The `spilled` hook: keep the events read back, and take up their room."""
+        self.spilled += events
+        self.room -= len(events)
+        return True
+
+    def outbox(self, path: Path, **limits: Any) -> Outbox:
+        """An outbox on `path` whose hooks are this client's."""
+        options: dict[str, Any] = {
+            "max_events": 1_000,
+            "max_bytes": 1_000_000,
+            "max_age": 3600.0,
+            **limits,
+        }
+        return Outbox(
+            path,
+            prepare=_prepare,
+            room=lambda: self.room,
+            recovered=self.take,
+            expired=self.expired.append,
+            spilled=self.take_spilled,
+            lost=lambda item, reason: self.lost.append((item, reason)),
+            **options,
+        )
+
+
+def _prepare(item: Any) -> tuple[str, bytes] | None:
+    """Items in these tests are (key, body) already; None stands for an unencodable event."""
+    result: tuple[str, bytes] | None = item
+    return result
+
+
+def _rows(path: Path) -> list[tuple[str, bytes, int, str | None]]:
+    conn = sqlite3.connect(path / DATABASE_NAME)
+    try:
+        return conn.execute(
+            "SELECT key, body, attempts, last_error FROM events ORDER BY rowid"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def _synced(outbox: Outbox) -> None:
+    await asyncio.wait_for(asyncio.wrap_future(outbox.sync()), 10)
+
+
+async def _wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - the writer thread sets no asyncio event
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def client() -> Client:
+    """A stand-in client with room for 1,000 adopted events."""
+    return Client()
+
+
+async def test_events_are_written_by_the_writer_thread_and_deleted_once_done(
+    tmp_path: Path, client: Client
+) -> None:
+    """Added events become rows with key and body; done() deletes, failed() counts attempts."""
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    assert outbox.add(("k1", BODY))
+    assert outbox.add(("k2", BODY))
+    assert outbox.add(None)  # not encodable: the sender fails it, nothing is written
+    await _synced(outbox)
+    assert [row[0] for row in _rows(tmp_path)] == ["k1", "k2"]
+    assert outbox.persisted == 2
+    outbox.failed("k2", "http_503")
+    outbox.failed("k2", "connection")
+    outbox.done("k1")
+    await _synced(outbox)
+    assert _rows(tmp_path) == [("k2", BODY, 2, "connection")]
+    await outbox.aclose(5)
+    assert outbox.kept == 1
+
+
+async def test_an_event_done_before_its_turn_is_never_written(
+    tmp_path: Path, client: Client
+) -> None:
+    """Added, failed once and acknowledged within one batch: no row, and not counted persisted."""
+    outbox = client.outbox(tmp_path)
+    # Holding the lock taken to open the database keeps the writer from starting its first
+    # batch until all three are queued.
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    outbox.add(("quick", BODY))
+    outbox.failed("quick", "connection")
+    outbox.done("quick")
+    os.close(lock)
+    await _synced(outbox)
+    assert _rows(tmp_path) == []
+    assert outbox.persisted == 0
+    await outbox.aclose(5)
+
+
+async def test_a_closed_clients_events_are_adopted_with_their_keys(
+    tmp_path: Path, client: Client
+) -> None:
+    """Events left at close go, with key, body and attempts, to the next outbox on the path."""
+    first = client.outbox(tmp_path)
+    first.start()
+    for n in range(3):
+        first.add((f"key-{n}", BODY))
+    first.failed("key-1", "http_500")
+    await first.aclose(5)
+    assert first.kept == 3
+
+    second = Client()
+    outbox = second.outbox(tmp_path)
+    outbox.start()
+    await _wait_until(lambda: len(second.recovered) == 3)
+    assert [(e.key, e.body, e.attempts) for e in second.recovered] == [
+        ("key-0", BODY, 0),
+        ("key-1", BODY, 1),
+        ("key-2", BODY, 0),
+    ]
+    assert second.threads == {"fluxgate-outbox"}
+    assert outbox.recovered == 3
+    await outbox.aclose(5)
+    assert outbox.kept == 3  # handed over, not yet acknowledged: still on disk
+
+
+async def test_a_live_clients_events_are_never_adopted(tmp_path: Path, client: Client) -> None:
+    """Two clients share the path: neither takes the other's events while both run."""
+    alive = client.outbox(tmp_path)
+    alive.start()
+    alive.add(("mine", BODY))
+    await _synced(alive)
+    other = Client()
+    outbox = other.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    outbox._next_adoption = 0  # look again now rather than in two seconds
+    outbox.add(("theirs", BODY))
+    await _synced(outbox)
+    assert other.recovered == []
+    await outbox.aclose(5)
+    await alive.aclose(5)
+
+
+async def test_events_of_a_client_that_ended_are_adopted_by_exactly_one(
+    tmp_path: Path,
+) -> None:
+    """Three clients look for the same dead client's events: each event goes to one of them."""
+    gone = Client().outbox(tmp_path)
+    gone.start()
+    for n in range(200):
+        gone.add((f"key-{n}", BODY))
+    await gone.aclose(5)
+    takers = [Client() for _ in range(3)]
+    outboxes = [taker.outbox(tmp_path) for taker in takers]
+    for outbox in outboxes:
+        outbox.start()
+    await _wait_until(lambda: sum(len(t.recovered) for t in takers) >= 200)
+    await asyncio.sleep(0.2)  # room for a second adoption, which must not happen
+    keys = [event.key for taker in takers for event in taker.recovered]
+    assert sorted(keys) == sorted(f"key-{n}" for n in range(200))
+    for outbox in outboxes:
+        await outbox.aclose(5)
+
+
+async def test_adopted_events_are_handed_over_as_room_allows(tmp_path: Path) -> None:
+    """With room for 10 at a time, 25 adopted events arrive in pages, oldest first."""
+    gone = Client().outbox(tmp_path)
+    gone.start()
+    for n in range(25):
+        gone.add((f"key-{n:02}", BODY))
+    await gone.aclose(5)
+    taker = Client(room=10)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _wait_until(lambda: len(taker.recovered) == 10)
+    assert outbox.backlog == 15
+    taker.room = 100
+    await _wait_until(lambda: len(taker.recovered) == 25)
+    assert [e.key for e in taker.recovered] == [f"key-{n:02}" for n in range(25)]
+    assert outbox.backlog == 0
+    await outbox.aclose(5)
+
+
+async def test_adopted_events_older_than_max_age_expire(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adopted event past max_age is deleted and reported expired, never handed over."""
+    gone = Client().outbox(tmp_path)
+    gone.start()
+    gone.add(("old", BODY))
+    await gone.aclose(5)
+    conn = sqlite3.connect(tmp_path / DATABASE_NAME)
+    conn.execute("UPDATE events SET enqueued_at = ?", (time.time() - 100,))
+    conn.commit()
+    conn.close()
+    taker = Client()
+    outbox = taker.outbox(tmp_path, max_age=50.0)
+    outbox.start()
+    await _wait_until(lambda: len(taker.expired) == 1)
+    assert taker.expired[0].key == "old"
+    assert taker.recovered == []
+    await _synced(outbox)
+    assert _rows(tmp_path) == []
+    assert "1 event(s) older than 50.0s dropped unsent (expired)" in caplog.text
+    await outbox.aclose(5)
+
+
+async def test_max_events_counts_every_client_sharing_the_path(tmp_path: Path) -> None:
+    """One client's rows count against another's limit: the second refuses at the total."""
+    first = Client().outbox(tmp_path, max_events=5)
+    first.start()
+    for n in range(3):
+        assert first.add((f"a{n}", BODY))
+    await _synced(first)
+    second = Client().outbox(tmp_path, max_events=5)
+    second.start()
+    await _synced(second)
+    assert second.add(("b0", BODY))
+    assert second.add(("b1", BODY))
+    assert not second.add(("b2", BODY))
+    await _synced(second)
+    assert len(_rows(tmp_path)) == 5
+    await second.aclose(5)
+    await first.aclose(5)
+
+
+async def test_max_bytes_refuses_once_the_bodies_fill_it(tmp_path: Path) -> None:
+    """With room for about three bodies, the fourth is refused once the first are written."""
+    outbox = Client().outbox(tmp_path, max_bytes=len(BODY) * 3 + 1)
+    outbox.start()
+    for n in range(3):
+        assert outbox.add((f"k{n}", BODY))
+    await _synced(outbox)
+    assert not outbox.add(("k3", BODY))
+    await outbox.aclose(5)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"this is not a database, it is a text file\n" * 100, "not a readable SQLite database"),
+        (None, "not a fluxgate-async outbox"),
+        (b"version", "an outbox of another version (99)"),
+    ],
+    ids=["corrupt", "foreign", "other-version"],
+)
+async def test_a_corrupt_or_foreign_file_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes | None, why: str
+) -> None:
+    """The file is renamed with a WARNING, and a fresh outbox stores events as usual."""
+    database = tmp_path / DATABASE_NAME
+    if content == b"version":
+        open_database(tmp_path).close()
+        other = sqlite3.connect(database)
+        other.execute("PRAGMA user_version = 99")
+        other.close()
+        content = None
+    elif content is None:
+        other = sqlite3.connect(database)
+        other.execute("CREATE TABLE invoices (id INTEGER)")
+        other.commit()
+        other.close()
+    else:
+        database.write_bytes(content)
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    assert outbox.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    [aside] = tmp_path.glob(f"{DATABASE_NAME}.bad-*")  # noqa: ASYNC240 - a test's directory
+    assert aside.read_bytes()[:16] == (content or b"SQLite format 3\x00")[:16]
+    assert why in caplog.text
+    assert "moved aside" in caplog.text
+    await outbox.aclose(5)
+
+
+async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path under a regular file: one WARNING, add() still accepts, memory_only counts."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    outbox = Client().outbox(blocker / "outbox")
+    outbox.start()
+    for n in range(3):
+        assert outbox.add((f"k{n}", BODY))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.memory_only == 3
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "cannot be written" in warnings[0].getMessage()
+    assert "kept in memory only" in warnings[0].getMessage()
+    await outbox.aclose(5)
+
+
+async def test_a_directory_in_place_of_the_file_makes_the_outbox_unusable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite cannot open a directory: not corrupt, so nothing is moved; one WARNING."""
+    (tmp_path / DATABASE_NAME).mkdir()
+    outbox = Client().outbox(tmp_path)
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.memory_only == 1
+    assert (tmp_path / DATABASE_NAME).is_dir()
+    assert caplog.text.count("cannot be written") == 1
+    await outbox.aclose(5)
+
+
+async def test_a_disk_that_fills_up_warns_once_and_keeps_going_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's 'database or disk is full' mid-run: one WARNING, then events count memory_only."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    outbox.add(("first", BODY))
+    await _synced(outbox)
+    assert outbox._conn is not None
+    # The page limit makes SQLite itself answer SQLITE_FULL, as on a full disk.
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(50):
+        outbox.add((f"k{n}", BODY * 100))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.persisted + outbox.memory_only == 51
+    assert outbox.memory_only >= 1
+    assert caplog.text.count("cannot be written") == 1
+    assert "full" in caplog.text
+    await outbox.aclose(5)
+
+
+async def test_summary_counts_reasons_oldest_and_live_owners(tmp_path: Path) -> None:
+    """The summary the CLI prints: totals, reasons, the oldest time, which owners live."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    before = time.time()
+    for n in range(3):
+        outbox.add((f"k{n}", BODY))
+    outbox.failed("k0", "http_503")
+    await _synced(outbox)
+    conn = open_database(tmp_path)
+    summary = summarise(conn, tmp_path)
+    assert (summary.events, summary.bytes) == (3, 3 * len(BODY))
+    assert summary.by_reason == {"not tried": 2, "http_503": 1}
+    assert summary.oldest is not None
+    assert before <= summary.oldest <= time.time()
+    assert list(summary.owners.values()) == [True]
+    await outbox.aclose(5)
+    assert list(summarise(conn, tmp_path).owners.values()) == [False]
+    conn.close()
+
+
+def test_constructing_touches_no_file_and_the_writer_thread_creates_the_outbox(
+    tmp_path: Path,
+) -> None:
+    """A new outbox has no directory yet; the first add starts the thread, which creates it."""
+    outbox = Client().outbox(tmp_path / "later")
+    assert not (tmp_path / "later").exists()
+    outbox.add(("k", BODY))
+    assert outbox.sync().result(10) is None
+    assert (tmp_path / "later" / DATABASE_NAME).exists()
+    asyncio.run(outbox.aclose(5))
+
+
+async def test_close_nowait_writes_what_is_waiting_and_lets_another_client_adopt_it(
+    tmp_path: Path,
+) -> None:
+    """A client collected without aclose(): its writer still writes, then releases its events."""
+    gone = Client().outbox(tmp_path)
+    gone.add(("left", BODY))
+    gone.close_nowait()
+    assert gone._thread is not None
+    await asyncio.to_thread(gone._thread.join, 10)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _wait_until(lambda: len(taker.recovered) == 1)
+    assert taker.recovered[0].key == "left"
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_are_read_back_in_order_as_room_allows(tmp_path: Path) -> None:
+    """Spilled: on disk only, handed back 10 at a time, in the order spilled, then not spilling."""
+    taker = Client(room=0)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(25):
+        assert outbox.spill((f"key-{n:02}", BODY))
+    assert outbox.spilling
+    await _synced(outbox)
+    assert [row[0] for row in _rows(tmp_path)] == [f"key-{n:02}" for n in range(25)]
+    assert (outbox.spilled, outbox.persisted, taker.spilled) == (25, 25, [])
+    assert not outbox.caught_up
+    taker.room = 10
+    await _wait_until(lambda: len(taker.spilled) == 10)
+    taker.room = 100
+    await _wait_until(lambda: len(taker.spilled) == 25)
+    assert [e.key for e in taker.spilled] == [f"key-{n:02}" for n in range(25)]
+    assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
+    assert taker.recovered == []
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_that_cannot_be_written_are_lost_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    """Unencodable: invalid_event; a key already waiting: queue_full; none counted as spilled."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    assert outbox.add(("twin", BODY))
+    assert outbox.spill(None)
+    assert outbox.spill(("twin", BODY))
+    assert outbox.spill(("fine", BODY))
+    await _synced(outbox)
+    assert client.lost == [(None, "invalid_event"), (("twin", BODY), "queue_full")]
+    assert [row[0] for row in _rows(tmp_path)] == ["twin", "fine"]
+    assert (outbox.spilled, outbox.spills_lost) == (1, 2)
+    assert outbox.keep_spilled() == 1
+    assert (outbox.spilled, outbox.spilling) == (0, False)
+    await outbox.aclose(5)
+
+
+async def test_spilling_to_an_unwritable_outbox_loses_the_events_as_queue_full(
+    tmp_path: Path,
+) -> None:
+    """No disk to write to and not in memory: each spilled event is reported queue_full."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    client = Client()
+    outbox = client.outbox(blocker / "outbox")
+    for n in range(3):
+        assert outbox.spill((f"k{n}", BODY))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert outbox.caught_up
+    assert [reason for _, reason in client.lost] == ["queue_full"] * 3
+    assert outbox.spilled == 0
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_a_closed_client_refuses_stay_on_disk(tmp_path: Path) -> None:
+    """The client closed while they were read back: not counted back, left on disk."""
+    client = Client()
+    refused: list[PendingEvent] = []
+
+    def closed(events: list[PendingEvent]) -> bool:
+        refused.extend(events)
+        return False
+
+    outbox = client.outbox(tmp_path)
+    outbox._spilled = closed
+    outbox.start()
+    assert outbox.spill(("k", BODY))
+    await _wait_until(lambda: refused != [])
+    assert outbox.spilled == 1
+    await outbox.aclose(5)
+    assert outbox.keep_spilled() == 1
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+
+
+async def test_a_disk_that_fills_while_spilling_loses_the_batch_as_queue_full(
+    tmp_path: Path,
+) -> None:
+    """SQLITE_FULL on a batch of spilled events: each one reported queue_full, none left spilled."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    outbox.add(("first", BODY))
+    await _synced(outbox)
+    assert outbox._conn is not None
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(50):
+        outbox.spill((f"k{n}", BODY * 100))
+    await _synced(outbox)
+    assert not outbox.usable
+    assert len(client.lost) + outbox.spilled == 50
+    assert client.lost
+    assert {reason for _, reason in client.lost} == {"queue_full"}
+    await outbox.aclose(5)

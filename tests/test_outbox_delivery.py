@@ -1,0 +1,487 @@
+"""FluxGate(outbox=...): background events kept on disk until acknowledged, and resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fluxgate_async import AiEventUsage, FluxGate, LLMEvent
+from fluxgate_async._outbox import DATABASE_NAME
+from fluxgate_async.testing import FakeCollector, Reply
+
+from .conftest import API_KEY
+
+
+def event(n: int) -> LLMEvent:
+    """A small valid event whose input token count identifies it."""
+    return LLMEvent(AiEventUsage(n, 1))
+
+
+def _rows(path: Path) -> list[tuple[str, int]]:
+    """(key, input tokens) of each row left in the outbox."""
+    if not (path / DATABASE_NAME).exists():
+        return []
+    conn = sqlite3.connect(path / DATABASE_NAME)
+    try:
+        return [
+            (key, int(body.split(b'"inputTokens":')[1].split(b",")[0]))
+            for key, body in conn.execute("SELECT key, body FROM events ORDER BY rowid")
+        ]
+    finally:
+        conn.close()
+
+
+async def _leave(path: Path, collector: FakeCollector, count: int) -> FluxGate:
+    """A client that records `count` events FluxGate never answers, and closes out of time."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=path, timeout=20)
+    for n in range(count):
+        assert fg.record_event_nowait(event(n))
+    await fg.aclose(timeout=0.2)
+    collector.responder = None
+    return fg
+
+
+async def test_acknowledged_events_leave_the_outbox(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Delivered events are deleted: nothing is left on disk once they are all acknowledged."""
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        for n in range(50):
+            assert fg.record_event_nowait(event(n))
+        assert await fg.flush(10)
+    assert fg.stats.sent == 50
+    assert fg.stats.kept == 0
+    assert _rows(tmp_path) == []
+
+
+async def test_aclose_out_of_time_keeps_events_and_the_next_client_delivers_them_first(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Kept, not dropped; the next client sends them under their original keys, stored once."""
+    seen: list[str] = []
+    first = await _leave(tmp_path, collector, 5)
+    assert first.stats.kept == 5
+    assert first.stats.dropped == {}
+    kept = _rows(tmp_path)
+    assert sorted(n for _, n in kept) == list(range(5))
+    first_keys = {r.idempotency_key for r in collector.requests}
+
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        on_error=lambda _e, reason: seen.append(reason),
+    ) as fg:
+        assert await fg.flush(10)
+        stats = fg.stats
+    assert (stats.recovered, stats.sent, stats.enqueued) == (5, 5, 5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(5))
+    assert {key for key, _ in kept} == {r.idempotency_key for r in collector.requests}
+    assert first_keys <= {key for key, _ in kept}  # in flight at the close: the same key again
+    assert seen == []
+    assert _rows(tmp_path) == []
+
+
+async def test_an_event_the_api_refuses_for_good_leaves_the_outbox(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """A 422 is final: the event is failed, reported, and not kept for another try."""
+    seen: list[str] = []
+    collector.reply_with(Reply(status=422))
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        on_error=lambda _e, reason: seen.append(reason),
+    ) as fg:
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+    assert (fg.stats.failed, fg.stats.kept) == (1, 0)
+    assert seen == ["http_422"]
+    assert _rows(tmp_path) == []
+
+
+async def test_retried_events_record_their_attempts_on_disk(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """While an event is retried its row says how often and why the last attempt failed."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_retries=1_000)
+    fg.record_event_nowait(event(7))
+    async with asyncio.timeout(10):
+        while len(collector.requests) < 3:  # noqa: ASYNC110 - the server has no event to wait on
+            await asyncio.sleep(0.01)
+    await fg.aclose(timeout=0.1)
+    conn = sqlite3.connect(tmp_path / DATABASE_NAME)
+    [(attempts, reason)] = conn.execute("SELECT attempts, last_error FROM events").fetchall()
+    conn.close()
+    assert attempts >= 2
+    assert reason == "http_503"
+
+
+async def test_a_small_queue_reads_a_large_outbox_back_in_pages(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """300 events left on disk, a queue of 20: all delivered, memory never over the queue."""
+    await _leave(tmp_path, collector, 300)
+    most_queued = 0
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=20) as fg:
+        done = asyncio.ensure_future(fg.flush(30))
+        while not done.done():
+            most_queued = max(most_queued, fg.stats.queued + fg.stats.in_flight)
+            await asyncio.sleep(0.001)
+        assert done.result()
+    assert fg.stats.recovered == 300
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(300))
+    assert most_queued <= 20 + fg.config.concurrency
+
+
+async def test_the_outbox_comes_from_the_environment(
+    collector: FakeCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLUXGATE_OUTBOX names the directory when no outbox is given."""
+    monkeypatch.setenv("FLUXGATE_OUTBOX", str(tmp_path / "from-env"))
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+    assert fg.config.outbox == str(tmp_path / "from-env")
+    assert (tmp_path / "from-env" / DATABASE_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("outbox", "error", "message"),
+    [
+        (42, TypeError, "outbox must be a directory path (str or os.PathLike), got int"),
+        ("  ", ValueError, "outbox must be a non-empty directory path"),
+    ],
+)
+def test_an_invalid_outbox_is_a_configuration_error(
+    outbox: object, error: type[Exception], message: str
+) -> None:
+    """The constructor names the setting, as for every other one."""
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FluxGate(API_KEY, outbox=outbox)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("outbox_max_events", 0), ("outbox_max_bytes", -1), ("outbox_max_age", 0)],
+)
+def test_outbox_limits_are_checked(name: str, value: int) -> None:
+    """A limit out of range is a configuration error naming it."""
+    with pytest.raises(ValueError, match=name):
+        FluxGate(API_KEY, outbox="x", **{name: value})  # type: ignore[arg-type]
+
+
+async def test_a_disabled_client_writes_no_outbox(collector: FakeCollector, tmp_path: Path) -> None:
+    """enabled=False sends nothing and writes nothing."""
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path / "box", enabled=False
+    ) as fg:
+        assert not fg.record_event_nowait(event(1))
+    assert not (tmp_path / "box").exists()
+
+
+async def test_events_from_another_thread_are_written_too(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """A thread's events go through the outbox like the loop's; a timed-out close keeps them."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    fg.record_event_nowait(event(0))  # the loop's thread makes it home
+    worker = threading.Thread(target=lambda: [fg.record_event_nowait(event(n)) for n in (1, 2)])
+    worker.start()
+    await asyncio.to_thread(worker.join)
+    await fg.aclose(timeout=0.2)
+    assert fg.stats.kept == 3
+    assert sorted(n for _, n in _rows(tmp_path)) == [0, 1, 2]
+
+
+async def test_an_unwritable_outbox_still_delivers_from_memory(
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The directory cannot be made: one WARNING, every event delivered, counted memory_only."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=blocker / "box") as fg:
+        for n in range(20):
+            assert fg.record_event_nowait(event(n))
+        assert await fg.flush(10)
+    assert fg.stats.sent == 20
+    assert fg.stats.memory_only == 20
+    assert caplog.text.count("cannot be written") == 1
+
+
+def _child_has_its_own_outbox(fg: FluxGate, parent_owner: str) -> int:
+    """In a forked child: a new owner and writer; the parent's rows stay the parent's."""
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    if outbox._thread is not None or outbox._owner == parent_owner:
+        return 2
+
+    async def record() -> None:
+        fg.record_event_nowait(event(100))
+        await fg.aclose(timeout=0.2)
+
+    asyncio.run(record())
+    return 0 if outbox._owner not in ("", parent_owner) and fg.stats.kept == 1 else 3
+
+
+async def test_a_forked_child_writes_under_an_owner_of_its_own(
+    threaded_collector: FakeCollector, tmp_path: Path
+) -> None:
+    """After fork the child starts its own writer and owner; the parent's events are untouched."""
+    threaded_collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url, outbox=tmp_path, timeout=20)
+    fg.record_event_nowait(event(1))
+    await asyncio.wrap_future(fg._pipeline._outbox.sync())  # type: ignore[union-attr]
+    parent_owner = fg._pipeline._outbox._owner  # type: ignore[union-attr]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            code = _child_has_its_own_outbox(fg, parent_owner)
+        finally:
+            os._exit(code)
+    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    await fg.aclose(timeout=0.2)
+    assert sorted(n for _, n in _rows(tmp_path)) == [1, 100]
+    assert fg.stats.kept == 1
+
+
+async def test_flush_after_aclose_returns_at_once_with_events_left_on_disk(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """A closed client's flush does not wait for what its outbox keeps for the next start."""
+    await _leave(tmp_path, collector, 50)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=2)
+    await fg.aclose(timeout=0.01)
+    assert await asyncio.wait_for(fg.flush(), 5)
+    left = len(_rows(tmp_path))
+    assert left > 0
+    assert fg.stats.sent + left == 50
+
+
+async def test_a_client_collected_without_aclose_leaves_its_events_to_the_next(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Never closed: a ResourceWarning, and its events stay on disk for the next client."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    for n in range(2):
+        fg.record_event_nowait(event(n))
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    await asyncio.wrap_future(outbox.sync())
+    with pytest.warns(ResourceWarning, match="never closed"):
+        del fg  # nothing else refers to it: collected here
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)
+    collector.responder = None
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        assert await fg.flush(10)
+    assert fg.stats.recovered == 2
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+
+
+async def test_a_full_outbox_refuses_events_from_other_threads_too(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Another thread's event over outbox_max_events is refused and counted outbox_full."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, outbox_max_events=1, timeout=20)
+    assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+    answers: list[bool] = []
+    worker = threading.Thread(target=lambda: answers.append(fg.record_event_nowait(event(1))))
+    worker.start()
+    await asyncio.to_thread(worker.join)
+    await fg.aclose(timeout=0.1)
+    assert answers == [False]
+    assert fg.stats.dropped == {"outbox_full": 1}
+    assert fg.stats.kept == 1
+
+
+async def test_closing_with_an_unwritable_outbox_drops_as_without_one(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Nothing could be kept on disk, so aclose() out of time counts the rest as shutdown."""
+    collector.responder = lambda _request: Reply(delay=30)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=blocker / "box", timeout=20)
+    for n in range(3):
+        fg.record_event_nowait(event(n))
+    await fg.aclose(timeout=0.2)
+    assert fg.stats.dropped == {"shutdown": 3}
+    assert (fg.stats.kept, fg.stats.memory_only) == (0, 3)
+
+
+def _accounted(fg: FluxGate) -> int:
+    """Every enqueued event, counted where it is or ended up, spilled and kept included."""
+    stats = fg.stats
+    return (
+        stats.sent
+        + stats.failed
+        + stats.queued
+        + stats.in_flight
+        + stats.spilled
+        + stats.dropped.get("shutdown", 0)
+        + stats.kept
+    )
+
+
+async def _record_while_down(fg: FluxGate, count: int) -> int:
+    """Record `count` events, all accepted; the most the memory queue held meanwhile."""
+    most_queued = 0
+    for n in range(count):
+        assert fg.record_event_nowait(event(n))
+        most_queued = max(most_queued, fg.stats.queued)
+        if n % 100 == 0:
+            await asyncio.sleep(0)  # let the senders and the writer's hand-backs run
+    return most_queued
+
+
+async def test_events_beyond_the_queue_spill_to_the_outbox_and_are_all_delivered_once(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Server down, a queue of 100, 2,000 events: none refused, memory bounded, each sent once."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=100, max_retries=10_000
+    ) as fg:
+        most_queued = await _record_while_down(fg, 2_000)
+        stats = fg.stats
+        assert stats.dropped == {}
+        assert stats.enqueued == 2_000 == _accounted(fg)
+        assert stats.spilled >= 2_000 - 100 - fg.config.concurrency
+        collector.responder = None  # the server is back
+        done = asyncio.ensure_future(fg.flush(60))
+        while not done.done():
+            most_queued = max(most_queued, fg.stats.queued)
+            await asyncio.sleep(0.001)
+        assert done.result()
+        stats = fg.stats
+    assert most_queued <= 100
+    assert (stats.sent, stats.spilled, stats.failed, stats.kept) == (2_000, 0, 0, 0)
+    assert stats.dropped == {}
+    delivered = [e["usage"]["inputTokens"] for e in collector.events]
+    assert sorted(delivered) == list(range(2_000))
+    accepted_keys = {r.idempotency_key for r in collector.requests}
+    assert len(accepted_keys) == 2_000  # one key per event, kept through the disk
+    # Read back in order: the first events recorded arrive before the spilled ones.
+    assert max(delivered.index(n) for n in range(50)) < min(
+        delivered.index(n) for n in range(1_000, 2_000)
+    )
+    assert _rows(tmp_path) == []
+
+
+async def test_aclose_out_of_time_keeps_spilled_events_for_the_next_client(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Spilled events stay on disk, counted kept; the next client delivers every one once."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=10, max_retries=10_000
+    )
+    await _record_while_down(fg, 300)
+    await fg.aclose(timeout=0.2)
+    stats = fg.stats
+    assert (stats.enqueued, stats.kept, stats.spilled, stats.sent) == (300, 300, 0, 0)
+    assert stats.dropped == {}
+    assert sorted(n for _, n in _rows(tmp_path)) == list(range(300))
+
+    collector.responder = None
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        assert await fg.flush(30)
+    assert (fg.stats.recovered, fg.stats.sent) == (300, 300)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(300))
+    assert _rows(tmp_path) == []
+
+
+async def test_another_threads_events_spill_behind_the_loops(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Events from a thread once the queue is full spill too, and are delivered after the rest."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=20, max_retries=10_000
+    ) as fg:
+        await _record_while_down(fg, 50)
+        answers: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: answers.extend(fg.record_event_nowait(event(n)) for n in range(50, 100))
+        )
+        worker.start()
+        await asyncio.to_thread(worker.join)
+        assert answers == [True] * 50
+        assert fg.stats.enqueued == 100 == _accounted(fg)
+        collector.responder = None
+        assert await fg.flush(30)
+    assert (fg.stats.sent, fg.stats.spilled, fg.stats.dropped) == (100, 0, {})
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(100))
+
+
+async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
+    """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    seen: list[str] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        max_queue_size=10,
+        outbox_max_events=50,
+        max_retries=10_000,
+        on_error=lambda _e, reason: seen.append(reason),
+    )
+    answers = [fg.record_event_nowait(event(n)) for n in range(80)]
+    await fg.aclose(timeout=0.2)
+    assert answers == [True] * 50 + [False] * 30
+    assert seen == ["outbox_full"] * 30
+    assert fg.stats.dropped == {"outbox_full": 30}
+    assert fg.stats.enqueued == 50 == _accounted(fg)
+    assert len(_rows(tmp_path)) == 50
+
+
+async def test_an_unwritable_outbox_refuses_events_beyond_the_queue_as_before(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """With the outbox failed, memory only: events past max_queue_size are queue_full."""
+    collector.responder = lambda _request: Reply(delay=30)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, outbox=blocker / "box", max_queue_size=5, timeout=20
+    )
+    assert fg.record_event_nowait(event(0))
+    assert not await fg.flush(0.2)  # the outbox has tried to open by now, and failed
+    answers = [fg.record_event_nowait(event(n)) for n in range(1, 30)]
+    await fg.aclose(timeout=0.1)
+    refused = answers.count(False)
+    assert refused > 0
+    assert fg.stats.dropped.get("queue_full") == refused
+    assert fg.stats.spilled == 0
+
+
+async def test_events_handed_over_through_the_inbox_go_before_later_ones(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Another thread's event (as spilled ones read back) waiting for the loop is sent first."""
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, concurrency=1) as fg:
+        assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+        worker = threading.Thread(target=fg.record_event_nowait, args=(event(1),))
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the event waits in the inbox
+        assert fg.record_event_nowait(event(2))
+        assert await fg.flush(10)
+    assert [e["usage"]["inputTokens"] for e in collector.events] == [0, 1, 2]
