@@ -15,6 +15,9 @@ from fluxgate_async._deadline import Deadlines
 
 # A block either expires at the loop's next turn or never does within a test.
 _NOW, _NEVER = 0.0, 3600.0
+# How long a block that must time out sleeps: long past its deadline, yet a deadline that
+# never fires fails the test in seconds rather than hanging it.
+_OUTLIVED = 2.0
 
 Block = Callable[[float], AbstractAsyncContextManager[Any]]
 
@@ -142,7 +145,7 @@ async def test_a_passed_deadline_raises_timeout_error_inside() -> None:
     """A block that outlives its deadline ends with TimeoutError, and the task is not cancelled."""
     deadlines = Deadlines(0.01)
     with pytest.raises(TimeoutError), deadlines.start():
-        await asyncio.sleep(3600)
+        await asyncio.sleep(_OUTLIVED)
     task = asyncio.current_task()
     assert task is not None
     assert task.cancelling() == 0
@@ -167,7 +170,7 @@ async def test_one_timer_serves_deadlines_started_later() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(TimeoutError), deadlines.start():
-        await asyncio.sleep(3600)
+        await asyncio.sleep(_OUTLIVED)
     assert loop.time() - started >= 0.05
 
 
@@ -177,7 +180,7 @@ def test_each_event_loop_has_its_own_queue() -> None:
 
     async def expire() -> None:
         with pytest.raises(TimeoutError), deadlines.start():
-            await asyncio.sleep(3600)
+            await asyncio.sleep(_OUTLIVED)
 
     asyncio.run(expire())
     asyncio.run(expire())
@@ -188,3 +191,11 @@ def test_a_deadline_outside_a_task_is_refused() -> None:
     """Starting a deadline with no running task is a clear error, as asyncio.timeout's."""
     with pytest.raises(RuntimeError, match="inside a task"):
         Deadlines(1).start()
+
+
+async def test_a_deadline_started_after_the_last_one_expired_still_expires() -> None:
+    """Once the timer has fired and emptied the queue, the next block still times out."""
+    deadlines = Deadlines(0.01)
+    for _ in range(3):
+        with pytest.raises(TimeoutError), deadlines.start():
+            await asyncio.sleep(_OUTLIVED)

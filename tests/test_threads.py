@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -232,3 +233,27 @@ def test_idempotency_keys_are_unique_version_4_uuids_across_threads() -> None:
     assert len(set(every)) == len(every) == 16_000
     assert all(uuid.UUID(key).version == 4 and str(uuid.UUID(key)) == key for key in every)
     assert _Keys().next()[:24] != every[0][:24]  # another client or process: another prefix
+
+
+async def test_aclose_closes_a_session_on_another_threads_running_loop(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session a running loop in another thread opened is closed there, without a warning."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        sent = asyncio.run_coroutine_threadsafe(fg.record_event(event(1)), other)
+        assert await asyncio.wrap_future(sent) is not None
+        transport = fg._transport
+        assert transport is not None
+        (session,) = [session for session, _ in transport._sessions.values()]
+        await fg.aclose()
+        assert session.closed
+        assert not transport.has_open_session
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(5)
+        other.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

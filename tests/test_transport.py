@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import struct
 import time
 import tracemalloc
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import brotli
 import pytest
 from aiohttp import web
@@ -19,6 +23,8 @@ from backports import zstd
 from fluxgate_async import DropReason, FluxGate
 from fluxgate_async._config import MAX_RESPONSE_BYTES
 from fluxgate_async._serving import start_app
+from fluxgate_async._transport import USER_AGENT
+from fluxgate_async.testing import FakeCollector
 
 from .conftest import API_KEY
 
@@ -310,3 +316,127 @@ async def test_the_answer_size_cap_is_exact(
             else f"answer of {size} bytes is over the limit"
         )
         assert expected in caplog.text
+
+
+async def test_after_a_fork_the_parents_session_is_kept_and_a_fresh_one_used(
+    server: AnswerServer,
+) -> None:
+    """As in a forked child: the inherited session is kept open, uncollected; a new one is used."""
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is not None
+        transport = fg._transport
+        assert transport is not None
+        (inherited,) = [session for session, _ in transport._sessions.values()]
+        kept = weakref.ref(inherited)
+        del inherited
+        transport.forget_parent()
+        gc.collect()
+        parent_session = kept()
+        assert parent_session is not None
+        assert not parent_session.closed
+        answer = await fg.record_event(EVENT)
+        assert answer is not None
+        assert answer.id == "evt_1"
+        assert transport.has_open_session
+    assert not parent_session.closed  # closing the client leaves the parent's session alone
+    await parent_session.close()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "shown"),
+    [("x" * 40, "x" * 40), ("x" * 41, "x" * 40 + "... (1 more characters)")],
+    ids=["40_characters", "41_characters"],
+)
+async def test_an_unknown_encoding_is_named_cut_at_40_characters(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture, encoding: str, shown: str
+) -> None:
+    """An answer in an encoding nobody asked for is refused, its name cut after 40 characters."""
+    server.encoding = encoding
+    caplog.set_level(logging.DEBUG, logger="fluxgate_async")
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert f"answer in '{shown}' encoding, which was not asked for" in caplog.text
+    assert f"answer in '{shown}x" not in caplog.text
+
+
+def _gzip_with_comment(body: bytes, comment_bytes: int) -> bytes:
+    """`body` gzipped behind a header comment of `comment_bytes`: large raw, small inflated."""
+    deflate = zlib.compressobj(wbits=-15)
+    data = deflate.compress(body) + deflate.flush()
+    header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\xff" + b"c" * comment_bytes + b"\x00"
+    return header + data + struct.pack("<II", zlib.crc32(body), len(body))
+
+
+@pytest.mark.parametrize(
+    ("comment_bytes", "recorded"),
+    [(1_000, True), (2 * MAX_RESPONSE_BYTES, False)],
+    ids=["small_header", "header_over_the_cap"],
+)
+async def test_the_cap_counts_the_raw_bytes_of_an_encoded_answer(
+    server: AnswerServer, comment_bytes: int, recorded: bool
+) -> None:
+    """A gzip answer whose raw bytes pass 64 KiB is refused even if it inflates to little."""
+    raw = _gzip_with_comment(_ANSWER, comment_bytes)
+    server.encoding = "gzip"
+    server.chunks = [raw[i : i + 16_384] for i in range(0, len(raw), 16_384)]
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=5.0) as fg:
+        answer = await fg.record_event(EVENT)
+    assert (answer is not None) is recorded
+    lost, stats = await _record_in_background(server.url)
+    assert [reason for _, reason in lost] == ([] if recorded else ["invalid_response"])
+    assert stats.sent == int(recorded)
+
+
+async def test_a_huge_answer_without_length_is_refused_within_memory(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 MiB sent in pieces, no Content-Length: reading stops past 64 KiB, memory stays low."""
+    server.chunks = [b" " * _MIB] * 16
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=5.0, max_retries=0) as fg:
+        tracemalloc.start()
+        try:
+            assert await fg.record_event(EVENT) is None
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * _MIB, f"{peak / _MIB:.1f} MiB held while reading a 16 MiB answer"
+    assert f"answer is over {MAX_RESPONSE_BYTES} bytes" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "logged"),
+    [
+        (200, b"<html>oops</html>", "HTTP 200 answer is not JSON: b'<html>oops</html>'"),
+        (201, b'{"cost": 1}', "HTTP 201 answer has no string id: {'cost': 1}"),
+    ],
+    ids=["not_json", "no_id"],
+)
+async def test_an_unusable_success_answer_is_logged_with_what_came(
+    server: AnswerServer,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    body: bytes,
+    logged: str,
+) -> None:
+    """A 2xx answer that cannot be read is an invalid_response, logged with its status and body."""
+    server.status, server.body = status, body
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert logged in caplog.text
+
+
+@pytest.mark.parametrize("borrowed", [False, True], ids=["own_session", "borrowed_session"])
+async def test_every_post_carries_the_key_and_the_client_headers(borrowed: bool) -> None:
+    """Through its own session or a borrowed one, each POST has the key, its type and its id."""
+    async with FakeCollector() as collector, aiohttp.ClientSession() as session:
+        async with FluxGate(
+            API_KEY, endpoint=collector.url, session=session if borrowed else None
+        ) as fg:
+            assert await fg.record_event(EVENT) is not None
+        (request,) = collector.requests
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == USER_AGENT
+    assert request.headers["Accept-Encoding"] == "identity"
+    assert request.idempotency_key is not None
+    assert len(request.idempotency_key) == 36

@@ -452,3 +452,90 @@ def test_an_unchecked_event_with_a_huge_integer_still_encodes() -> None:
         check_event(ev, 1024)
     sent = json.loads(encode_event(ev))["metadata"]
     assert sent == {"big": [-(2**88)], "when": when.isoformat(), "id": str(ident)}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1, "streamingDurationInMs": -1}},
+            "usage.streamingDurationInMs: must be a non-negative finite number, got -1",
+        ),
+        (
+            {"usage": {"x": 1}},
+            "usage.inputTokens: required field missing; usage.outputTokens: required field"
+            " missing; usage: unknown field(s) x",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1, "b": 1, "a @ c": 2}},
+            "usage: unknown field(s) a @ c, b",
+        ),
+    ],
+    ids=["three_part_name", "several_problems", "two_unknown_fields"],
+)
+def test_invalid_usage_gets_the_whole_message(mapping: Any, message: str) -> None:
+    """Every problem is listed, each under the camelCase path the caller wrote."""
+    with pytest.raises(InvalidEventError) as raised:
+        to_event(mapping)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"timestamp": "soon"}, "metadata.timestamp must be an ISO 8601 string, got 'soon'"),
+        ({"timestamp": 5}, "metadata.timestamp must be an ISO 8601 string, got 5"),
+        ({"user": 7}, "metadata.user must be a string or an object, got int"),
+    ],
+    ids=["timestamp_text", "timestamp_number", "user_number"],
+)
+def test_invalid_metadata_fields_get_the_whole_message(mapping: Any, message: str) -> None:
+    """A bad timestamp or user is refused with the value or type it got."""
+    with pytest.raises((TypeError, ValueError)) as raised:
+        to_event({"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": mapping})
+    assert str(raised.value) == message
+
+
+def test_metadata_that_is_not_an_object_names_its_type() -> None:
+    """A metadata list is refused as a TypeError saying it got a list."""
+    with pytest.raises(TypeError) as raised:
+        to_event({"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": ["x"]})
+    assert str(raised.value) == "metadata must be an object, got list"
+
+
+def test_an_oversized_event_names_a_large_usage_field_and_reads_decimals() -> None:
+    """The biggest field may be in usage; a Decimal in metadata is measured, not an error."""
+    ev = LLMEvent(
+        AiEventUsage(1, 1, model="m" * 3000),
+        metadata=AiEventMetadata(feature="f", extra={"price": Decimal("0.125"), "n": "n" * 100}),
+    )
+    with pytest.raises(EventTooLargeError) as raised:
+        check_event(ev, 2000)
+    assert str(raised.value) == (
+        "event of 3,222 bytes is over max_event_bytes (2,000); "
+        "its biggest field is usage.model (3,002 bytes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ([1, 2], "an event must be an LLMEvent or a mapping, got list"),
+        ({"usage": 3}, "usage must be an object, got int"),
+        ({}, "usage is required"),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "cost": 1, "at": 2},
+            "unknown event field(s): at, cost",
+        ),
+        (
+            {"usage": {"inputTokens": 1, "outputTokens": 1}, "status": {"state": 1, "code": 2}},
+            "unknown status field(s): code, state",
+        ),
+    ],
+    ids=["list", "usage_number", "no_usage", "two_unknown_fields", "two_unknown_status_fields"],
+)
+def test_an_invalid_event_gets_the_whole_message(mapping: Any, message: str) -> None:
+    """The shape of the event itself is refused with every unknown field listed."""
+    with pytest.raises((TypeError, ValueError)) as raised:
+        to_event(mapping)
+    assert str(raised.value) == message

@@ -158,9 +158,7 @@ def _unstructure_metadata(meta: AiEventMetadata) -> dict[str, Any]:
 
 
 def _structure_metadata(value: Any, _: Any) -> AiEventMetadata:
-    if not isinstance(value, Mapping):
-        msg = f"metadata must be an object, got {type(value).__name__}"
-        raise TypeError(msg)
+    # `_structure_part` has refused a value that is not a mapping.
     named: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, item in value.items():
