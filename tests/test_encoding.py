@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -244,3 +244,33 @@ def test_the_size_limit_holds_for_the_widest_fixed_parts() -> None:
         ),
     )
     _assert_bound_holds(event)
+
+
+class _BrokenZone(tzinfo):
+    """A time zone whose offset cannot be read."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        """Fail, as a buggy or half-configured zone object does."""
+        raise RuntimeError("no zone data")
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        """No daylight saving."""
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        """A name."""
+        return "broken"
+
+
+def test_a_datetime_whose_zone_fails_is_refused_naming_the_field() -> None:
+    """A tzinfo that raises is refused when the event is built, never handed to the encoder."""
+    event = LLMEvent(
+        AiEventUsage(1, 1),
+        metadata=AiEventMetadata(extra={"at": [datetime(2026, 1, 1, tzinfo=_BrokenZone())]}),
+    )
+    with pytest.raises(
+        InvalidEventError,
+        match=r"^metadata\.at\[0\]: datetime whose time zone fails "
+        r"\(RuntimeError from utcoffset\(\)\); pass an aware datetime$",
+    ):
+        check_event(event, 1_000_000)

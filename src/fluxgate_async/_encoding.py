@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +169,18 @@ def _other(value: object, path: Path) -> int:
         return _text(value, path)
     if isinstance(value, bool | int | float):  # IntEnum and friends: their number
         return _number(value, path)
+    if isinstance(value, datetime):
+        # The encoder asks the time zone for its offset in C; a tzinfo whose
+        # utcoffset() raises must be refused here, where the field can be named.
+        try:
+            value.utcoffset()
+        except Exception as exc:  # any error of the user's tzinfo
+            msg = (
+                f"{_where(path)}: datetime whose time zone fails "
+                f"({type(exc).__name__} from utcoffset()); pass an aware datetime"
+            )
+            raise InvalidEventError(msg) from None
+        return _SCALAR_BYTES
     if isinstance(value, date | uuid.UUID):
         return _SCALAR_BYTES
     if isinstance(value, Decimal):
