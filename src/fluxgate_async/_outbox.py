@@ -278,9 +278,9 @@ def release_owner(
     if conn is not None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute(
-                "DELETE FROM owners WHERE owner = ?1"
-                " AND NOT EXISTS (SELECT 1 FROM events WHERE owner = ?1)",
-                (owner,),
+                "DELETE FROM owners WHERE owner = ?"
+                " AND NOT EXISTS (SELECT 1 FROM events WHERE owner = ?)",
+                (owner, owner),
             )
     with contextlib.suppress(OSError):
         _owner_lock(directory, owner).unlink()
