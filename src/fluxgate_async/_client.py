@@ -534,6 +534,7 @@ class FluxGate:
         pending = 0 if pipeline is None else pipeline.unfinished
         if pipeline is not None:
             pipeline.abandon()  # idle senders would otherwise outlive their client
+        advice = "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends"
         if pending and pipeline is not None and pipeline.keeps_on_disk:
             log.info(
                 "FluxGate: client collected with %d event(s) still pending, kept in the outbox "
@@ -541,33 +542,15 @@ class FluxGate:
                 pending,
                 pipeline.outbox_path,
             )
-            warnings.warn(
-                "FluxGate client was never closed: use `async with FluxGate(...)` or "
-                "`await fg.aclose()` before the event loop ends",
-                ResourceWarning,
-                source=self,
-                stacklevel=1,
-            )
+            message = f"FluxGate client was never closed: {advice}"
         elif pending:
+            lost = f"client collected with {pending} event(s) still pending, now lost: {advice}"
             # Also a WARNING: Python hides ResourceWarning unless asked, and these
             # events are lost.
-            log.warning(
-                "FluxGate: client collected with %d event(s) still pending, now lost: "
-                "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends",
-                pending,
-            )
-            warnings.warn(
-                f"FluxGate client collected with {pending} event(s) still pending, now lost: "
-                "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends",
-                ResourceWarning,
-                source=self,
-                stacklevel=1,
-            )
+            log.warning("FluxGate: %s", lost)
+            message = f"FluxGate {lost}"
         elif transport is not None and transport.has_open_session:
-            warnings.warn(
-                "FluxGate client was never closed: use `async with FluxGate(...)` or "
-                "`await fg.aclose()` before the event loop ends",
-                ResourceWarning,
-                source=self,
-                stacklevel=1,
-            )
+            message = f"FluxGate client was never closed: {advice}"
+        else:
+            return
+        warnings.warn(message, ResourceWarning, source=self, stacklevel=1)
