@@ -176,8 +176,10 @@ class FluxGate:
         if debug:
             show_debug_logs()
         self._before_send = before_send
-        # Whether an event may be queued with no before_send to run and nothing to drop it for.
+        # Whether an event may be queued with no before_send to run and nothing to
+        # drop it for; `aclose` clears it, as it sets `_closed`.
         self._queue_as_is = before_send is None and self._config.enabled
+        self._max_event_bytes = self._config.max_event_bytes
         self._transport = Transport(self._config, session)
         # One deadline queue for awaited calls and background attempts alike:
         # both last `timeout`.
@@ -311,11 +313,10 @@ class FluxGate:
                 # The common call, checked inline: an LLMEvent (checked when it was
                 # built) well within the size limit, nothing to run on it first.
                 type(event) is LLMEvent
-                and self._queue_as_is
-                and not self._closed
                 and idempotency_key is None
+                and self._queue_as_is  # and so not closed
                 and event._json_problem is None
-                and event._json_size <= self._config.max_event_bytes
+                and event._json_size <= self._max_event_bytes
             ):
                 return pipeline.submit(event, None)
             prepared = self._prepare(event)
@@ -502,6 +503,7 @@ class FluxGate:
         if self._closed:
             return
         self._closed = True
+        self._queue_as_is = False
         assert self._transport is not None
         assert self._pipeline is not None
         try:
