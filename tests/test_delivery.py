@@ -572,12 +572,12 @@ async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
         real_post = transport.post
         calls = 0
 
-        async def flaky_post(body: bytes, key: str) -> Any:
+        async def flaky_post(body: bytes, key: str, loop: asyncio.AbstractEventLoop) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("bug in the transport")
-            return await real_post(body, key)
+            return await real_post(body, key, loop)
 
         monkeypatch.setattr(transport, "post", flaky_post)
         fg.record_event_nowait(event(1))

@@ -393,11 +393,17 @@ class FluxGate:
                 log.warning("FluxGate: invalid event, not recorded: %s", exc)
                 return None
             assert self._pipeline is not None
+            assert self._transport is not None
             key = idempotency_key or self._pipeline.keys.next()
             log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            loop = asyncio.get_running_loop()
             try:
-                with self._deadlines.start() as deadline:
-                    result = await self._send(body, key, deadline)
+                with self._deadlines.start(loop) as deadline:
+                    # The first attempt inline: one coroutine less to resume at each
+                    # step of the request, on the common path.
+                    result = await self._transport.post(body, key, loop)
+                    if isinstance(result, Attempt) and result.retryable:
+                        result = await self._retry(result, body, key, deadline, loop)
             except TimeoutError:
                 log.warning(
                     "FluxGate: event %s not recorded: no answer within %ss",
@@ -415,19 +421,22 @@ class FluxGate:
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
-    async def _send(
-        self, body: bytes, key: str, deadline: Deadline
+    async def _retry(
+        self,
+        result: Attempt,
+        body: bytes,
+        key: str,
+        deadline: Deadline,
+        loop: asyncio.AbstractEventLoop,
     ) -> CreateAiEventResponse | Attempt:
+        """Retry after the retryable `result` of the first attempt, within `deadline`."""
         assert self._transport is not None
         retry = 0
         while True:
-            result = await self._transport.post(body, key)
-            if not isinstance(result, Attempt) or not result.retryable:
-                return result
             if retry >= self._config.max_retries:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            if delay >= deadline.when - asyncio.get_running_loop().time():
+            if delay >= deadline.when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
@@ -435,6 +444,10 @@ class FluxGate:
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             await asyncio.sleep(delay)
             retry += 1
+            answer = await self._transport.post(body, key, loop)
+            if not isinstance(answer, Attempt) or not answer.retryable:
+                return answer
+            result = answer
 
     def track(
         self,

@@ -538,8 +538,8 @@ class Pipeline:
             if pause > 0:
                 await asyncio.sleep(pause)
             try:
-                with self._deadlines.start():
-                    result = await self._transport.post(body, key)
+                with self._deadlines.start(loop):
+                    result = await self._transport.post(body, key, loop)
             except TimeoutError:
                 result = Attempt(
                     reason=FailureReason.TIMEOUT,

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias, TypeGuard
 
 import cattrs
 import orjson
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
@@ -84,6 +85,12 @@ def _camel(name: str) -> str:
 def _renamed(cls: type[Any]) -> dict[str, Any]:
     return {a.name: override(rename=_camel(a.name)) for a in cls.__attrs_attrs__}
 
+
+# An optional scalar goes out as it is (orjson writes None as null): said once
+# here, cattrs writes each such field inline in the hooks it generates below,
+# instead of a call to its generic optional hook per field and event.
+_OPTIONAL_SCALARS = frozenset({int | None, float | None, str | None, bool | None})
+converter.register_unstructure_hook_func(_OPTIONAL_SCALARS.__contains__, identity)
 
 for _cls in (TrackedUser, AiEventUsage):
     converter.register_unstructure_hook(
@@ -393,7 +400,8 @@ def encode_event(event: LLMEvent) -> bytes:
     """
     try:
         if event._json_problem is None:
-            return converter.dumps(event, default=json_default)
+            # The converter's own hook, called without its dispatch: `converter.dumps`.
+            return orjson.dumps(_unstructure_event(event), default=json_default)
         # An event the check refused reaches here only from a caller that skips
         # the check (the collector storing what it was sent): the standard
         # encoder writes what it can, integers of any size included, and
@@ -464,6 +472,9 @@ def _largest_field(event: LLMEvent) -> str:
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
+    kind = type(value)
+    if kind is float or kind is int:  # the common answer, without the checks below
+        return math.isfinite(value)  # type: ignore[arg-type]
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
