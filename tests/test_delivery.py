@@ -746,3 +746,17 @@ def test_the_loop_stopped_warning_is_given_once_not_per_sender(
 
     asyncio.run(deliver())
     assert fg.stats.sent == 4
+
+
+async def test_an_idle_sender_takes_an_event_recorded_while_another_is_busy(
+    collector: FakeCollector,
+) -> None:
+    """The second event goes out while the first is still in flight, not after it."""
+    collector.responder = lambda _: Reply(delay=1.0)
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=2) as fg:
+        assert fg.record_event_nowait(event(1))
+        await wait_until(lambda: fg.stats.in_flight == 1)
+        assert fg.record_event_nowait(event(2))
+        await wait_until(lambda: fg.stats.in_flight == 2, timeout=0.5)
+        assert await fg.flush(3)
+        assert fg.stats.sent == 2

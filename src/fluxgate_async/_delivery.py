@@ -463,6 +463,7 @@ class Pipeline:
             task.add_done_callback(self._senders.discard)
 
     async def _send_forever(self) -> None:
+        loop = asyncio.get_running_loop()  # a sender lives and dies in one loop
         wakeup, progress = self._wakeup, self._progress
         in_flight = self._in_flight
         while True:
@@ -471,7 +472,7 @@ class Pipeline:
             item = self._pending.popleft()
             in_flight[item.seq] = item
             try:
-                await self._deliver(item)
+                await self._deliver(item, loop)
             except asyncio.CancelledError:
                 if in_flight.pop(item.seq, None) is None:
                     raise  # closing gave up waiting for us and counted it already
@@ -517,7 +518,7 @@ class Pipeline:
             self.unfinished,
         )
 
-    async def _deliver(self, item: _Item) -> None:
+    async def _deliver(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
         body: bytes | None = getattr(item, "body", None)
         if body is None:
             try:
@@ -531,11 +532,10 @@ class Pipeline:
             item.key = self.keys.key(item.number)
         key = item.key
         outbox = self._outbox
-        loop = asyncio.get_running_loop()
         retry = 0
         while True:
-            pause = self._resume_at - loop.time()
-            if pause > 0:
+            # Zero unless FluxGate rate-limited the client: then every sender waits.
+            if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
                 await asyncio.sleep(pause)
             try:
                 with self._deadlines.start(loop):
