@@ -315,8 +315,7 @@ class FluxGate:
                 type(event) is LLMEvent
                 and idempotency_key is None
                 and self._queue_as_is  # and so not closed
-                and event._json_problem is None
-                and event._json_size <= self._max_event_bytes
+                and event._json_size <= self._max_event_bytes  # and so no problem
             ):
                 return pipeline.submit(event, None)
             prepared = self._prepare(event)

@@ -355,8 +355,10 @@ class LLMEvent:
     metadata: AiEventMetadata | None = attrs.field(default=None, metadata=_checked(_check_metadata))
     # Whether the event can be sent as JSON, and at most how big it is: found
     # once when the event is built, read each time it is recorded (cheaply, on
-    # the hot path of record_event_nowait). Not part of the value.
-    _json_size: int = attrs.field(init=False, repr=False, eq=False, hash=False)
+    # the hot path of record_event_nowait). Not part of the value. An event that
+    # cannot be sent has no size: infinite, it is over any limit, and the one
+    # comparison with the limit on the hot path refuses it too.
+    _json_size: float = attrs.field(init=False, repr=False, eq=False, hash=False)
     _json_problem: str | None = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -371,10 +373,11 @@ class LLMEvent:
                 check = field.metadata.get(_CHECK)
                 if check is not None:
                     check(self, field, getattr(self, field.name))
+        size: float
         try:
             size, problem = size_bound(self), None
         except InvalidEventError as exc:
-            size, problem = 0, str(exc)
+            size, problem = math.inf, str(exc)
         object.__setattr__(self, "_json_size", size)
         object.__setattr__(self, "_json_problem", problem)
 

@@ -312,12 +312,14 @@ def _quick_user(value: dict[Any, Any]) -> TrackedUser:
 
 
 def _quick_metadata(value: dict[Any, Any]) -> AiEventMetadata:
-    extra: dict[str, Any] = {}
-    for key, item in value.items():
-        if type(key) is not str:
-            raise TypeError  # the converter says which key
-        if key not in _metadata_wire_names:
-            extra[key] = item
+    extra: dict[str, Any] | None = None
+    if not value.keys() <= _metadata_wire_names:  # extra fields
+        extra = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError  # the converter says which key
+            if key not in _metadata_wire_names:
+                extra[key] = item
     get = value.get
     user = get("user")
     if user is not None and type(user) is not str:
