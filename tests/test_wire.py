@@ -580,3 +580,20 @@ def test_a_mapping_reads_as_the_converter_reads_it(mapping: Any) -> None:
     assert _outcome(to_event, mapping) == _outcome(
         lambda m: converter.structure(m, LLMEvent), mapping
     )
+
+
+class _Key(str):
+    """A str subclass, as an application's own enum members are."""
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{1: "x"}, {_Key("plan"): "pro"}, {"feature": "chat", "tier": 2, "user": {"id": "u"}}],
+    ids=["int_key", "str_subclass_key", "extra_and_user"],
+)
+def test_metadata_keys_of_any_kind_read_as_the_converter_reads_them(metadata: Any) -> None:
+    """A metadata key that is not a plain str gives the converter's event or error."""
+    mapping = {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": metadata}
+    assert _outcome(to_event, mapping) == _outcome(
+        lambda m: converter.structure(m, LLMEvent), mapping
+    )
