@@ -358,6 +358,19 @@ def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
     }
 
 
+def test_enum_and_str_subclass_keys_are_sent_as_their_text() -> None:
+    """A StrEnum member or str subclass as a metadata key, at any depth, is sent as its text."""
+    ev = LLMEvent(
+        AiEventUsage(1, 1),
+        metadata=AiEventMetadata(
+            extra={_Plan.PRO: 1, "by_plan": {_Plan.PRO: 2}, "rows": [{_Key("tier"): 3}]}
+        ),
+    )
+    check_event(ev, 1024)
+    sent = json.loads(encode_event(ev))["metadata"]
+    assert sent == {"pro": 1, "by_plan": {"pro": 2}, "rows": [{"tier": 3}]}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

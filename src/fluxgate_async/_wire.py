@@ -403,7 +403,14 @@ def encode_event(event: LLMEvent) -> bytes:
     try:
         if event._json_problem is None:
             # The converter's own hook, called without its dispatch: `converter.dumps`.
-            return orjson.dumps(_unstructure_event(event), default=json_default)
+            wire = _unstructure_event(event)
+            try:
+                return orjson.dumps(wire, default=json_default)
+            except TypeError:
+                # orjson refuses a dict key that is a str subclass (a StrEnum member),
+                # which the check when recording accepts as text; written as its text,
+                # only on this rare path, because the option slows every dump.
+                return orjson.dumps(wire, default=json_default, option=orjson.OPT_NON_STR_KEYS)
         # An event the check refused reaches here only from a caller that skips
         # the check (the collector storing what it was sent): the standard
         # encoder writes what it can, integers of any size included, and
