@@ -214,8 +214,11 @@ def run_page_sample(item: PageSample, env: dict[str, str], workdir: Path) -> Run
     # A client left open warns with ResourceWarning, which Python hides by default.
     command = [sys.executable, "-W", "default::ResourceWarning", name]
     if name.startswith("test_"):
+        # The reader's project has pytest and pytest-asyncio; this environment has more pytest
+        # plugins (hypothesis, schemathesis, LangSmith's), whose loading alone takes seconds.
+        env = {**env, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        command += ["-W", "error", name]
+        command += ["-p", "pytest_asyncio.plugin", "-W", "error", name]
     try:
         done = subprocess.run(
             command,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from docs_hooks import HTTP_API_MARKER, on_page_markdown
 from hypothesis import HealthCheck, settings
@@ -88,6 +89,13 @@ def keyed_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collec
 def anonymous_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
     """`fluxgate-async serve` without keys on a free loopback port, for the whole module."""
     yield from _collector(tmp_path_factory.mktemp("anonymous"))
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[requests.Session]:
+    """One HTTP session for every generated request: kept-alive connections, as clients use."""
+    with requests.Session() as session:
+        yield session
 
 
 @pytest.mark.parametrize("keys_required", [True, False])
@@ -179,18 +187,20 @@ def test_types_read_as_words(schema: dict[str, Any], words: str) -> None:
 @keyed.parametrize()
 @fuzzing
 def test_collector_with_keys_answers_as_documented(
-    case: schemathesis.Case[Any], keyed_collector: CollectorProcess
+    case: schemathesis.Case[Any], keyed_collector: CollectorProcess, http: requests.Session
 ) -> None:
     """With a key required: no 500, answers as documented, and no way in without the key."""
     case.call_and_validate(
-        base_url=keyed_collector.base_url, headers={"Authorization": f"Bearer {KEY}"}
+        base_url=keyed_collector.base_url,
+        session=http,
+        headers={"Authorization": f"Bearer {KEY}"},
     )
 
 
 @anonymous.parametrize()
 @fuzzing
 def test_collector_without_keys_answers_as_documented(
-    case: schemathesis.Case[Any], anonymous_collector: CollectorProcess
+    case: schemathesis.Case[Any], anonymous_collector: CollectorProcess, http: requests.Session
 ) -> None:
     """Without keys: no 500, answers as documented, invalid input refused."""
-    case.call_and_validate(base_url=anonymous_collector.base_url)
+    case.call_and_validate(base_url=anonymous_collector.base_url, session=http)
