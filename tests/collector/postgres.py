@@ -22,6 +22,8 @@ START_DEADLINE = 30.0
 SERVER_USER = "postgres"
 MEMORY = Path("/dev/shm")
 """A RAM-backed file system (tmpfs) on Linux: a throwaway cluster's files need no disk."""
+MEMORY_NEEDED = 2 * 1024**3
+"""Free space on `MEMORY` below which a cluster goes to disk: a suite's databases reach ~1.5 GB."""
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -40,6 +42,13 @@ def _find(program: str) -> str:
     return str(Path(found).resolve())
 
 
+def _roomy(directory: Path) -> bool:
+    """Whether `directory` can hold a test run's databases (a container's tmpfs may be tiny)."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    return shutil.disk_usage(directory).free >= MEMORY_NEEDED
+
+
 class PostgresCluster:
     """A PostgreSQL server in a temporary directory, listening on 127.0.0.1:`port`.
 
@@ -52,7 +61,7 @@ class PostgresCluster:
         self.port = port
         self.pg_ctl = _find("pg_ctl")
         self.initdb = str(Path(self.pg_ctl).with_name("initdb"))
-        parent = MEMORY if in_memory and os.access(MEMORY, os.W_OK | os.X_OK) else None
+        parent = MEMORY if in_memory and _roomy(MEMORY) else None
         self.directory = Path(tempfile.mkdtemp(prefix="fluxgate-pg-", dir=parent))
         self.data = self.directory / "data"
         self.log = self.directory / "server.log"
