@@ -114,7 +114,7 @@ class _Call:
         self.streamed = streamed
 
     def read(self, answer: Any) -> Outcome | None:
-        return safe_outcome(lambda: self.route.read(answer))
+        return safe_outcome(self.route.read, answer)  # no closure made on every call
 
     def stream(self, stream: Any) -> Any:
         events = self.route.events
@@ -133,11 +133,10 @@ _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
 def _route_of(router: Router, options: Any) -> Route | None:
     try:
         body = options.json_data
-        return router(
-            str(options.method).lower(),
-            str(options.url),
-            body if isinstance(body, Mapping) else {},
-        )
+        # A dict (what the SDKs send) is told apart without the `Mapping` ABC's check.
+        if type(body) is not dict and not isinstance(body, Mapping):
+            body = {}
+        return router(str(options.method).lower(), str(options.url), body)
     except Exception:
         log.exception("FluxGate: bug while routing a request; it is not tracked")
         return None
@@ -202,10 +201,9 @@ class TrackedClient(Proxy):
             options = copy.copy(options)
             options.json_data = route.body
         body = options.json_data
-        model = body.get("model") if isinstance(body, Mapping) else None
-        streamed = kwargs.get("stream") is True
-        timer = self._fg_recorder.start(model if isinstance(model, str) else None)
-        call = _Call(route, timer, streamed)
+        model = body.get("model") if type(body) is dict or isinstance(body, Mapping) else None
+        timer = CallTimer(self._fg_recorder, model if isinstance(model, str) else None)
+        call = _Call(route, timer, kwargs.get("stream") is True)
         token = _current.set(call)
         try:
             # The SDK's `request`, run by the view: its `self._process_response` is ours.
@@ -236,7 +234,18 @@ class TrackedClient(Proxy):
                 outcome = _read_body(call, self._fg_sdk, kwargs.get("cast_to"), http)
                 await finish(call.timer, outcome)
             raise
-        return await _answered(call, self._fg_sdk, answer)
+        sdk = self._fg_sdk
+        timer = call.timer
+        if timer.inline or isinstance(answer, (sdk.stream, *sdk.raw)):
+            return await _answered(call, sdk, answer)
+        # The common call, a whole answer in background mode, recorded here
+        # without the coroutines of the general path: every tracked call runs this.
+        outcome = call.read(answer)
+        if outcome is None:
+            timer.discard()
+        else:
+            timer.finish_nowait(outcome)
+        return answer
 
 
 async def _failed(call: _Call, exc: BaseException, sdk: Sdk) -> None:
