@@ -499,7 +499,9 @@ def _view_class(client_class: type[Any]) -> type[TrackedClient]:
     return view
 
 
-_RUNNER_CLASSES: weakref.WeakKeyDictionary[type[Any], type[Any]] = weakref.WeakKeyDictionary()
+# One runner class per SDK client class. A plain dict: a runner class refers to
+# its client class (its base), so weak keys would never be released anyway.
+_RUNNER_CLASSES: dict[type[Any], type[Any]] = {}
 
 
 def _runner_class(client_class: type[Any]) -> type[Any]:
