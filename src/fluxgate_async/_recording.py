@@ -117,10 +117,6 @@ def cancelled_outcome(seen: Outcome | None = None) -> Outcome:
     return attrs.evolve(seen or Outcome(), status=AiEventStatus.ERROR, error_message=CANCELLED)
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
-
-
 def event_for(
     outcome: Outcome,
     *,
@@ -162,12 +158,15 @@ def _event(
     time_to_first_chunk_s: float | None,
     metadata: Callable[[Mapping[str, Any]], AiEventMetadata],
 ) -> LLMEvent:
-    """`event_for`, with `metadata(extra)` making the metadata of the outcome's `extra`."""
+    """`event_for`, with `metadata(extra)` making the metadata of the outcome's `extra`.
+
+    Milliseconds are rounded inline: every tracked call runs this.
+    """
     extra = outcome.extra
     streaming_ms = outcome.streaming_duration_in_ms
     if streamed and time_to_first_chunk_s is not None:
-        streaming_ms = _ms(latency_s - time_to_first_chunk_s)
-        extra = {**extra, "timeToFirstTokenMs": _ms(time_to_first_chunk_s)}
+        streaming_ms = round((latency_s - time_to_first_chunk_s) * 1000.0, 3)
+        extra = {**extra, "timeToFirstTokenMs": round(time_to_first_chunk_s * 1000.0, 3)}
     return LLMEvent(
         usage=AiEventUsage(
             input_tokens=outcome.input_tokens,
@@ -175,7 +174,7 @@ def _event(
             cached_tokens=outcome.cached_tokens,
             model=outcome.model or model,
             provider=provider,
-            latency_in_ms=_ms(latency_s),
+            latency_in_ms=round(latency_s * 1000.0, 3),
             is_streamed=streamed,
             streaming_duration_in_ms=streaming_ms,
         ),
@@ -264,6 +263,8 @@ class CallTimer:
     def __init__(self, recorder: Recorder, model: str | None) -> None:
         self._recorder = recorder
         self._model = model
+        self.inline = recorder.mode == "inline"
+        """Whether `finish` awaits FluxGate; else it queues, as `finish_nowait` does."""
         self._context = current_context()
         self._started = time.monotonic()
         self._first_chunk: float | None = None
@@ -282,13 +283,12 @@ class CallTimer:
     def event(self, outcome: Outcome, *, streamed: bool | None) -> LLMEvent:
         """Build the event for `outcome`, timed up to now."""
         first = self._first_chunk
+        latency = outcome.latency_s
         return _event(
             outcome,
             provider=self._recorder.provider,
             model=self._model,
-            latency_s=time.monotonic() - self._started
-            if outcome.latency_s is None
-            else outcome.latency_s,
+            latency_s=time.monotonic() - self._started if latency is None else latency,
             streamed=streamed,
             time_to_first_chunk_s=None if first is None else first - self._started,
             metadata=self._metadata,
@@ -314,7 +314,7 @@ class CallTimer:
         except Exception:
             log.exception("FluxGate: bug while building an event; not recorded")
             return None
-        if self._recorder.mode != "inline":
+        if not self.inline:
             self._recorder.fluxgate.record_event_nowait(event)
             return None
         fluxgate = self._recorder.fluxgate

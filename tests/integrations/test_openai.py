@@ -126,6 +126,36 @@ async def test_tracked_client_follows_changes_to_the_original_client(
     await recorded(fg, collector, 3)
 
 
+class ClosingWhenCollected(AsyncOpenAI):
+    """A client subclass that does something when collected, as some applications' do."""
+
+    collected: list[int] = []  # noqa: RUF012 - shared on purpose: what every instance did
+
+    def __del__(self) -> None:
+        """Note that an instance of this class was collected."""
+        ClosingWhenCollected.collected.append(id(self))
+
+
+async def test_tracking_leaves_the_original_client_as_it_was(
+    server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """Tracked calls add nothing to the client; dropping the tracked one runs none of its code."""
+    raw = ClosingWhenCollected(api_key="sk-test", base_url=server.url + "/v1", max_retries=0)
+    for _ in range(2):
+        server.answer_chat()
+    await raw.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    attributes = dict(vars(raw))
+    client = track_openai(raw, fg)
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await recorded(fg, collector)
+    del client
+    gc.collect()
+
+    assert vars(raw) == attributes
+    assert ClosingWhenCollected.collected == []
+    await raw.close()
+
+
 async def test_inline_mode_attaches_fluxgate_answer_without_changing_the_response(
     raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
 ) -> None:

@@ -126,10 +126,10 @@ def refuse_tracked(client: object, wrapper: str) -> None:
         raise ValueError(msg)
 
 
-def safe_outcome(read: Callable[[], Outcome | None]) -> Outcome | None:
-    """Call `read`; on a bug of ours, log it and return an empty outcome instead."""
+def safe_outcome(read: Callable[..., Outcome | None], *args: Any) -> Outcome | None:
+    """Call `read(*args)`; on a bug of ours, log it and return an empty outcome instead."""
     try:
-        return read()
+        return read(*args)
     except Exception:
         log.exception("FluxGate: bug while reading a provider's answer; usage recorded as 0")
         return Outcome()

@@ -7,11 +7,12 @@ sends the HTTP request and hands the answer to `client._process_response(...)`.
 
 `TrackedClient` is a view of the SDK client whose resources are built over the
 view itself, so every request they make, and every request of the SDK helpers
-that reach back to `resource._client`, runs the SDK's own `request` with the
-view as `self`. The provider module's `Router` says, from the request's method,
-path and JSON body, whether it spends tokens and how to read its answer (a
-`Route`); every other request passes through untouched. So one mechanism
-tracks every method, and:
+that reach back to `resource._client`, reaches the view's `request`. The
+provider module's `Router` says, from the request's method, path and JSON body,
+whether it spends tokens and how to read its answer (a `Route`); every other
+request passes through untouched. A tracked one runs the SDK's own `request`
+on the view's runner: the client itself, seen through a subclass of its class
+whose `_process_response` is ours. So one mechanism tracks every method, and:
 
 - only requests that reached the provider are recorded: an exception raised
   before (a bad argument, a missing key, a check of the SDK) records nothing;
@@ -104,17 +105,18 @@ class Sdk:
 
 
 class _Call:
-    """One tracked request: its route, its timer, whether it streams."""
+    """One tracked request: its route, its timer, whether it streams, its SDK."""
 
-    __slots__ = ("route", "streamed", "timer")
+    __slots__ = ("route", "sdk", "streamed", "timer")
 
-    def __init__(self, route: Route, timer: CallTimer, streamed: bool) -> None:
+    def __init__(self, route: Route, timer: CallTimer, streamed: bool, sdk: Sdk) -> None:
         self.route = route
         self.timer = timer
         self.streamed = streamed
+        self.sdk = sdk
 
     def read(self, answer: Any) -> Outcome | None:
-        return safe_outcome(lambda: self.route.read(answer))
+        return safe_outcome(self.route.read, answer)  # no closure made on every call
 
     def stream(self, stream: Any) -> Any:
         events = self.route.events
@@ -133,11 +135,10 @@ _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
 def _route_of(router: Router, options: Any) -> Route | None:
     try:
         body = options.json_data
-        return router(
-            str(options.method).lower(),
-            str(options.url),
-            body if isinstance(body, Mapping) else {},
-        )
+        # A dict (what the SDKs send) is told apart without the `Mapping` ABC's check.
+        if type(body) is not dict and not isinstance(body, Mapping):
+            body = {}
+        return router(str(options.method).lower(), str(options.url), body)
     except Exception:
         log.exception("FluxGate: bug while routing a request; it is not tracked")
         return None
@@ -148,16 +149,19 @@ class TrackedClient(Proxy):
 
     Attribute reads and writes go to the client, except its resources (and
     `with_raw_response` / `with_streaming_response`), which are built over the
-    view, and its methods, which run with the view as `self`.
+    view, and its methods, which run with the view as `self`, so that the
+    requests they send reach the view's `request`.
 
-    The SDK's `request` reads dozens of the client's attributes through the
-    view on every call, so each name is looked up once and then kept where
-    Python finds it without calling back into `__getattr__`: a method, or a
-    property reading the client's attribute, on the view's class (one class
-    per client class, see `view_of`); a resource, in the view's own `__dict__`.
+    Each name is looked up once and then kept where Python finds it without
+    calling back into `__getattr__`: a method, or a property reading the
+    client's attribute, on the view's class (one class per client class, see
+    `_view_class`); a resource, in the view's own `__dict__`. The SDK's
+    `request` itself, which reads dozens of attributes, runs on the runner
+    (see `_Runner`), not on the view: a class with `__getattr__` makes every
+    attribute read on it slower, even of the names it has.
     """
 
-    __slots__ = ("_fg_recorder", "_fg_router", "_fg_sdk")
+    __slots__ = ("_fg_recorder", "_fg_router", "_fg_runner", "_fg_sdk")
 
     def __init__(
         self,
@@ -171,6 +175,11 @@ class TrackedClient(Proxy):
         object.__setattr__(self, "_fg_recorder", recorder)
         object.__setattr__(self, "_fg_router", router)
         object.__setattr__(self, "_fg_sdk", sdk)
+        runner = object.__new__(_runner_class(type(client)))
+        runner.__dict__ = client.__dict__  # the same dictionary: nothing to keep in step
+        runner._fg_target = client
+        runner._process_response = MethodType(_process_response, runner)
+        object.__setattr__(self, "_fg_runner", runner)
 
     def __getattr__(self, name: str) -> Any:
         if name in self._fg_overrides:
@@ -202,41 +211,71 @@ class TrackedClient(Proxy):
             options = copy.copy(options)
             options.json_data = route.body
         body = options.json_data
-        model = body.get("model") if isinstance(body, Mapping) else None
-        streamed = kwargs.get("stream") is True
-        timer = self._fg_recorder.start(model if isinstance(model, str) else None)
-        call = _Call(route, timer, streamed)
+        model = body.get("model") if type(body) is dict or isinstance(body, Mapping) else None
+        timer = CallTimer(self._fg_recorder, model if isinstance(model, str) else None)
+        sdk = self._fg_sdk
+        call = _Call(route, timer, kwargs.get("stream") is True, sdk)
         token = _current.set(call)
         try:
-            # The SDK's `request`, run by the view: its `self._process_response` is ours.
-            return await type(target).request(self, cast_to, options, *args, **kwargs)
+            # The SDK's `request`, run by the runner: its `self._process_response` is ours.
+            return await type(target).request(self._fg_runner, cast_to, options, *args, **kwargs)
         except BaseException as exc:
-            await _failed(call, exc, self._fg_sdk)
+            await _failed(call, exc, sdk)
             raise
         finally:
             _current.reset(token)
             timer.request_ended()
 
-    async def _process_response(self, *args: Any, **kwargs: Any) -> Any:
-        call = _current.get()
-        process = self._fg_target._process_response
-        if call is None:
-            return await process(*args, **kwargs)
-        # The provider answered: whatever happens now, the request is recorded.
-        _current.set(None)
-        try:
-            answer = await process(*args, **kwargs)
-        except Exception as exc:
-            # The SDK could not make its result of the answer (e.g. structured
-            # output that does not validate): the tokens were spent all the same.
-            http = kwargs.get("response")
-            if call.streamed or http is None or not _body_was_read(http):
-                await call.timer.finish(error_outcome(exc), streamed=call.streamed)
-            else:
-                outcome = _read_body(call, self._fg_sdk, kwargs.get("cast_to"), http)
-                await finish(call.timer, outcome)
-            raise
-        return await _answered(call, self._fg_sdk, answer)
+
+class _Runner:
+    """The client itself, for the SDK's `request` to run on, with our `_process_response`.
+
+    A runner is an instance of a subclass of the client's class (see
+    `_runner_class`) that shares the client's `__dict__`: the SDK's code
+    reads its attributes at the speed it reads the client's, and every
+    setting changed on the client is seen, since it is the same dictionary.
+    `_process_response` is a slot, so it wins over an instance attribute of
+    the same name on the client, as the view's own method did.
+    """
+
+    __slots__ = ("_fg_target", "_process_response")
+
+    def __del__(self) -> None:
+        """Nothing: a runner shares the client's state, which only the client closes."""
+
+
+async def _process_response(runner: Any, *args: Any, **kwargs: Any) -> Any:
+    """The runner's `_process_response`: the client's, and the answer recorded."""
+    call = _current.get()
+    process = runner._fg_target._process_response
+    if call is None:
+        return await process(*args, **kwargs)
+    # The provider answered: whatever happens now, the request is recorded.
+    _current.set(None)
+    sdk = call.sdk
+    try:
+        answer = await process(*args, **kwargs)
+    except Exception as exc:
+        # The SDK could not make its result of the answer (e.g. structured
+        # output that does not validate): the tokens were spent all the same.
+        http = kwargs.get("response")
+        if call.streamed or http is None or not _body_was_read(http):
+            await call.timer.finish(error_outcome(exc), streamed=call.streamed)
+        else:
+            outcome = _read_body(call, sdk, kwargs.get("cast_to"), http)
+            await finish(call.timer, outcome)
+        raise
+    timer = call.timer
+    if timer.inline or isinstance(answer, (sdk.stream, *sdk.raw)):
+        return await _answered(call, sdk, answer)
+    # The common call, a whole answer in background mode, recorded here
+    # without the coroutines of the general path: every tracked call runs this.
+    outcome = call.read(answer)
+    if outcome is None:
+        timer.discard()
+    else:
+        timer.finish_nowait(outcome)
+    return answer
 
 
 async def _failed(call: _Call, exc: BaseException, sdk: Sdk) -> None:
@@ -458,6 +497,20 @@ def _view_class(client_class: type[Any]) -> type[TrackedClient]:
         view = type(f"Tracked{client_class.__name__}", (TrackedClient,), {})
         _VIEW_CLASSES[client_class] = view
     return view
+
+
+# One runner class per SDK client class. A plain dict: a runner class refers to
+# its client class (its base), so weak keys would never be released anyway.
+_RUNNER_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _runner_class(client_class: type[Any]) -> type[Any]:
+    """The `_Runner` subclass of `client_class`, made once."""
+    runner = _RUNNER_CLASSES.get(client_class)
+    if runner is None:
+        runner = type(client_class.__name__, (_Runner, client_class), {})
+        _RUNNER_CLASSES[client_class] = runner
+    return runner
 
 
 class _RawBody:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["count", "extra_counts"]
+__all__ = ["count", "count_parent", "extra_counts"]
 
 
 def count(obj: Any, *path: str) -> int | None:
@@ -40,6 +40,16 @@ def count(obj: Any, *path: str) -> int | None:
     ):
         return None
     return int(obj)
+
+
+def count_parent(obj: Any, name: str) -> Any:
+    """`obj.name`, or `obj[name]` for a dict: one step of a `count` path, read once for several.
+
+    Example:
+        >>> count_parent({"details": {"cached_tokens": 3}}, "details")
+        {'cached_tokens': 3}
+    """
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def extra_counts(**counts: int | None) -> dict[str, Any]:

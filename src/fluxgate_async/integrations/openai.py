@@ -140,7 +140,7 @@ from .._recording import CANCELLED, Mode, Outcome, Recorder
 from ._conventions import finish_status
 from ._proxy import refuse_tracked
 from ._requests import Route, Router, Sdk, tracked_client
-from ._usage import count, extra_counts
+from ._usage import count, count_parent, extra_counts
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -331,16 +331,22 @@ def _chat_route(body: Mapping[str, Any]) -> Route:
 
 
 def _chat_usage(usage: Any, model: str | None, finish_reason: str | None) -> Outcome:
-    extra = extra_counts(
-        reasoningTokens=count(usage, "completion_tokens_details", "reasoning_tokens"),
-        cacheWriteTokens=count(usage, "prompt_tokens_details", "cache_write_tokens"),
-    )
+    # Read on every chat call: the prompt details once, the extra counts without
+    # `extra_counts`' keyword dict (same keys, same order).
+    prompt_details = count_parent(usage, "prompt_tokens_details")
+    extra: dict[str, Any] = {}
+    reasoning = count(usage, "completion_tokens_details", "reasoning_tokens")
+    if reasoning:
+        extra["reasoningTokens"] = reasoning
+    cache_write = count(prompt_details, "cache_write_tokens")
+    if cache_write:
+        extra["cacheWriteTokens"] = cache_write
     if finish_reason is not None:
         extra["finishReason"] = finish_reason
     return Outcome(
         input_tokens=count(usage, "prompt_tokens") or 0,
         output_tokens=count(usage, "completion_tokens") or 0,
-        cached_tokens=count(usage, "prompt_tokens_details", "cached_tokens"),
+        cached_tokens=count(prompt_details, "cached_tokens"),
         model=model,
         status=finish_status(finish_reason),
         extra=extra,
@@ -348,7 +354,7 @@ def _chat_usage(usage: Any, model: str | None, finish_reason: str | None) -> Out
 
 
 def _chat_outcome(completion: Any) -> Outcome:
-    choices = getattr(completion, "choices", None) or ()
+    choices = getattr(completion, "choices", None)
     finish = getattr(choices[0], "finish_reason", None) if choices else None
     return _chat_usage(
         getattr(completion, "usage", None),
