@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -223,6 +224,7 @@ async def test_adopted_events_are_handed_over_as_room_allows(tmp_path: Path) -> 
     await _wait_until(lambda: len(taker.recovered) == 25)
     assert [e.key for e in taker.recovered] == [f"key-{n:02}" for n in range(25)]
     assert outbox.backlog == 0
+    assert outbox.recovered == 25
     await outbox.aclose(5)
 
 
@@ -246,7 +248,9 @@ async def test_adopted_events_older_than_max_age_expire(
     assert taker.recovered == []
     await _synced(outbox)
     assert _rows(tmp_path) == []
-    assert "1 event(s) older than 50.0s dropped unsent (expired)" in caplog.text
+    assert f"FluxGate: outbox {tmp_path}: 1 event(s) older than 50.0s dropped unsent (expired)" in [
+        r.getMessage() for r in caplog.records
+    ]
     await outbox.aclose(5)
 
 
@@ -335,8 +339,12 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
     assert outbox.memory_only == 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "cannot be written" in warnings[0].getMessage()
-    assert "kept in memory only" in warnings[0].getMessage()
+    assert re.fullmatch(
+        rf"FluxGate: the outbox at {re.escape(str(blocker / 'outbox'))} cannot be written "
+        r"\(\[Errno 20\] Not a directory: .+\); events are kept in memory only, and lost if "
+        r"the process dies, until the client is started again",
+        warnings[0].getMessage(),
+    )
     await outbox.aclose(5)
 
 
@@ -528,3 +536,18 @@ async def test_a_disk_that_fills_while_spilling_loses_the_batch_as_queue_full(
     assert client.lost
     assert {reason for _, reason in client.lost} == {"queue_full"}
     await outbox.aclose(5)
+
+
+async def test_sync_answers_at_once_before_the_writer_starts_and_after_it_ends(
+    tmp_path: Path,
+) -> None:
+    """Nothing to wait for without a writer: `sync()` is done at once, never stuck or raising."""
+    outbox = Client().outbox(tmp_path)
+    assert outbox.sync().done()
+    outbox.start()
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    await outbox.aclose(5)
+    assert outbox._thread is not None
+    outbox._thread.join(5)
+    assert outbox.sync().done()
