@@ -383,6 +383,21 @@ async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
     assert all(r.received_at - limited.received_at >= 0.45 for r in rest)
 
 
+async def test_a_503_with_retry_after_delays_only_its_own_event(collector: FakeCollector) -> None:
+    """Retry-After on a 503 is that event's wait: an event recorded meanwhile is sent at once."""
+    collector.reply_with(Reply(status=503, retry_after=2))
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=2) as fg:
+        fg.record_event_nowait(event(0))
+        await wait_until(lambda: fg.stats.retried == 1)
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+    first, other, retry = collector.requests
+    tokens = [r.json["usage"]["inputTokens"] for r in (first, other, retry) if r.json is not None]
+    assert tokens == [0, 1, 0]
+    assert other.received_at - first.received_at < 1.5  # not held back by the 2 s pause
+    assert retry.received_at - first.received_at >= 1.95
+
+
 async def test_at_most_concurrency_posts_in_flight(collector: FakeCollector) -> None:
     """With concurrency=3 and a slow server, requests arrive in waves of three."""
     collector.responder = lambda _: Reply(delay=0.3)
