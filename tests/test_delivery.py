@@ -398,6 +398,23 @@ async def test_a_503_with_retry_after_delays_only_its_own_event(collector: FakeC
     assert retry.received_at - first.received_at >= 1.95
 
 
+async def test_a_background_event_gets_exactly_max_retries_more_attempts(
+    collector: FakeCollector,
+) -> None:
+    """max_retries=2 against 503s: three attempts, then failed and reported; no fourth try."""
+    collector.reply_with(*[Reply(status=503, retry_after=0.01)] * 3)
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, max_retries=2, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+        stats = fg.stats
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 2)
+    assert reasons == ["http_503"]
+    assert len(collector.requests) == 3
+
+
 async def test_at_most_concurrency_posts_in_flight(collector: FakeCollector) -> None:
     """With concurrency=3 and a slow server, requests arrive in waves of three."""
     collector.responder = lambda _: Reply(delay=0.3)
