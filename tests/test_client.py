@@ -873,3 +873,17 @@ async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     assert details.levelno == logging.DEBUG
     assert details.exc_info is not None
     assert re.search(r"RuntimeError: boom", caplog.text)
+
+
+async def test_a_value_changed_after_the_event_was_built_is_refused_naming_the_field(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list filled with bytes after the LLMEvent was made: None, and one WARNING naming it."""
+    items: list[object] = []
+    bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"items": items}))
+    items.append(b"late")
+    assert await fg.record_event(bad) is None
+    assert _messages(caplog, logging.WARNING) == [
+        "FluxGate: invalid event, not recorded: metadata.items[0]: bytes is not JSON; pass a str"
+    ]
+    assert collector.requests == []
