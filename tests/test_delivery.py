@@ -605,12 +605,12 @@ async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
         real_post = transport.post
         calls = 0
 
-        async def flaky_post(body: bytes, key: str) -> Any:
+        async def flaky_post(body: bytes, key: str, loop: asyncio.AbstractEventLoop) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("bug in the transport")
-            return await real_post(body, key)
+            return await real_post(body, key, loop)
 
         monkeypatch.setattr(transport, "post", flaky_post)
         fg.record_event_nowait(event(1))
@@ -781,6 +781,20 @@ def test_the_loop_stopped_warning_is_given_once_not_per_sender(
 
     asyncio.run(deliver())
     assert fg.stats.sent == 4
+
+
+async def test_an_idle_sender_takes_an_event_recorded_while_another_is_busy(
+    collector: FakeCollector,
+) -> None:
+    """The second event goes out while the first is still in flight, not after it."""
+    collector.responder = lambda _: Reply(delay=1.0)
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=2) as fg:
+        assert fg.record_event_nowait(event(1))
+        await wait_until(lambda: fg.stats.in_flight == 1)
+        assert fg.record_event_nowait(event(2))
+        await wait_until(lambda: fg.stats.in_flight == 2, timeout=0.5)
+        assert await fg.flush(3)
+        assert fg.stats.sent == 2
 
 
 # --- what background delivery logs, line by line ---------------------------------------------

@@ -90,8 +90,10 @@ def test_the_size_limit_holds_for_a_large_value_in_each_named_field(field: str, 
         {"codes": {f"k{i}": "\x1f" for i in range(1000)}},
         {"note": _WIDE, "more": {"deep": [_WIDE, {"k": _WIDE}]}},
         {_WIDE: 1},
+        {"finishReason": _WIDE, "n": 2**64 - 1, "x": -1.5e300, "ok": True, "no": None},
+        {f"k{i}": 2**63 for i in range(1000)},
     ],
-    ids=["many_short_strings", "many_keys", "nested", "long_key"],
+    ids=["many_short_strings", "many_keys", "nested", "long_key", "flat", "many_flat_numbers"],
 )
 def test_the_size_limit_holds_for_large_metadata(extra: dict[str, Any]) -> None:
     """Lists, objects and keys are all counted: one byte over the limit is refused."""

@@ -191,3 +191,28 @@ def test_metadata_extra_none_means_no_extra_fields() -> None:
     assert meta == AiEventMetadata(feature="chat")
     with pytest.raises(TypeError):
         meta.extra["plan"] = "x"  # type: ignore[index]
+
+
+class _Label(str):
+    """A str subclass, as an application's own enums and wrappers are."""
+
+
+def test_subclasses_of_the_field_types_are_accepted() -> None:
+    """A str subclass or a float where an int would do passes the same checks as before."""
+    usage = AiEventUsage(1, 2, model=_Label("gpt-4o"), latency_in_ms=1.0)
+    meta = AiEventMetadata(feature=_Label("chat"), extra={"plan": "pro"})
+    event = LLMEvent(usage, error_message=_Label("cut"), metadata=meta)
+    assert (event.usage.model, event.metadata, event.error_message) == ("gpt-4o", meta, "cut")
+    assert TrackedUser(_Label("u"), monthly_revenue=3).id == "u"
+
+
+def test_the_first_wrong_field_is_the_one_named() -> None:
+    """With several fields wrong, the message names the first in the class's order."""
+    with pytest.raises(ValueError, match=r"^AiEventUsage\.input_tokens must be a non-negative"):
+        AiEventUsage(-1, "2", model=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^AiEventMetadata\.step must be a str, got int$"):
+        AiEventMetadata(step=1, user=2, extra={"feature": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^AiEventMetadata\.extra key 'user' collides"):
+        AiEventMetadata(feature="chat", extra={"plan": "pro", "user": "u"})
+    with pytest.raises(TypeError, match=r"^LLMEvent\.usage must be an AiEventUsage, got int$"):
+        LLMEvent(1, error_message=2, metadata=3)  # type: ignore[arg-type]

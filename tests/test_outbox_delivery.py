@@ -256,7 +256,9 @@ async def test_a_forked_child_writes_under_an_owner_of_its_own(
     assert os.waitstatus_to_exitcode(status) == 0
     await fg.aclose(timeout=0.2)
     assert sorted(n for _, n in _rows(tmp_path)) == [1, 100]
-    assert fg.stats.kept == 1
+    # The child has ended: on a slow machine the parent may adopt its event before closing
+    # (it looks every 2 s), and then keeps that one too, counted as recovered.
+    assert fg.stats.kept == 1 + fg.stats.recovered
 
 
 async def test_flush_after_aclose_returns_at_once_with_events_left_on_disk(

@@ -29,6 +29,7 @@ from fluxgate_async._wire import (
     InvalidEventError,
     answer_to_json,
     check_event,
+    converter,
     encode_event,
     parse_response,
     to_event,
@@ -357,6 +358,19 @@ def test_dates_decimals_and_uuids_are_sent_as_javascript_would() -> None:
     }
 
 
+def test_enum_and_str_subclass_keys_are_sent_as_their_text() -> None:
+    """A StrEnum member or str subclass as a metadata key, at any depth, is sent as its text."""
+    ev = LLMEvent(
+        AiEventUsage(1, 1),
+        metadata=AiEventMetadata(
+            extra={_Plan.PRO: 1, "by_plan": {_Plan.PRO: 2}, "rows": [{_Key("tier"): 3}]}
+        ),
+    )
+    check_event(ev, 1024)
+    sent = json.loads(encode_event(ev))["metadata"]
+    assert sent == {"pro": 1, "by_plan": {"pro": 2}, "rows": [{"tier": 3}]}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -539,3 +553,60 @@ def test_an_invalid_event_gets_the_whole_message(mapping: Any, message: str) -> 
     with pytest.raises((TypeError, ValueError)) as raised:
         to_event(mapping)
     assert str(raised.value) == message
+
+
+# Values a caller may put anywhere in a mapping, right or wrong.
+_ANY_VALUE: st.SearchStrategy[Any] = st.sampled_from(
+    [None, -1, 0, 7, 1.5, float("nan"), True, "x", "ERROR", "", 10**30, [], {}, ["a"]]
+) | st.dictionaries(st.sampled_from(["id", "name", "x", 1]), st.sampled_from(["u", 3, None]))
+
+
+@st.composite
+def _mappings(draw: st.DrawFn) -> Any:
+    """A valid event's JSON with one value changed, one key added or one removed."""
+    mapping = json.loads(encode_event(draw(_events)))
+    parts = [mapping] + [mapping[k] for k in ("usage", "metadata") if k in mapping]
+    if isinstance(mapping["status"], dict):
+        parts.append(mapping["status"])
+    part = draw(st.sampled_from(parts))
+    change = draw(st.sampled_from(["set", "add", "remove", "none"]))
+    if change == "set" and part:
+        part[draw(st.sampled_from(sorted(part)))] = draw(_ANY_VALUE)
+    elif change == "add":
+        key = draw(st.sampled_from(["usage", "status", "metadata", "inputTokens", "user", "cost"]))
+        part[key] = draw(_ANY_VALUE)
+    elif change == "remove" and part:
+        del part[draw(st.sampled_from(sorted(part)))]
+    return mapping
+
+
+def _outcome(read: Any, mapping: Any) -> object:
+    try:
+        return read(mapping)
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+@given(_mappings())
+def test_a_mapping_reads_as_the_converter_reads_it(mapping: Any) -> None:
+    """The quick read of a mapping gives the converter's event, or its exact error."""
+    assert _outcome(to_event, mapping) == _outcome(
+        lambda m: converter.structure(m, LLMEvent), mapping
+    )
+
+
+class _Key(str):
+    """A str subclass, as an application's own enum members are."""
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{1: "x"}, {_Key("plan"): "pro"}, {"feature": "chat", "tier": 2, "user": {"id": "u"}}],
+    ids=["int_key", "str_subclass_key", "extra_and_user"],
+)
+def test_metadata_keys_of_any_kind_read_as_the_converter_reads_them(metadata: Any) -> None:
+    """A metadata key that is not a plain str gives the converter's event or error."""
+    mapping = {"usage": {"inputTokens": 1, "outputTokens": 1}, "metadata": metadata}
+    assert _outcome(to_event, mapping) == _outcome(
+        lambda m: converter.structure(m, LLMEvent), mapping
+    )

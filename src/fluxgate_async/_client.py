@@ -176,8 +176,10 @@ class FluxGate:
         if debug:
             show_debug_logs()
         self._before_send = before_send
-        # Whether an event may be queued with no before_send to run and nothing to drop it for.
+        # Whether an event may be queued with no before_send to run and nothing to
+        # drop it for; `aclose` clears it, as it sets `_closed`.
         self._queue_as_is = before_send is None and self._config.enabled
+        self._max_event_bytes = self._config.max_event_bytes
         self._transport = Transport(self._config, session)
         # One deadline queue for awaited calls and background attempts alike:
         # both last `timeout`.
@@ -311,11 +313,9 @@ class FluxGate:
                 # The common call, checked inline: an LLMEvent (checked when it was
                 # built) well within the size limit, nothing to run on it first.
                 type(event) is LLMEvent
-                and self._queue_as_is
-                and not self._closed
                 and idempotency_key is None
-                and event._json_problem is None
-                and event._json_size <= self._config.max_event_bytes
+                and self._queue_as_is  # and so not closed
+                and event._json_size <= self._max_event_bytes  # and so no problem
             ):
                 return pipeline.submit(event, None)
             prepared = self._prepare(event)
@@ -392,11 +392,17 @@ class FluxGate:
                 log.warning("FluxGate: invalid event, not recorded: %s", exc)
                 return None
             assert self._pipeline is not None
+            assert self._transport is not None
             key = idempotency_key or self._pipeline.keys.next()
             log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            loop = asyncio.get_running_loop()
             try:
-                with self._deadlines.start() as deadline:
-                    result = await self._send(body, key, deadline)
+                with self._deadlines.start(loop) as deadline:
+                    # The first attempt inline: one coroutine less to resume at each
+                    # step of the request, on the common path.
+                    result = await self._transport.post(body, key, loop)
+                    if isinstance(result, Attempt) and result.retryable:
+                        result = await self._retry(result, body, key, deadline, loop)
             except TimeoutError:
                 log.warning(
                     "FluxGate: event %s not recorded: no answer within %ss",
@@ -414,19 +420,22 @@ class FluxGate:
             log.debug("FluxGate: unexpected error details", exc_info=True)
             return None
 
-    async def _send(
-        self, body: bytes, key: str, deadline: Deadline
+    async def _retry(
+        self,
+        result: Attempt,
+        body: bytes,
+        key: str,
+        deadline: Deadline,
+        loop: asyncio.AbstractEventLoop,
     ) -> CreateAiEventResponse | Attempt:
+        """Retry after the retryable `result` of the first attempt, within `deadline`."""
         assert self._transport is not None
         retry = 0
         while True:
-            result = await self._transport.post(body, key)
-            if not isinstance(result, Attempt) or not result.retryable:
-                return result
             if retry >= self._config.max_retries:
                 return attrs.evolve(result, detail=f"{result.detail} (after {retry + 1} attempts)")
             delay = result.retry_after if result.retry_after is not None else backoff_delay(retry)
-            if delay >= deadline.when - asyncio.get_running_loop().time():
+            if delay >= deadline.when - loop.time():
                 # Sleeping into the deadline would only turn this answer into a timeout.
                 return attrs.evolve(
                     result, detail=f"{result.detail}; retry in {delay:.2f}s would pass the deadline"
@@ -434,6 +443,10 @@ class FluxGate:
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             await asyncio.sleep(delay)
             retry += 1
+            answer = await self._transport.post(body, key, loop)
+            if not isinstance(answer, Attempt) or not answer.retryable:
+                return answer
+            result = answer
 
     def track(
         self,
@@ -502,6 +515,7 @@ class FluxGate:
         if self._closed:
             return
         self._closed = True
+        self._queue_as_is = False
         assert self._transport is not None
         assert self._pipeline is not None
         try:

@@ -114,13 +114,18 @@ class Deadlines:
         """How long each block may take."""
         self._queues: dict[asyncio.AbstractEventLoop, _LoopQueue] = {}
 
-    def start(self) -> Deadline:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> Deadline:
         """A deadline `seconds` from now for the current task's block.
+
+        Args:
+            loop: The running loop, when the caller has it at hand (asking
+                for it costs a system call on Python 3.11).
 
         Raises:
             RuntimeError: Not called inside a task.
         """
-        loop = _running_loop()
+        if loop is None:
+            loop = _running_loop()
         task = asyncio.current_task(loop) if loop is not None else None
         if loop is None or task is None:
             msg = "a deadline must be started inside a task"

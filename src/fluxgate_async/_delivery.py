@@ -72,6 +72,7 @@ _OUTBOX_POLL_SECONDS = 0.01
 # The running loop of the calling thread, or None: the C function behind
 # `asyncio.get_running_loop()`, without an exception to build when there is none.
 _running_loop = asyncio._get_running_loop
+_thread = threading.get_ident
 
 _T = TypeVar("_T")
 
@@ -80,7 +81,7 @@ class _Item:
     __slots__ = ("body", "event", "key", "number", "seq")
     body: bytes
 
-    def __init__(self, event: EventInput, number: int, key: str | None = None) -> None:
+    def __init__(self, event: EventInput, number: int, key: str | None, seq: int = 0) -> None:
         # An `LLMEvent`; for an event read back from an outbox, the mapping of its JSON.
         self.event = event
         # The key is chosen when the event is queued (its number, under the
@@ -92,7 +93,8 @@ class _Item:
         # read back from an outbox, under the key it was first sent with.
         self.number = number
         self.key = key
-        self.seq = 0
+        # Its place in the queue, from 1; 0 until it is queued.
+        self.seq = seq
         # `body`, the encoded event, is set once the sender or the outbox's writer
         # has encoded it; left unset until then, as queueing must cost nothing more.
 
@@ -165,12 +167,21 @@ class Pipeline:
     def _reset(self) -> None:
         """Empty queue, zero counters, no loop: a new client's state, or a forked child's."""
         self.keys = _Keys()
+        self._numbers = self.keys.numbers
         self._pending: deque[_Item] = deque()
         self._in_flight: dict[int, _Item] = {}
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The home loop again when it is one of asyncio's own, which says in
+        # `_thread_id` which thread runs it now: asking it is the cheap way to
+        # learn that a call runs on the home loop. `_running_loop()` asks the OS
+        # for the process id at every call on Python 3.11, which was a third of
+        # the cost of queueing an event.
+        self._asyncio_home: asyncio.BaseEventLoop | None = None
         self._warned_loop: asyncio.AbstractEventLoop | None = None
         self._senders: set[asyncio.Task[None]] = set()
+        # Senders waiting for an event: only they need `_wakeup` set.
+        self._idle = 0
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         # What the flushes waiting now wait for (the last event each must see
@@ -236,24 +247,43 @@ class Pipeline:
         `key` is the Idempotency-Key to send it under; `None` chooses one. The
         client refuses events once closing, before they reach the pipeline.
         """
-        loop = _running_loop()
-        if loop is not self._loop or loop is None:
-            return self._submit_elsewhere(event, loop, key)
+        home = self._asyncio_home
+        # The home loop runs on this thread exactly when its `_thread_id` is this
+        # thread's: no other loop can run here while it does.
+        if home is None or home._thread_id != _thread():  # type: ignore[attr-defined]
+            loop = _running_loop()
+            if loop is not self._loop or loop is None:
+                return self._submit_elsewhere(event, loop, key)
         # The home loop's own thread: no other thread writes these.
+        if self._outbox is not None:
+            return self._submit_with_outbox(event, key)
+        if len(self._pending) + len(self._inbox) >= self._max_queue_size:
+            self.drop(event, DropReason.QUEUE_FULL)
+            return False
+        self._seq = seq = self._seq + 1
+        self._pending.append(_Item(event, next(self._numbers), key, seq))
+        if len(self._senders) < self._concurrency:
+            self._start_senders()
+        if self._idle:
+            self._wakeup.set()  # busy senders take the next event when they finish theirs
+        return True
+
+    def _submit_with_outbox(self, event: LLMEvent, key: str | None) -> bool:
+        """`submit` on the home loop with an outbox: the event is written to disk too."""
         outbox = self._outbox
+        assert outbox is not None
         full = len(self._pending) + len(self._inbox) >= self._max_queue_size
-        if outbox is not None and outbox.usable and (full or outbox.spilling):
+        if outbox.usable and (full or outbox.spilling):
             return self._spill(event, key)
         if full:
             self.drop(event, DropReason.QUEUE_FULL)
             return False
-        item = _Item(event, next(self.keys.numbers), key)
-        if outbox is not None:
-            if not outbox.add(item):
-                self.drop(event, DropReason.OUTBOX_FULL)
-                return False
-            if self._inbox:
-                self._take_inbox()  # the last spilled events read back go first, in order
+        item = _Item(event, next(self._numbers), key)
+        if not outbox.add(item):
+            self.drop(event, DropReason.OUTBOX_FULL)
+            return False
+        if self._inbox:
+            self._take_inbox()  # the last spilled events read back go first, in order
         self._seq += 1
         item.seq = self._seq
         self._pending.append(item)
@@ -412,7 +442,9 @@ class Pipeline:
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         # A new loop (the previous one ended): its tasks and events are gone.
         self._loop = loop
+        self._asyncio_home = loop if isinstance(loop, asyncio.BaseEventLoop) else None
         self._senders = set()
+        self._idle = 0
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         self._resume_at = 0.0
@@ -431,16 +463,16 @@ class Pipeline:
             task.add_done_callback(self._senders.discard)
 
     async def _send_forever(self) -> None:
+        loop = asyncio.get_running_loop()  # a sender lives and dies in one loop
         wakeup, progress = self._wakeup, self._progress
         in_flight = self._in_flight
         while True:
             while not self._pending:
-                wakeup.clear()
-                await wakeup.wait()
+                await self._wait_for_events(wakeup)
             item = self._pending.popleft()
             in_flight[item.seq] = item
             try:
-                await self._deliver(item)
+                await self._deliver(item, loop)
             except asyncio.CancelledError:
                 if in_flight.pop(item.seq, None) is None:
                     raise  # closing gave up waiting for us and counted it already
@@ -465,6 +497,17 @@ class Pipeline:
             if targets and item.seq <= max(targets) and self._settled(min(targets)):
                 progress.set()
 
+    async def _wait_for_events(self, wakeup: asyncio.Event) -> None:
+        wakeup.clear()
+        self._idle += 1
+        try:
+            await wakeup.wait()
+        finally:
+            # A sender of an earlier loop, or of the parent process after a fork,
+            # waited on an earlier event: the count is no longer its.
+            if wakeup is self._wakeup:
+                self._idle -= 1
+
     def _warn_cut_off(self) -> None:
         if self._warned_loop is self._loop:
             return  # once per loop, not once per sender
@@ -475,7 +518,7 @@ class Pipeline:
             self.unfinished,
         )
 
-    async def _deliver(self, item: _Item) -> None:
+    async def _deliver(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
         body: bytes | None = getattr(item, "body", None)
         if body is None:
             try:
@@ -489,15 +532,14 @@ class Pipeline:
             item.key = self.keys.key(item.number)
         key = item.key
         outbox = self._outbox
-        loop = asyncio.get_running_loop()
         retry = 0
         while True:
-            pause = self._resume_at - loop.time()
-            if pause > 0:
+            # Zero unless FluxGate rate-limited the client: then every sender waits.
+            if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
                 await asyncio.sleep(pause)
             try:
-                with self._deadlines.start():
-                    result = await self._transport.post(body, key)
+                with self._deadlines.start(loop):
+                    result = await self._transport.post(body, key, loop)
             except TimeoutError:
                 result = Attempt(
                     reason=FailureReason.TIMEOUT,

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ._logging import shorten
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._models import LLMEvent, TrackedUser
 
 __all__ = ["EventTooLargeError", "InvalidEventError", "field_name", "json_default", "size_bound"]
@@ -218,33 +220,65 @@ def size_bound(event: LLMEvent) -> int:
     Raises:
         InvalidEventError: A value JSON cannot carry; the message names its field.
     """
-    # The common event, on the hot path of record_event_nowait: ASCII text in the
-    # named fields and no extra fields. Joining its text and asking once is far
+    # The common event, on the hot path of recording one: ASCII text in the named
+    # fields, and extra fields (if any) that are flat scalars, as the provider
+    # integrations add (`finishReason`). Joining its text and asking once is far
     # cheaper than a look at each field; anything else gets that look.
     usage, meta = event.usage, event.metadata
     if meta is None:
         text = "".join(filter(None, (usage.model, usage.provider, event.error_message)))
-    elif not meta.extra and (meta.user is None or isinstance(meta.user, str)):
-        text = "".join(
-            filter(
-                None,
-                (
-                    usage.model,
-                    usage.provider,
-                    event.error_message,
-                    meta.feature,
-                    meta.step,
-                    meta.session_id,
-                    meta.conversation_id,
-                    meta.user,
-                ),
-            )
+        size = _FRAME_BYTES
+    elif meta.user is None or type(meta.user) is str:
+        named: tuple[str | None, ...] = (
+            usage.model,
+            usage.provider,
+            event.error_message,
+            meta.feature,
+            meta.step,
+            meta.session_id,
+            meta.conversation_id,
+            meta.user,
         )
+        size = _FRAME_BYTES
+        if meta.extra:
+            flat = _flat_extra(meta.extra)
+            if flat is None:
+                return _field_by_field(event)
+            extra_text, size = flat
+            named += extra_text
+        text = "".join(filter(None, named))
     else:
         return _field_by_field(event)
     if text.isascii():
-        return _FRAME_BYTES + len(text) * _BYTES_PER_CHAR
+        return size + len(text) * _BYTES_PER_CHAR
     return _field_by_field(event)
+
+
+def _flat_extra(extra: Mapping[str, Any]) -> tuple[tuple[str, ...], int] | None:
+    """The text of flat scalar extra fields, and the bytes of the frame and of theirs but it.
+
+    `None` if one of them is not a plain scalar.
+    """
+    text: list[str] = []
+    size = _FRAME_BYTES
+    for key, value in extra.items():
+        kind = type(value)
+        if type(key) is not str:
+            return None
+        if kind is str:
+            text.append(value)
+            size += 4  # the quotes of the key and of the value
+        elif (
+            value is None
+            or kind is bool
+            or (kind is int and _INT_MIN <= value <= _INT_MAX)
+            or (kind is float and math.isfinite(value))
+        ):
+            size += 2 + _SCALAR_BYTES
+        else:
+            return None
+        text.append(key)
+    return tuple(text), size
 
 
 def _field_by_field(event: LLMEvent) -> int:

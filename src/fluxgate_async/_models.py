@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -54,6 +54,23 @@ def _owner(inst: object) -> str:
     return type(inst).__name__
 
 
+# Each field's own check, called as an attrs validator would be: `check(inst, attribute, value)`.
+# The models do not run them one by one on every construction (a Python call per field was
+# most of the cost of building an event, on the hot path of recording one): each model tests
+# its common valid values in one expression, and only a value that fails that test is looked
+# at field by field, in field order, so that the first wrong field raises its own message.
+_CHECK = "fluxgate_check"
+
+
+def _checked(check: Callable[[Any, attrs.Attribute[Any], Any], None]) -> dict[str, Any]:
+    return {_CHECK: check}
+
+
+def _check_each(inst: attrs.AttrsInstance) -> None:
+    for field in attrs.fields(type(inst)):
+        field.metadata[_CHECK](inst, field, getattr(inst, field.name))
+
+
 def _check_str(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str):
         msg = f"{_owner(inst)}.{attribute.name} must be a str, got {type(value).__name__}"
@@ -67,6 +84,15 @@ def _check_optional_str(inst: object, attribute: attrs.Attribute[Any], value: ob
 
 # Token counts are stored as 64-bit integers.
 _MAX_TOKENS = 2**63 - 1
+_INFINITY = math.inf
+
+
+def _plain_duration(value: object) -> bool:
+    """Whether `value` is a duration `_check_duration` accepts, by the quick test."""
+    kind = type(value)
+    return (kind is float and 0.0 <= value < _INFINITY) or (  # type: ignore[operator]
+        kind is int and 0 <= value <= _MAX_TOKENS  # type: ignore[operator]
+    )
 
 
 def _check_token_count(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -124,11 +150,22 @@ class TrackedUser:
         'ada@example.com'
     """
 
-    id: str = attrs.field(validator=_check_str)
-    name: str | None = attrs.field(default=None, validator=_check_optional_str)
-    email: str | None = attrs.field(default=None, validator=_check_optional_str)
-    image: str | None = attrs.field(default=None, validator=_check_optional_str)
-    monthly_revenue: float | None = attrs.field(default=None, validator=_check_duration)
+    id: str = attrs.field(metadata=_checked(_check_str))
+    name: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    email: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    image: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    monthly_revenue: float | None = attrs.field(default=None, metadata=_checked(_check_duration))
+
+    def __attrs_post_init__(self) -> None:
+        name, email, image, revenue = self.name, self.email, self.image, self.monthly_revenue
+        if not (
+            type(self.id) is str
+            and (name is None or type(name) is str)
+            and (email is None or type(email) is str)
+            and (image is None or type(image) is str)
+            and (revenue is None or _plain_duration(revenue))
+        ):
+            _check_each(self)
 
 
 @attrs.frozen
@@ -143,14 +180,40 @@ class AiEventUsage:
         150
     """
 
-    input_tokens: int = attrs.field(validator=_check_token_count)
-    output_tokens: int = attrs.field(validator=_check_token_count)
-    cached_tokens: int | None = attrs.field(default=None, validator=_check_optional_token_count)
-    model: str | None = attrs.field(default=None, validator=_check_optional_str)
-    provider: str | None = attrs.field(default=None, validator=_check_optional_str)
-    latency_in_ms: float | None = attrs.field(default=None, validator=_check_duration)
-    is_streamed: bool | None = attrs.field(default=None, validator=_check_optional_bool)
-    streaming_duration_in_ms: float | None = attrs.field(default=None, validator=_check_duration)
+    input_tokens: int = attrs.field(metadata=_checked(_check_token_count))
+    output_tokens: int = attrs.field(metadata=_checked(_check_token_count))
+    cached_tokens: int | None = attrs.field(
+        default=None, metadata=_checked(_check_optional_token_count)
+    )
+    model: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    provider: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    latency_in_ms: float | None = attrs.field(default=None, metadata=_checked(_check_duration))
+    is_streamed: bool | None = attrs.field(default=None, metadata=_checked(_check_optional_bool))
+    streaming_duration_in_ms: float | None = attrs.field(
+        default=None, metadata=_checked(_check_duration)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # Typed as what a caller may pass, not as what the annotations promise.
+        inputs: object = self.input_tokens
+        outputs: object = self.output_tokens
+        cached = self.cached_tokens
+        model, provider = self.model, self.provider
+        streamed: object = self.is_streamed
+        latency, streaming = self.latency_in_ms, self.streaming_duration_in_ms
+        if not (
+            type(inputs) is int
+            and 0 <= inputs <= _MAX_TOKENS
+            and type(outputs) is int
+            and 0 <= outputs <= _MAX_TOKENS
+            and (cached is None or (type(cached) is int and 0 <= cached <= _MAX_TOKENS))
+            and (model is None or type(model) is str)
+            and (provider is None or type(provider) is str)
+            and (latency is None or _plain_duration(latency))
+            and (streamed is None or streamed is True or streamed is False)
+            and (streaming is None or _plain_duration(streaming))
+        ):
+            _check_each(self)
 
 
 # Wire names of the named metadata fields, in both spellings, so that a key of
@@ -176,8 +239,10 @@ _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 def _freeze_extra(value: object) -> Mapping[str, Any]:
     # A read-only copy: the caller may keep mutating its dict, the event must not change.
-    if value is None:
+    if value is None or value is _NO_EXTRA:
         return _NO_EXTRA
+    if type(value) is dict:  # the common case, without an ABC check
+        return MappingProxyType(value.copy()) if value else _NO_EXTRA
     if not isinstance(value, Mapping):
         msg = f"AiEventMetadata.extra must be a mapping, got {type(value).__name__}"
         raise TypeError(msg)
@@ -222,15 +287,34 @@ class AiEventMetadata:
         'pro'
     """
 
-    feature: str | None = attrs.field(default=None, validator=_check_optional_str)
-    step: str | None = attrs.field(default=None, validator=_check_optional_str)
-    user: str | TrackedUser | None = attrs.field(default=None, validator=_check_user)
-    session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    conversation_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    timestamp: datetime | None = attrs.field(default=None, validator=_check_timestamp)
+    feature: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    step: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    user: str | TrackedUser | None = attrs.field(default=None, metadata=_checked(_check_user))
+    session_id: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    conversation_id: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    timestamp: datetime | None = attrs.field(default=None, metadata=_checked(_check_timestamp))
     extra: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_freeze_extra, validator=_check_extra, hash=False
+        factory=dict, converter=_freeze_extra, metadata=_checked(_check_extra), hash=False
     )
+
+    def __attrs_post_init__(self) -> None:
+        feature, step, user, session = self.feature, self.step, self.user, self.session_id
+        conversation, timestamp, extra = self.conversation_id, self.timestamp, self.extra
+        if not (
+            (feature is None or type(feature) is str)
+            and (step is None or type(step) is str)
+            and (user is None or type(user) is str or type(user) is TrackedUser)
+            and (session is None or type(session) is str)
+            and (conversation is None or type(conversation) is str)
+            and (timestamp is None or type(timestamp) is datetime)
+        ):
+            _check_each(self)
+        elif extra is not _NO_EXTRA:
+            # Every other field is valid: only the keys of `extra` are left to check.
+            _check_extra(self, _EXTRA, extra)
+
+
+_EXTRA = attrs.fields(AiEventMetadata).extra
 
 
 def _to_status(value: AiEventStatus | str) -> AiEventStatus:
@@ -265,21 +349,35 @@ class LLMEvent:
         <AiEventStatus.ERROR: 'ERROR'>
     """
 
-    usage: AiEventUsage = attrs.field(validator=_check_usage)
+    usage: AiEventUsage = attrs.field(metadata=_checked(_check_usage))
     status: AiEventStatus = attrs.field(default=AiEventStatus.SUCCESS, converter=_to_status)
-    error_message: str | None = attrs.field(default=None, validator=_check_optional_str)
-    metadata: AiEventMetadata | None = attrs.field(default=None, validator=_check_metadata)
+    error_message: str | None = attrs.field(default=None, metadata=_checked(_check_optional_str))
+    metadata: AiEventMetadata | None = attrs.field(default=None, metadata=_checked(_check_metadata))
     # Whether the event can be sent as JSON, and at most how big it is: found
     # once when the event is built, read each time it is recorded (cheaply, on
-    # the hot path of record_event_nowait). Not part of the value.
-    _json_size: int = attrs.field(init=False, repr=False, eq=False, hash=False)
+    # the hot path of record_event_nowait). Not part of the value. An event that
+    # cannot be sent has no size: infinite, it is over any limit, and the one
+    # comparison with the limit on the hot path refuses it too.
+    _json_size: float = attrs.field(init=False, repr=False, eq=False, hash=False)
     _json_problem: str | None = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
+        message, metadata = self.error_message, self.metadata
+        if not (
+            type(self.usage) is AiEventUsage
+            and (message is None or type(message) is str)
+            and (metadata is None or type(metadata) is AiEventMetadata)
+        ):
+            # The derived fields are not checked: they are set below.
+            for field in attrs.fields(LLMEvent)[:4]:
+                check = field.metadata.get(_CHECK)
+                if check is not None:
+                    check(self, field, getattr(self, field.name))
+        size: float
         try:
             size, problem = size_bound(self), None
         except InvalidEventError as exc:
-            size, problem = 0, str(exc)
+            size, problem = math.inf, str(exc)
         object.__setattr__(self, "_json_size", size)
         object.__setattr__(self, "_json_problem", problem)
 

@@ -104,10 +104,9 @@ class Transport:
         """Whether this transport owns a session that is still open."""
         return any(not session.closed for session, _ in list(self._sessions.values()))
 
-    def _current_session(self) -> aiohttp.ClientSession:
+    def _current_session(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         if self._borrowed is not None:
             return self._borrowed
-        loop = asyncio.get_running_loop()
         entry = self._sessions.get(loop)
         if entry is None or entry[0].closed:
             # A new loop (a second `asyncio.run`, pytest-asyncio's loop per test,
@@ -123,12 +122,14 @@ class Transport:
             entry = self._sessions[loop] = (session, guard)
         return entry[0]
 
-    async def post(self, body: bytes, idempotency_key: str) -> CreateAiEventResponse | Attempt:
-        """POST one event body: FluxGate's answer, or why not.
+    async def post(
+        self, body: bytes, idempotency_key: str, loop: asyncio.AbstractEventLoop
+    ) -> CreateAiEventResponse | Attempt:
+        """POST one event body from `loop`, the running loop: FluxGate's answer, or why not.
 
         Never raises for what the network or the server does.
         """
-        session = self._current_session()
+        session = self._current_session(loop)
         if self._own_headers:
             headers = {"Idempotency-Key": idempotency_key}
         else:

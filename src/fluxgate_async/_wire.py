@@ -21,6 +21,7 @@ from typing import Any, TypeAlias, TypeGuard
 
 import cattrs
 import orjson
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
@@ -84,6 +85,12 @@ def _camel(name: str) -> str:
 def _renamed(cls: type[Any]) -> dict[str, Any]:
     return {a.name: override(rename=_camel(a.name)) for a in cls.__attrs_attrs__}
 
+
+# An optional scalar goes out as it is (orjson writes None as null): said once
+# here, cattrs writes each such field inline in the hooks it generates below,
+# instead of a call to its generic optional hook per field and event.
+_OPTIONAL_SCALARS = frozenset({int | None, float | None, str | None, bool | None})
+converter.register_unstructure_hook_func(_OPTIONAL_SCALARS.__contains__, identity)
 
 for _cls in (TrackedUser, AiEventUsage):
     converter.register_unstructure_hook(
@@ -272,6 +279,86 @@ converter.register_unstructure_hook(LLMEvent, _unstructure_event)
 converter.register_structure_hook(LLMEvent, _structure_event)
 
 
+# The common mapping, read without cattrs: plain dicts, known keys, plain values.
+# Going through the converter costs its dispatch, its error collection and a
+# dict of keyword arguments per part, about half of `record_event_nowait` with a
+# mapping. Anything this path does not expect, and any value a model refuses,
+# is read again by the converter, which alone words the errors: this path only
+# ever returns the event the converter would have built, or nothing.
+_usage_keys = frozenset(_camel(a.name) for a in AiEventUsage.__attrs_attrs__)
+_user_fields = {_camel(a.name): a.name for a in TrackedUser.__attrs_attrs__}
+_STATUSES: dict[str, AiEventStatus] = {status.value: status for status in AiEventStatus}
+
+
+def _quick_usage(value: dict[Any, Any]) -> AiEventUsage:
+    if not value.keys() <= _usage_keys:
+        raise KeyError  # an unknown field
+    get = value.get
+    return AiEventUsage(
+        value["inputTokens"],
+        value["outputTokens"],
+        get("cachedTokens"),
+        get("model"),
+        get("provider"),
+        get("latencyInMs"),
+        get("isStreamed"),
+        get("streamingDurationInMs"),
+    )
+
+
+def _quick_user(value: dict[Any, Any]) -> TrackedUser:
+    # A key that is not a field's raises KeyError, a missing id TypeError.
+    return TrackedUser(**{_user_fields[key]: item for key, item in value.items()})
+
+
+def _quick_metadata(value: dict[Any, Any]) -> AiEventMetadata:
+    extra: dict[str, Any] | None = None
+    if not value.keys() <= _metadata_wire_names:  # extra fields
+        extra = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError  # the converter says which key
+            if key not in _metadata_wire_names:
+                extra[key] = item
+    get = value.get
+    user = get("user")
+    if user is not None and type(user) is not str:
+        if type(user) is not dict:
+            raise TypeError
+        user = _quick_user(user)
+    timestamp = get("timestamp")
+    if timestamp is not None:
+        timestamp = _structure_timestamp(timestamp, None)
+    return AiEventMetadata(
+        get("feature"), get("step"), user, get("sessionId"), get("conversationId"), timestamp, extra
+    )
+
+
+def _quick_event(value: dict[Any, Any]) -> LLMEvent:
+    usage = value["usage"]
+    status = value.get("status")
+    metadata = value.get("metadata")
+    if len(value) > 1 + (status is not None) + (metadata is not None) or type(usage) is not dict:
+        raise KeyError  # unknown keys, or a None usage
+    error_message = None
+    if type(status) is dict:
+        if not status.keys() <= {"status", "errorMessage"}:
+            raise KeyError
+        error_message = status.get("errorMessage")
+        status = status.get("status")
+    if status is None:
+        status = AiEventStatus.SUCCESS
+    elif type(status) is str:
+        status = _STATUSES[status]
+    elif type(status) is not AiEventStatus:
+        raise TypeError
+    if metadata is not None:
+        if type(metadata) is not dict:
+            raise TypeError
+        metadata = _quick_metadata(metadata)
+    return LLMEvent(_quick_usage(usage), status, error_message, metadata)
+
+
 def to_event(value: EventInput) -> LLMEvent:
     """Return `value` as a validated `LLMEvent`.
 
@@ -280,6 +367,11 @@ def to_event(value: EventInput) -> LLMEvent:
     """
     if isinstance(value, LLMEvent):
         return value
+    if type(value) is dict:
+        try:
+            return _quick_event(value)
+        except (KeyError, TypeError, ValueError):
+            pass  # read again below, where the message names the field
     return _structure_event(value, LLMEvent)
 
 
@@ -310,7 +402,15 @@ def encode_event(event: LLMEvent) -> bytes:
     """
     try:
         if event._json_problem is None:
-            return converter.dumps(event, default=json_default)
+            # The converter's own hook, called without its dispatch: `converter.dumps`.
+            wire = _unstructure_event(event)
+            try:
+                return orjson.dumps(wire, default=json_default)
+            except TypeError:
+                # orjson refuses a dict key that is a str subclass (a StrEnum member),
+                # which the check when recording accepts as text; written as its text,
+                # only on this rare path, because the option slows every dump.
+                return orjson.dumps(wire, default=json_default, option=orjson.OPT_NON_STR_KEYS)
         # An event the check refused reaches here only from a caller that skips
         # the check (the collector storing what it was sent): the standard
         # encoder writes what it can, integers of any size included, and
@@ -381,6 +481,9 @@ def _largest_field(event: LLMEvent) -> str:
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
+    kind = type(value)
+    if kind is float or kind is int:  # the common answer, without the checks below
+        return math.isfinite(value)  # type: ignore[arg-type]
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
