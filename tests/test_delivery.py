@@ -7,6 +7,7 @@ import collections
 import functools
 import logging
 import random
+import re
 import time
 from typing import Any
 
@@ -382,6 +383,38 @@ async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
     assert all(r.received_at - limited.received_at >= 0.45 for r in rest)
 
 
+async def test_a_503_with_retry_after_delays_only_its_own_event(collector: FakeCollector) -> None:
+    """Retry-After on a 503 is that event's wait: an event recorded meanwhile is sent at once."""
+    collector.reply_with(Reply(status=503, retry_after=2))
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=2) as fg:
+        fg.record_event_nowait(event(0))
+        await wait_until(lambda: fg.stats.retried == 1)
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+    first, other, retry = collector.requests
+    tokens = [r.json["usage"]["inputTokens"] for r in (first, other, retry) if r.json is not None]
+    assert tokens == [0, 1, 0]
+    assert other.received_at - first.received_at < 1.5  # not held back by the 2 s pause
+    assert retry.received_at - first.received_at >= 1.95
+
+
+async def test_a_background_event_gets_exactly_max_retries_more_attempts(
+    collector: FakeCollector,
+) -> None:
+    """max_retries=2 against 503s: three attempts, then failed and reported; no fourth try."""
+    collector.reply_with(*[Reply(status=503, retry_after=0.01)] * 3)
+    reasons: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, max_retries=2, on_error=lambda _e, r: reasons.append(r)
+    ) as fg:
+        fg.record_event_nowait(event(1))
+        assert await fg.flush(10)
+        stats = fg.stats
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 2)
+    assert reasons == ["http_503"]
+    assert len(collector.requests) == 3
+
+
 async def test_at_most_concurrency_posts_in_flight(collector: FakeCollector) -> None:
     """With concurrency=3 and a slow server, requests arrive in waves of three."""
     collector.responder = lambda _: Reply(delay=0.3)
@@ -737,8 +770,10 @@ def test_the_loop_stopped_warning_is_given_once_not_per_sender(
 
     asyncio.run(cut_off())
     warnings = [r.getMessage() for r in caplog.records if "event loop stopped" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "stopped with 4 event(s) undelivered" in warnings[0]
+    assert warnings == [
+        "FluxGate: the event loop stopped with 4 event(s) undelivered; they stay queued for the "
+        "next loop, but are lost at exit: await fg.aclose() before the loop ends"
+    ]
 
     async def deliver() -> None:
         await fg.flush(5)
@@ -760,3 +795,72 @@ async def test_an_idle_sender_takes_an_event_recorded_while_another_is_busy(
         await wait_until(lambda: fg.stats.in_flight == 2, timeout=0.5)
         assert await fg.flush(3)
         assert fg.stats.sent == 2
+
+
+# --- what background delivery logs, line by line ---------------------------------------------
+
+
+def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+async def test_an_event_given_up_on_is_one_warning_with_its_key_attempts_and_answer(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two 503s with max_retries=1: one WARNING naming the key, '2 attempt(s)' and the answer."""
+    collector.reply_with(Reply(status=503, body="busy"), Reply(status=503, body="still busy"))
+    async with FluxGate(API_KEY, endpoint=collector.url, max_retries=1) as fg:
+        assert fg.record_event_nowait(LLMEvent(AiEventUsage(1, 1)))
+        assert await fg.flush(10)
+    key = collector.requests[0].idempotency_key
+    assert _messages(caplog, logging.WARNING) == [
+        f"FluxGate: event {key} not recorded after 2 attempt(s): HTTP 503: 'still busy'"
+    ]
+
+
+async def test_a_background_timeout_is_logged_with_the_deadline(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No answer within `timeout`: the WARNING says so, in seconds, after the one attempt."""
+    collector.reply_with(Reply(delay=30))
+    async with FluxGate(API_KEY, endpoint=collector.url, timeout=0.2, max_retries=0) as fg:
+        assert fg.record_event_nowait(LLMEvent(AiEventUsage(1, 1)))
+        assert await fg.flush(10)
+    key = collector.requests[0].idempotency_key
+    assert _messages(caplog, logging.WARNING) == [
+        f"FluxGate: event {key} not recorded after 1 attempt(s): no answer within 0.2s"
+    ]
+
+
+async def test_debug_logs_each_retry_with_its_delay_and_the_answer_recorded(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG: the failed attempt with its reason and delay, then the answer, under one key."""
+    collector.reply_with(Reply(status=503, body="busy", retry_after=0.01))
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url, max_retries=1) as fg:
+            assert fg.record_event_nowait(LLMEvent(AiEventUsage(1, 1)))
+            assert await fg.flush(10)
+    key = collector.requests[0].idempotency_key
+    debug = _messages(caplog, logging.DEBUG)
+    assert f"FluxGate: event {key}: HTTP 503: 'busy'; retrying in 0.01s" in debug
+    [recorded] = [m for m in debug if m.startswith(f"FluxGate: event {key} recorded: ")]
+    assert re.fullmatch(
+        rf"FluxGate: event {key} recorded: CreateAiEventResponse\(id='.+', .+\)", recorded
+    )
+
+
+async def test_an_event_that_became_unencodable_is_one_warning_naming_the_field(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value changed after queueing: 'invalid event, not sent' and the field, nothing posted."""
+    items: list[object] = []
+    async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+        bad = LLMEvent(AiEventUsage(1, 0), metadata=AiEventMetadata(extra={"items": items}))
+        assert fg.record_event_nowait(bad)
+        items.append(b"late")
+        assert await fg.flush(5)
+    [warning] = _messages(caplog, logging.WARNING)
+    assert warning.startswith("FluxGate: invalid event, not sent: ")
+    assert "metadata.items[0]: bytes is not JSON; pass a str" in warning
+    assert collector.requests == []

@@ -6,15 +6,18 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fluxgate_async import _outbox
 from fluxgate_async._outbox import (
     DATABASE_NAME,
     Outbox,
@@ -223,6 +226,7 @@ async def test_adopted_events_are_handed_over_as_room_allows(tmp_path: Path) -> 
     await _wait_until(lambda: len(taker.recovered) == 25)
     assert [e.key for e in taker.recovered] == [f"key-{n:02}" for n in range(25)]
     assert outbox.backlog == 0
+    assert outbox.recovered == 25
     await outbox.aclose(5)
 
 
@@ -246,7 +250,9 @@ async def test_adopted_events_older_than_max_age_expire(
     assert taker.recovered == []
     await _synced(outbox)
     assert _rows(tmp_path) == []
-    assert "1 event(s) older than 50.0s dropped unsent (expired)" in caplog.text
+    assert f"FluxGate: outbox {tmp_path}: 1 event(s) older than 50.0s dropped unsent (expired)" in [
+        r.getMessage() for r in caplog.records
+    ]
     await outbox.aclose(5)
 
 
@@ -335,8 +341,12 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
     assert outbox.memory_only == 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "cannot be written" in warnings[0].getMessage()
-    assert "kept in memory only" in warnings[0].getMessage()
+    assert re.fullmatch(
+        rf"FluxGate: the outbox at {re.escape(str(blocker / 'outbox'))} cannot be written "
+        r"\(\[Errno 20\] Not a directory: .+\); events are kept in memory only, and lost if "
+        r"the process dies, until the client is started again",
+        warnings[0].getMessage(),
+    )
     await outbox.aclose(5)
 
 
@@ -527,4 +537,187 @@ async def test_a_disk_that_fills_while_spilling_loses_the_batch_as_queue_full(
     assert len(client.lost) + outbox.spilled == 50
     assert client.lost
     assert {reason for _, reason in client.lost} == {"queue_full"}
+    spilled = [(f"k{n}", BODY * 100) for n in range(50)]
+    assert [item for item, _ in client.lost] == spilled[50 - len(client.lost) :]
     await outbox.aclose(5)
+
+
+async def test_sync_answers_at_once_before_the_writer_starts_and_after_it_ends(
+    tmp_path: Path,
+) -> None:
+    """Nothing to wait for without a writer: `sync()` is done at once, never stuck or raising."""
+    outbox = Client().outbox(tmp_path)
+    assert outbox.sync().done()
+    outbox.start()
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    await outbox.aclose(5)
+    assert outbox._thread is not None
+    outbox._thread.join(5)
+    assert outbox.sync().done()
+
+
+# --- a file that cannot be used: moved aside whole when damaged, left alone when locked -----
+
+
+@pytest.fixture
+def far_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time 5 h 45 min ahead of UTC, so that a local time stamp cannot pass for UTC."""
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_time_zone")
+async def test_a_damaged_file_is_moved_aside_under_a_utc_stamp(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file goes to `.bad-<UTC time>`; the WARNING names the file, why, and where it went."""
+    database = tmp_path / DATABASE_NAME
+    database.write_bytes(b"not a database\n" * 100)
+    before = datetime.now(UTC).replace(microsecond=0)
+    outbox = Client().outbox(tmp_path)
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    after = datetime.now(UTC)
+    assert outbox.usable
+    [aside] = tmp_path.glob(f"{DATABASE_NAME}.bad-*[0-9]Z")  # noqa: ASYNC240 - a test's directory
+    stamp = re.fullmatch(rf"{DATABASE_NAME}\.bad-(\d{{8}}T\d{{12}})Z", aside.name)
+    assert stamp is not None
+    moved_at = datetime.strptime(stamp[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    assert before <= moved_at <= after
+    assert aside.read_bytes() == b"not a database\n" * 100
+    [warning] = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+    assert re.fullmatch(
+        rf"FluxGate: {re.escape(str(database))} is not a readable SQLite database \(.+\): "
+        rf"moved aside to {re.escape(str(aside))}, and a fresh outbox started",
+        warning,
+    )
+    await outbox.aclose(5)
+
+
+async def test_a_foreign_database_in_use_is_moved_aside_with_its_wal_and_shm(
+    tmp_path: Path,
+) -> None:
+    """Rows another program has only in its -wal stay readable in the copy moved aside."""
+    database = tmp_path / DATABASE_NAME
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("PRAGMA wal_autocheckpoint=0")  # its rows stay in the -wal
+    holder.execute("CREATE TABLE invoices (id INTEGER)")
+    holder.execute("INSERT INTO invoices VALUES (1), (2)")
+    try:
+        outbox = Client().outbox(tmp_path)
+        outbox.add(("k", BODY))
+        await _synced(outbox)
+        assert outbox.usable
+        [aside] = tmp_path.glob(f"{DATABASE_NAME}.bad-*[0-9]Z")  # noqa: ASYNC240
+        assert Path(f"{aside}-wal").exists()  # noqa: ASYNC240
+        assert Path(f"{aside}-shm").exists()  # noqa: ASYNC240
+        copy = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        assert copy.execute("SELECT id FROM invoices ORDER BY id").fetchall() == [(1,), (2,)]
+        copy.close()
+        await outbox.aclose(5)
+    finally:
+        holder.close()
+
+
+async def test_a_file_another_program_holds_locked_is_not_taken_for_damaged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'database is locked' leaves the file in place: the outbox is unusable, with one WARNING."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.1)
+    database = tmp_path / DATABASE_NAME
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("CREATE TABLE mine (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        outbox = Client().outbox(tmp_path)
+        outbox.add(("k", BODY))
+        await _synced(outbox)
+        assert not outbox.usable
+        assert outbox.memory_only == 1
+        assert not list(tmp_path.glob(f"{DATABASE_NAME}.bad-*"))  # noqa: ASYNC240
+        assert "moved aside" not in caplog.text
+        assert caplog.text.count("cannot be written (database is locked)") == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await outbox.aclose(5)
+
+
+def test_opening_a_locked_file_raises_and_moves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`open_database` (the CLI's way in) lets 'database is locked' out rather than replace it."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.1)
+    database = tmp_path / DATABASE_NAME
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("CREATE TABLE mine (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            open_database(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["open.lock", DATABASE_NAME, "owners"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_events_already_written_count_once_against_max_events(tmp_path: Path) -> None:
+    """With max_events=3, written one at a time, the third is accepted and the fourth refused."""
+    outbox = Client().outbox(tmp_path, max_events=3)
+    outbox.start()
+    for n in range(3):
+        assert outbox.add((f"k{n}", BODY))
+        await _synced(outbox)
+    assert not outbox.add(("k3", BODY))
+    assert outbox.persisted == 3
+    await outbox.aclose(5)
+
+
+async def test_max_bytes_holds_exactly_as_many_bodies_as_fit(tmp_path: Path) -> None:
+    """Room for exactly three bodies: the third is accepted once two are written, the fourth not."""
+    outbox = Client().outbox(tmp_path, max_bytes=len(BODY) * 3)
+    outbox.start()
+    for n in range(2):
+        assert outbox.add((f"k{n}", BODY))
+    await _synced(outbox)
+    assert outbox.add(("k2", BODY))
+    await _synced(outbox)
+    assert not outbox.add(("k3", BODY))
+    assert [row[0] for row in _rows(tmp_path)] == ["k0", "k1", "k2"]
+    await outbox.aclose(5)
+
+
+async def test_closing_an_outbox_never_started_is_silent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No writer to wait for: aclose() returns without a WARNING and creates nothing."""
+    outbox = Client().outbox(tmp_path / "unused")
+    await outbox.aclose(5)
+    assert caplog.records == []
+    assert not (tmp_path / "unused").exists()
+
+
+async def test_aclose_waits_at_most_its_timeout_for_a_blocked_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer held up by another process's open lock: aclose(0.2) gives up with a WARNING."""
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        outbox = Client().outbox(tmp_path)
+        outbox.add(("k", BODY))
+        await outbox.aclose(0.2)
+        assert [r.getMessage() for r in caplog.records] == [
+            "FluxGate: the outbox did not finish writing within 0.2s"
+        ]
+    finally:
+        os.close(lock)
+    assert outbox._thread is not None
+    outbox._thread.join(10)  # unblocked, the writer still writes the event, for the next start
+    assert not outbox._thread.is_alive()
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
