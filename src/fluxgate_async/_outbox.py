@@ -455,8 +455,6 @@ class Outbox:
         """Events written to disk by this client."""
         self.memory_only = 0
         """Events this client accepted but could not write (the outbox had failed)."""
-        self.recovered = 0
-        """Adopted events handed to the client for delivery."""
         self.kept = 0
         """This client's events left on disk when it closed, for the next start."""
         # Kept here rather than by the client's queue, which only adds to them: the
@@ -836,7 +834,6 @@ class Outbox:
             for pending in stale:
                 self._expired(pending)
         if fresh:
-            self.recovered += len(fresh)
             self._recovered(fresh)
 
     def _close(self) -> None:
