@@ -199,3 +199,21 @@ async def test_a_deadline_started_after_the_last_one_expired_still_expires() -> 
     for _ in range(3):
         with pytest.raises(TimeoutError), deadlines.start():
             await asyncio.sleep(_OUTLIVED)
+
+
+async def test_a_deadline_outside_a_task_is_refused_with_a_clear_message() -> None:
+    """Started from a plain callback of the running loop, not a task: a RuntimeError saying so."""
+    deadlines = Deadlines(1.0)
+    loop = asyncio.get_running_loop()
+    said: asyncio.Future[str] = loop.create_future()
+
+    def callback() -> None:
+        try:
+            deadlines.start(loop)
+        except RuntimeError as exc:
+            said.set_result(str(exc))
+        else:
+            said.set_result("no error")
+
+    loop.call_soon(callback)
+    assert await asyncio.wait_for(said, 5) == "a deadline must be started inside a task"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -119,6 +120,20 @@ def test_tracked_user_checks_its_fields() -> None:
         TrackedUser("u", monthly_revenue="99")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["name", "email", "image"])
+def test_tracked_user_refuses_a_profile_field_that_is_not_text(field: str) -> None:
+    """Each optional profile field, wrong alone, is refused by name."""
+    with pytest.raises(TypeError, match=rf"^TrackedUser\.{field} must be a str, got int$"):
+        TrackedUser("u", **{field: 1})  # type: ignore[arg-type]
+
+
+def test_extra_given_as_another_kind_of_mapping_is_kept() -> None:
+    """Extra fields in a read-only or custom mapping are kept, as a dict's are."""
+    meta = AiEventMetadata(extra=MappingProxyType({"plan": "pro", "seats": 3}))
+    assert meta.extra == {"plan": "pro", "seats": 3}
+    assert AiEventMetadata(extra=MappingProxyType({})).extra == {}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -142,6 +157,13 @@ def test_tracked_user_checks_its_fields() -> None:
         ),
         ({"extra": {"feature": "f"}}, ValueError, r"'feature' collides with a named field"),
         ({"feature": 1}, TypeError, r"^AiEventMetadata\.feature must be a str, got int$"),
+        ({"step": 1}, TypeError, r"^AiEventMetadata\.step must be a str, got int$"),
+        ({"session_id": 2}, TypeError, r"^AiEventMetadata\.session_id must be a str, got int$"),
+        (
+            {"conversation_id": 3},
+            TypeError,
+            r"^AiEventMetadata\.conversation_id must be a str, got int$",
+        ),
     ],
 )
 def test_metadata_refuses_bad_fields(
@@ -204,6 +226,23 @@ def test_subclasses_of_the_field_types_are_accepted() -> None:
     event = LLMEvent(usage, error_message=_Label("cut"), metadata=meta)
     assert (event.usage.model, event.metadata, event.error_message) == ("gpt-4o", meta, "cut")
     assert TrackedUser(_Label("u"), monthly_revenue=3).id == "u"
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": 2**63 - 1, "output_tokens": 0},
+        {"input_tokens": 1, "output_tokens": 1, "latency_in_ms": 0.0},
+        {"input_tokens": 1, "output_tokens": 1, "latency_in_ms": 0.5},
+        {"input_tokens": 1, "output_tokens": 1, "streaming_duration_in_ms": 0},
+    ],
+    ids=["largest_count", "zero_latency", "half_a_millisecond", "zero_int_duration"],
+)
+def test_the_bounds_hold_beside_a_subclass_value(usage: dict[str, Any]) -> None:
+    """Counts up to 2**63 - 1 and durations from 0 are accepted, whatever the other fields."""
+    # A str subclass as the model takes the field-by-field checks rather than the quick test.
+    built = AiEventUsage(**usage, model=_Label("gpt-4o"))
+    assert {name: getattr(built, name) for name in usage} == usage
 
 
 def test_the_first_wrong_field_is_the_one_named() -> None:
