@@ -92,6 +92,16 @@ async def _synced(outbox: Outbox) -> None:
     await asyncio.wait_for(asyncio.wrap_future(outbox.sync()), 10)
 
 
+async def _started_on_a_full_disk(outbox: Outbox) -> None:
+    """Start `outbox` with one row written, then make SQLite answer SQLITE_FULL (a full disk)."""
+    outbox.start()
+    outbox.add(("first", BODY))
+    await _synced(outbox)
+    assert outbox._conn is not None
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
 async def _wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
     async with asyncio.timeout(seconds):
         while not condition():  # noqa: ASYNC110 - the writer thread sets no asyncio event
@@ -368,13 +378,7 @@ async def test_a_disk_that_fills_up_warns_once_and_keeps_going_in_memory(
 ) -> None:
     """SQLite's 'database or disk is full' mid-run: one WARNING, then events count memory_only."""
     outbox = Client().outbox(tmp_path)
-    outbox.start()
-    outbox.add(("first", BODY))
-    await _synced(outbox)
-    assert outbox._conn is not None
-    # The page limit makes SQLite itself answer SQLITE_FULL, as on a full disk.
-    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
-    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+    await _started_on_a_full_disk(outbox)
     for n in range(50):
         outbox.add((f"k{n}", BODY * 100))
     await _synced(outbox)
@@ -522,12 +526,7 @@ async def test_a_disk_that_fills_while_spilling_loses_the_batch_as_queue_full(
     """SQLITE_FULL on a batch of spilled events: each one reported queue_full, none left spilled."""
     client = Client(room=0)
     outbox = client.outbox(tmp_path)
-    outbox.start()
-    outbox.add(("first", BODY))
-    await _synced(outbox)
-    assert outbox._conn is not None
-    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
-    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")
+    await _started_on_a_full_disk(outbox)
     for n in range(50):
         outbox.spill((f"k{n}", BODY * 100))
     await _synced(outbox)

@@ -255,7 +255,7 @@ def size_bound(event: LLMEvent) -> int:
 
 
 def _flat_extra(extra: Mapping[str, Any]) -> tuple[tuple[str, ...], int] | None:
-    """The text of flat scalar extra fields, and the bytes of the frame and of theirs but it.
+    """The text of flat scalar extra fields, and the bytes the frame and they take besides it.
 
     `None` if one of them is not a plain scalar.
     """
