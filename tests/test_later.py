@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
 
 from fluxgate_async import AiEventUsage, FluxGate, LLMEvent
-from fluxgate_async._later import Later
+from fluxgate_async._later import MAX_WAITING, Later
 
 from .conftest import API_KEY
 
@@ -37,6 +38,18 @@ async def test_events_are_queued_in_order_once_the_task_yields() -> None:
     await asyncio.sleep(0)
     assert sink.tokens == [1, 2]
     assert len(later) == 0
+
+
+async def test_calls_that_never_yield_leave_at_most_max_waiting_builders() -> None:
+    """Memory stays bounded: past `MAX_WAITING` builders, they run at once."""
+    sink = _Sink()
+    later = Later(sink.queue)
+    for n in range(MAX_WAITING):
+        later.add(functools.partial(_event, n))
+    assert (len(later), sink.tokens) == (MAX_WAITING, [])
+    later.add(lambda: _event(MAX_WAITING))
+    assert len(later) == 0
+    assert sink.tokens == list(range(MAX_WAITING + 1))
 
 
 def test_without_a_running_loop_the_event_is_queued_at_once() -> None:

@@ -28,9 +28,12 @@ from collections.abc import Callable
 from . import _delivery  # noqa: F401 - registers its exit hook before this module's
 from ._models import LLMEvent
 
-__all__ = ["Later"]
+__all__ = ["MAX_WAITING", "Later"]
 
 log = logging.getLogger("fluxgate_async")
+
+MAX_WAITING = 1_000
+"""The most builders left waiting: each holds its call's answer until it runs."""
 
 Build = Callable[[], LLMEvent | None]
 """Builds the event of a call that has returned; `None` when there is nothing to record."""
@@ -58,11 +61,14 @@ class Later:
         builds.append(build)
         # Appended first, then counted: a `run` emptying the deque meanwhile in
         # another thread either takes this builder or leaves it to a new callback.
-        if len(builds) == 1:
+        waiting = len(builds)
+        if waiting == 1:
             try:
                 asyncio.get_running_loop().call_soon(self.run)
             except RuntimeError:  # no loop runs in this thread: now
                 self.run()
+        elif waiting > MAX_WAITING:  # calls that never yield (an in-memory transport)
+            self.run()
 
     def run(self, queue: Callable[[LLMEvent], object] | None = None) -> None:
         """Build and queue the events of every builder waiting. Never raises.
