@@ -52,7 +52,7 @@ from ._outbox import Outbox, PendingEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason, FailureReason
 from ._transport import Attempt, Transport
-from ._wire import EventInput, InvalidEventError, encode_event
+from ._wire import EventInput, InvalidEventError, answer_id, encode_event, parse_response
 
 __all__ = ["OnError", "Pipeline"]
 
@@ -75,6 +75,15 @@ _running_loop = asyncio._get_running_loop
 _thread = threading.get_ident
 
 _T = TypeVar("_T")
+
+
+def _reader() -> Callable[[object], object]:
+    """What a sender reads of an answer: its id, or all of it when the DEBUG log shows it.
+
+    Nothing else of a background event's answer is seen, and building the
+    whole answer cost as much as the rest of reading it.
+    """
+    return parse_response if log.isEnabledFor(logging.DEBUG) else answer_id
 
 
 class _Item:
@@ -466,36 +475,58 @@ class Pipeline:
         loop = asyncio.get_running_loop()  # a sender lives and dies in one loop
         wakeup, progress = self._wakeup, self._progress
         in_flight = self._in_flight
+        post, deadline = self._transport.post, self._deadlines.start
         while True:
             while not self._pending:
                 await self._wait_for_events(wakeup)
             item = self._pending.popleft()
             in_flight[item.seq] = item
             try:
-                await self._deliver(item, loop)
-            except asyncio.CancelledError:
-                if in_flight.pop(item.seq, None) is None:
-                    raise  # closing gave up waiting for us and counted it already
-                if self._closing and self._outbox is not None:
-                    in_flight[item.seq] = item  # closing keeps it in the outbox, with the rest
-                elif self._closing:
-                    self.drop(item.event, DropReason.SHUTDOWN)
+                body = self._body(item)
+                if body is None:
+                    pass  # it cannot be encoded: failed, counted and reported
+                elif self._resume_at and self._resume_at > loop.time():
+                    await self._deliver(item, body, loop, None)  # rate limited: it waits first
                 else:
-                    # The loop is ending under us (asyncio.run returning): keep the
-                    # event, with its key, for whichever loop uses the client next.
-                    self._pending.appendleft(item)
-                    self._warn_cut_off()
+                    # The first attempt inline, as in `record_event`: most events need
+                    # no other, and one coroutine less is resumed at each step of it.
+                    key: str = item.key  # type: ignore[assignment]
+                    try:
+                        with deadline(loop):
+                            result = await post(body, key, loop, _reader())
+                    except TimeoutError:
+                        result = self._timed_out()
+                    if isinstance(result, Attempt):
+                        await self._deliver(item, body, loop, result)
+                    else:
+                        self._recorded(key, result)
+            except asyncio.CancelledError:
+                self._cut_off(item, in_flight)
                 raise
             except Exception:  # a bug below must cost one event, not the sender
                 log.exception("FluxGate: unexpected error delivering an event")
                 self._fail(item, FailureReason.INTERNAL_ERROR)
-            if in_flight is not self._in_flight:
-                return  # a forked child's copy of a parent's sender: the event is the parent's
-            if in_flight.pop(item.seq, None) is None:
-                return  # closing gave up waiting for us and counted the event already
+            # A forked child's copy of a parent's sender (the event is the parent's),
+            # or closing gave up waiting for us and counted the event already.
+            if in_flight is not self._in_flight or in_flight.pop(item.seq, None) is None:
+                return
             targets = self._flush_targets
             if targets and item.seq <= max(targets) and self._settled(min(targets)):
                 progress.set()
+
+    def _cut_off(self, item: _Item, in_flight: dict[int, _Item]) -> None:
+        """The sender delivering `item` is cancelled: keep, count or leave the event."""
+        if in_flight.pop(item.seq, None) is None:
+            return  # closing gave up waiting for us and counted it already
+        if self._closing and self._outbox is not None:
+            in_flight[item.seq] = item  # closing keeps it in the outbox, with the rest
+        elif self._closing:
+            self.drop(item.event, DropReason.SHUTDOWN)
+        else:
+            # The loop is ending under us (asyncio.run returning): keep the
+            # event, with its key, for whichever loop uses the client next.
+            self._pending.appendleft(item)
+            self._warn_cut_off()
 
     async def _wait_for_events(self, wakeup: asyncio.Event) -> None:
         wakeup.clear()
@@ -518,40 +549,67 @@ class Pipeline:
             self.unfinished,
         )
 
-    async def _deliver(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
-        body: bytes | None = getattr(item, "body", None)
+    def _body(self, item: _Item) -> bytes | None:
+        """The request body of `item`, its key written out; `None` if it cannot be encoded.
+
+        An event that cannot be encoded is failed here: counted and reported.
+        """
+        outbox = self._outbox
+        # Only with an outbox is an event encoded before it is first sent (by the
+        # outbox's writer, or read back from disk with its body): without one,
+        # reading the unset slot would cost more than the check.
+        body: bytes | None = None if outbox is None else getattr(item, "body", None)
         if body is None:
             try:
                 body = encode_event(item.event)  # type: ignore[arg-type]
             except InvalidEventError as exc:
                 log.warning("FluxGate: invalid event, not sent: %s", exc)
                 self._fail(item, FailureReason.INVALID_EVENT)
-                return
-            item.body = body  # the outbox's writer need not encode it again
+                return None
+            if outbox is not None:
+                item.body = body  # the outbox's writer need not encode it again
         if item.key is None:
             item.key = self.keys.key(item.number)
-        key = item.key
+        return body
+
+    def _timed_out(self) -> Attempt:
+        return Attempt(
+            reason=FailureReason.TIMEOUT,
+            detail=f"no answer within {self._deadlines.seconds}s",
+            retryable=True,
+        )
+
+    def _recorded(self, key: str, answer: object) -> None:
+        self._sent += 1
+        if self._outbox is not None:
+            self._outbox.done(key)
+        log.debug("FluxGate: event %s recorded: %s", key, answer)
+
+    async def _deliver(
+        self, item: _Item, body: bytes, loop: asyncio.AbstractEventLoop, result: Attempt | None
+    ) -> None:
+        """Deliver `item` after the failed first attempt `result`, or from its first attempt.
+
+        `result` is `None` when the event was not attempted yet (the client is
+        rate limited: it waits first).
+        """
+        key: str = item.key  # type: ignore[assignment]
         outbox = self._outbox
         retry = 0
         while True:
-            # Zero unless FluxGate rate-limited the client: then every sender waits.
-            if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
-                await asyncio.sleep(pause)
-            try:
-                with self._deadlines.start(loop):
-                    result = await self._transport.post(body, key, loop)
-            except TimeoutError:
-                result = Attempt(
-                    reason=FailureReason.TIMEOUT,
-                    detail=f"no answer within {self._deadlines.seconds}s",
-                    retryable=True,
-                )
-            if not isinstance(result, Attempt):
-                self._sent += 1
-                if outbox is not None:
-                    outbox.done(key)
-                log.debug("FluxGate: event %s recorded: %s", key, result)
-                return
+            if result is None:
+                # Zero unless FluxGate rate-limited the client: then every sender waits.
+                if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
+                    await asyncio.sleep(pause)
+                try:
+                    with self._deadlines.start(loop):
+                        answer = await self._transport.post(body, key, loop, _reader())
+                except TimeoutError:
+                    answer = self._timed_out()
+                if not isinstance(answer, Attempt):
+                    self._recorded(key, answer)
+                    return
+                result = answer
             if not result.retryable or retry >= self._max_retries:
                 log.warning(
                     "FluxGate: event %s not recorded after %d attempt(s): %s",
@@ -572,6 +630,7 @@ class Pipeline:
                 outbox.failed(key, result.reason)
             await asyncio.sleep(delay)
             retry += 1
+            result = None
 
     def _fail(self, item: _Item, reason: str) -> None:
         self._failed += 1
