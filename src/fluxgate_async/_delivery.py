@@ -194,7 +194,8 @@ class Pipeline:
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         # What the flushes waiting now wait for (the last event each must see
-        # settled): senders wake them only when the first of those is reached.
+        # settled), in the order they started, and so ascending: senders wake
+        # them only when the first of those is reached.
         self._flush_targets: list[int] = []
         self._resume_at = 0.0
         self._sent = 0
@@ -491,15 +492,16 @@ class Pipeline:
                     # The first attempt inline, as in `record_event`: most events need
                     # no other, and one coroutine less is resumed at each step of it.
                     key: str = item.key  # type: ignore[assignment]
+                    read = _reader()
                     try:
                         with deadline(loop):
-                            result = await post(body, key, loop, _reader())
+                            result = await post(body, key, loop, read)
                     except TimeoutError:
                         result = self._timed_out()
                     if isinstance(result, Attempt):
                         await self._deliver(item, body, loop, result)
                     else:
-                        self._recorded(key, result)
+                        self._recorded(key, result, read)
             except asyncio.CancelledError:
                 self._cut_off(item, in_flight)
                 raise
@@ -510,8 +512,8 @@ class Pipeline:
             # or closing gave up waiting for us and counted the event already.
             if in_flight is not self._in_flight or in_flight.pop(item.seq, None) is None:
                 return
-            targets = self._flush_targets
-            if targets and item.seq <= max(targets) and self._settled(min(targets)):
+            targets = self._flush_targets  # ascending: each flush adds the latest seq
+            if targets and item.seq <= targets[-1] and self._settled(targets[0]):
                 progress.set()
 
     def _cut_off(self, item: _Item, in_flight: dict[int, _Item]) -> None:
@@ -579,11 +581,12 @@ class Pipeline:
             retryable=True,
         )
 
-    def _recorded(self, key: str, answer: object) -> None:
+    def _recorded(self, key: str, answer: object, read: Callable[[object], object]) -> None:
         self._sent += 1
         if self._outbox is not None:
             self._outbox.done(key)
-        log.debug("FluxGate: event %s recorded: %s", key, answer)
+        if read is parse_response:  # the DEBUG log was on: it shows the whole answer
+            log.debug("FluxGate: event %s recorded: %s", key, answer)
 
     async def _deliver(
         self, item: _Item, body: bytes, loop: asyncio.AbstractEventLoop, result: Attempt | None
@@ -601,13 +604,14 @@ class Pipeline:
                 # Zero unless FluxGate rate-limited the client: then every sender waits.
                 if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
                     await asyncio.sleep(pause)
+                read = _reader()
                 try:
                     with self._deadlines.start(loop):
-                        answer = await self._transport.post(body, key, loop, _reader())
+                        answer = await self._transport.post(body, key, loop, read)
                 except TimeoutError:
                     answer = self._timed_out()
                 if not isinstance(answer, Attempt):
-                    self._recorded(key, answer)
+                    self._recorded(key, answer, read)
                     return
                 result = answer
             if not result.retryable or retry >= self._max_retries:

@@ -149,13 +149,17 @@ _metadata_wire_names = frozenset(_metadata_names.values())
 
 
 def _unstructure_metadata(meta: AiEventMetadata) -> dict[str, Any]:
-    out: dict[str, Any] = dict(meta.extra)
+    extra = meta.extra
+    # Most events have no extra fields: copying the shared empty mapping through
+    # the generic mapping protocol cost more than the rest of this function.
+    out: dict[str, Any] = dict(extra) if extra else {}
     if meta.feature is not None:
         out["feature"] = meta.feature
     if meta.step is not None:
         out["step"] = meta.step
-    if meta.user is not None:
-        out["user"] = _unstructure_user(meta.user)
+    user = meta.user
+    if user is not None:
+        out["user"] = user if type(user) is str else _unstructure_user(user)
     if meta.session_id is not None:
         out["sessionId"] = meta.session_id
     if meta.conversation_id is not None:
