@@ -156,11 +156,12 @@ class Transport:
                 auto_decompress=False,
             ) as resp:
                 if 200 <= resp.status < 300:
-                    size = resp.content_length
+                    answer_headers = resp.headers
+                    size = answer_headers.get("Content-Length")  # checked by aiohttp's parser
                     if (
                         size is not None
-                        and size <= MAX_RESPONSE_BYTES
-                        and "Content-Encoding" not in resp.headers
+                        and "Content-Encoding" not in answer_headers
+                        and int(size) <= MAX_RESPONSE_BYTES
                     ):
                         # The common answer, read here rather than in a coroutine of
                         # its own: plain, its length declared and within the limit,

@@ -533,6 +533,9 @@ def answer_id(body: object) -> str | None:
     """
     if not isinstance(body, dict):
         return None
+    event_id = body.get("id")
+    if type(event_id) is str and event_id:  # the documented answer, with one look-up
+        return event_id
     event_id = body.get("id", body.get("recordId"))
     return event_id if isinstance(event_id, str) and event_id else None
 
