@@ -28,6 +28,7 @@ from ._config import (
 )
 from ._deadline import Deadline, Deadlines
 from ._delivery import OnError, Pipeline
+from ._later import Build, Later
 from ._logging import hide_secret, log, scrub, show_debug_logs
 from ._manual_tracking import TrackedCall, track
 from ._models import CreateAiEventResponse, LLMEvent
@@ -194,6 +195,7 @@ class FluxGate:
             max_queue_size=self._config.max_queue_size,
             on_error=on_error,
         )
+        self._later = Later(self.record_event_nowait)
         if self._config.outbox is not None and self._config.enabled:
             self._pipeline.use_outbox(
                 self._config.outbox,
@@ -222,6 +224,7 @@ class FluxGate:
     def stats(self) -> DeliveryStats:
         """A snapshot of background delivery: enqueued, sent, failed, dropped by reason."""
         assert self._pipeline is not None
+        self._later.run()  # the events of tracked calls that returned count already
         return self._pipeline.stats
 
     def __repr__(self) -> str:
@@ -351,6 +354,7 @@ class FluxGate:
             `True` when all were settled; `False` when `timeout` ran out first.
         """
         assert self._pipeline is not None
+        self._later.run()  # the events of tracked calls that returned first
         return await self._pipeline.flush(timeout)
 
     async def record_event(  # noqa: PLR0911 - guard clauses
@@ -531,6 +535,7 @@ class FluxGate:
         """
         if self._closed:
             return
+        self._later.run()  # the events of tracked calls that returned before
         self._closed = True
         self._queue_as_is = False
         assert self._transport is not None
@@ -559,7 +564,19 @@ class FluxGate:
     ) -> None:
         await self.aclose()
 
+    def _record_soon(self, build: Build) -> None:
+        """Queue the event `build()` makes once the running task yields to the loop.
+
+        For the provider wrappers in background mode: the tracked call returns
+        without waiting for its event to be built. `flush()`, `aclose()` and
+        `stats` build the events still waiting first. Never raises.
+        """
+        self._later.add(build)
+
     def __del__(self) -> None:
+        later = getattr(self, "_later", None)
+        if later:
+            later.run(self.record_event_nowait)  # their events are pending like the queued ones
         pipeline = getattr(self, "_pipeline", None)
         transport = getattr(self, "_transport", None)
         pending = 0 if pipeline is None else pipeline.unfinished
