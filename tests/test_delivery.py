@@ -820,6 +820,31 @@ async def test_an_event_given_up_on_is_one_warning_with_its_key_attempts_and_ans
     ]
 
 
+async def test_a_retry_that_times_out_counts_as_the_last_attempt(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503, then no answer within `timeout`: failed as timeout after 2 attempts, one WARNING."""
+    collector.reply_with(Reply(status=503, body="busy", retry_after=0.01), Reply(delay=30))
+    lost: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=0.2,
+        max_retries=1,
+        on_error=lambda _e, reason: lost.append(reason),
+    ) as fg:
+        assert fg.record_event_nowait(LLMEvent(AiEventUsage(1, 1)))
+        assert await fg.flush(10)
+        stats = fg.stats
+    key = collector.requests[0].idempotency_key
+    assert [r.idempotency_key for r in collector.requests] == [key, key]
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 1)
+    assert lost == ["timeout"]
+    assert _messages(caplog, logging.WARNING) == [
+        f"FluxGate: event {key} not recorded after 2 attempt(s): no answer within 0.2s"
+    ]
+
+
 async def test_a_background_timeout_is_logged_with_the_deadline(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
