@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from ._wire import (
     InvalidEventError,
     check_event,
     encode_event,
+    parse_response,
     to_event,
 )
 
@@ -380,7 +382,18 @@ class FluxGate:
         """
         try:
             measured: list[bytes] = []
-            prepared = self._prepare(event, measured)
+            prepared: LLMEvent | str
+            if (
+                # The common call, checked inline as in `record_event_nowait`: an
+                # LLMEvent (checked when it was built) well within the size limit,
+                # nothing to run on it first.
+                type(event) is LLMEvent
+                and self._queue_as_is  # and so not closed
+                and event._json_size <= self._max_event_bytes  # and so no problem
+            ):
+                prepared = event
+            else:
+                prepared = self._prepare(event, measured)
             if isinstance(prepared, str):
                 # Compared as text only: an event's generated __eq__ costs more than the check.
                 if prepared == DropReason.CLOSED:
@@ -398,13 +411,16 @@ class FluxGate:
             assert self._pipeline is not None
             assert self._transport is not None
             key = idempotency_key or self._pipeline.keys.next()
-            log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            # Asked once, for both lines.
+            debug = log.isEnabledFor(logging.DEBUG)
+            if debug:
+                log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
             loop = asyncio.get_running_loop()
             try:
                 with self._deadlines.start(loop) as deadline:
                     # The first attempt inline: one coroutine less to resume at each
                     # step of the request, on the common path.
-                    result = await self._transport.post(body, key, loop)
+                    result = await self._transport.post(body, key, loop, parse_response)
                     if isinstance(result, Attempt) and result.retryable:
                         result = await self._retry(result, body, key, deadline, loop)
             except TimeoutError:
@@ -417,7 +433,8 @@ class FluxGate:
             if isinstance(result, Attempt):
                 log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
                 return None
-            log.debug("FluxGate: event %s recorded: %s", key, result)
+            if debug:
+                log.debug("FluxGate: event %s recorded: %s", key, result)
             return result
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not recorded: %s", exc)
@@ -447,7 +464,7 @@ class FluxGate:
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             await asyncio.sleep(delay)
             retry += 1
-            answer = await self._transport.post(body, key, loop)
+            answer = await self._transport.post(body, key, loop, parse_response)
             if not isinstance(answer, Attempt) or not answer.retryable:
                 return answer
             result = answer
