@@ -351,7 +351,9 @@ class FluxGate:
                 takes (each attempt has its own deadline, so it ends).
 
         Returns:
-            `True` when all were settled; `False` when `timeout` ran out first.
+            `True` when all were settled; `False` when `timeout` ran out first,
+            or when the event loop delivering them (the client's, in another
+            thread) stopped before.
         """
         assert self._pipeline is not None
         self._later.run()  # the events of tracked calls that returned first

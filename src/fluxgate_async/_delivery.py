@@ -64,6 +64,9 @@ OnError = Callable[[EventInput, str], object]
 # How long closing waits for cancelled senders to unwind; they do so at once
 # unless something below them swallows the cancellation.
 _UNWIND_SECONDS = 1.0
+# How often a wait on the home loop from another thread's loop checks that the
+# home loop still runs.
+_HOME_LOOP_CHECK_SECONDS = 0.25
 # How long closing waits for the outbox to write its last batch.
 _OUTBOX_CLOSE_SECONDS = 2.0
 # How often a flush looks whether the outbox has handed over what earlier clients left.
@@ -767,11 +770,21 @@ class Pipeline:
 async def _on_home_loop(
     home: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T], timeout: float | None
 ) -> _T | bool:
-    """Run `work` on the home loop, from another loop's thread; `False` if it cannot end."""
-    future = asyncio.run_coroutine_threadsafe(work, home)
+    """Run `work` on the home loop, from another loop's thread; `False` if it cannot end.
+
+    It cannot end when `timeout` runs out, or when the home loop stops with the
+    work unfinished (a loop stopped without cancelling its tasks would leave an
+    unbounded wait without end): the work is cancelled then.
+    """
+    waiting = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, home))
     try:
         async with asyncio.timeout(timeout):
-            return await asyncio.wrap_future(future)
+            while True:
+                done, _ = await asyncio.wait((waiting,), timeout=_HOME_LOOP_CHECK_SECONDS)
+                if done:
+                    return waiting.result()
+                if not home.is_running():
+                    return False
     except TimeoutError:
         return False
     except asyncio.CancelledError:
@@ -779,6 +792,8 @@ async def _on_home_loop(
         if task is not None and task.cancelling():
             raise
         return False  # the home loop ended first and cancelled the work
+    finally:
+        waiting.cancel()  # and so the work, unless it has ended
 
 
 # Every live pipeline, for the fork and exit hooks below.
