@@ -174,9 +174,16 @@ class Pipeline:
         )
 
     def start_outbox(self) -> None:
-        """Start the outbox's writer, which delivers what earlier clients left there first."""
+        """Start the outbox's writer, which delivers what earlier clients left there first.
+
+        In a running event loop (`async with FluxGate(...)`) the senders start
+        there too: what the writer reads back goes out without waiting for the
+        client's first event.
+        """
         if self._outbox is not None and not self._closing:
             self._outbox.start()
+            if self._loop is None:
+                self._start_senders()
 
     def _reset(self) -> None:
         """Empty queue, zero counters, no loop: a new client's state, or a forked child's."""
