@@ -543,3 +543,23 @@ async def test_events_left_past_outbox_max_age_are_reported_expired_with_their_c
         (1, "expired"),
     ]
     assert _rows(tmp_path) == []
+
+
+async def test_a_left_event_refused_for_good_reaches_on_error_as_its_json(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """An event read back from disk and refused by the API: on_error gets its JSON mapping."""
+    await _leave(tmp_path, collector, 1)
+    collector.responder = lambda _request: Reply(status=422)
+    seen: list[tuple[object, str]] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    ) as fg:
+        assert await fg.flush(10)
+    [(refused, reason)] = seen
+    assert reason == "http_422"
+    assert refused["usage"]["inputTokens"] == 0  # type: ignore[index]
+    assert _rows(tmp_path) == []

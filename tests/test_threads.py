@@ -216,34 +216,85 @@ async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     assert fg.record_event_nowait(event(9)) is False
 
 
+class _HomeLoop:
+    """The client's loop in a thread of its own, with one event in flight for 30 s."""
+
+    def __init__(self, collector: FakeCollector) -> None:
+        collector.responder = lambda _: Reply(delay=30)
+        self.fg = FluxGate(API_KEY, endpoint=collector.url)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever)
+
+    async def __aenter__(self) -> FluxGate:
+        self._thread.start()
+        fg = self.fg
+
+        async def record() -> None:  # on the thread's loop, which becomes the client's
+            fg.record_event_nowait(event(1))
+            await asyncio.sleep(0.2)  # the sender has the event in flight
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(record(), self.loop))
+        return fg
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.to_thread(self.loop.run_until_complete, self.fg.aclose(timeout=0.5))
+        self.loop.close()
+
+
+async def test_flush_from_another_thread_ends_at_its_timeout(collector: FakeCollector) -> None:
+    """flush(timeout) awaited elsewhere returns False once the timeout has run out."""
+    home = _HomeLoop(collector)
+    async with home as fg, asyncio.timeout(10):
+        started = time.monotonic()
+        assert await fg.flush(0.3) is False
+        assert time.monotonic() - started < 2.5
+        # Even while the client's loop is stuck (a blocking call in it) and cannot run the wait.
+        home.loop.call_soon_threadsafe(time.sleep, 3)
+        started = time.monotonic()
+        assert await fg.flush(0.3) is False
+        assert time.monotonic() - started < 2.5
+
+
+async def test_cancelling_a_flush_from_another_thread_cancels_it(collector: FakeCollector) -> None:
+    """The caller's cancellation reaches the caller, as CancelledError."""
+    async with _HomeLoop(collector) as fg:
+        flushing = asyncio.ensure_future(fg.flush())
+        await asyncio.sleep(0.3)
+        flushing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await flushing
+
+
+async def test_a_flush_whose_work_the_home_loop_cancels_returns_false(
+    collector: FakeCollector,
+) -> None:
+    """The client's loop cancels its tasks (shutting down): a flush awaited elsewhere is False."""
+    async with _HomeLoop(collector) as fg:
+        flushing = asyncio.ensure_future(fg.flush())
+        await asyncio.sleep(0.3)
+        home = fg._pipeline._loop  # type: ignore[union-attr]
+        assert home is not None
+        home.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(home)])
+        async with asyncio.timeout(10):
+            assert await flushing is False
+
+
 async def test_flush_from_another_thread_ends_when_the_home_loop_stops(
     collector: FakeCollector,
 ) -> None:
     """flush() without a timeout, awaited elsewhere, returns False when the home loop stops."""
-    collector.responder = lambda _: Reply(delay=30)  # the event stays in flight
-    fg = FluxGate(API_KEY, endpoint=collector.url)
-    home = asyncio.new_event_loop()
-    thread = threading.Thread(target=home.run_forever)
-    thread.start()
-    try:
-
-        async def record() -> None:  # on `home`, which becomes the client's loop
-            fg.record_event_nowait(event(1))
-            await asyncio.sleep(0.2)  # the sender has the event in flight
-
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(record(), home))
+    home = _HomeLoop(collector)
+    async with home as fg:
         flushing = asyncio.ensure_future(fg.flush())
         await asyncio.sleep(0.3)
         assert not flushing.done()  # the event is in flight: flush waits
-        home.call_soon_threadsafe(home.stop)  # stopped, its tasks not cancelled
+        home.loop.call_soon_threadsafe(home.loop.stop)  # stopped, its tasks not cancelled
         async with asyncio.timeout(10):
             assert await flushing is False
-    finally:
-        if home.is_running():
-            home.call_soon_threadsafe(home.stop)
-        await asyncio.to_thread(thread.join, 5)
-        await asyncio.to_thread(home.run_until_complete, fg.aclose(timeout=0.5))
-        home.close()
     assert fg.stats.dropped == {DropReason.SHUTDOWN: 1}
 
 
