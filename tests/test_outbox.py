@@ -7,9 +7,12 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import sqlite3
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +25,7 @@ from fluxgate_async._outbox import (
     DATABASE_NAME,
     Outbox,
     PendingEvent,
+    delete_events,
     open_database,
     summarise,
 )
@@ -718,3 +722,281 @@ async def test_aclose_waits_at_most_its_timeout_for_a_blocked_writer(
     outbox._thread.join(10)  # unblocked, the writer still writes the event, for the next start
     assert not outbox._thread.is_alive()
     assert [row[0] for row in _rows(tmp_path)] == ["k"]
+
+
+def test_a_delete_that_fails_part_way_deletes_nothing_and_frees_the_database(
+    tmp_path: Path,
+) -> None:
+    """`delete_events` is one transaction: a key it cannot bind undoes the deletes before it."""
+    conn = open_database(tmp_path)
+    conn.execute("INSERT INTO events (key, owner, body, enqueued_at) VALUES ('a', 'o', x'00', 0)")
+    with pytest.raises(sqlite3.ProgrammingError, match="binding parameter"):
+        delete_events(conn, ["a", object()])  # type: ignore[list-item]
+    other = sqlite3.connect(tmp_path / DATABASE_NAME, timeout=0.1)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock was let go
+        other.execute("ROLLBACK")
+        assert other.execute("SELECT key FROM events").fetchall() == [("a",)]
+    finally:
+        other.close()
+        conn.close()
+
+
+def test_an_outbox_shows_its_directory_in_its_repr(tmp_path: Path) -> None:
+    """What a debugger or a log shows of an outbox: the directory it writes to."""
+    assert repr(Client().outbox(tmp_path)) == f"<Outbox {str(tmp_path)!r}>"
+
+
+# --- at exit: the writer gets a moment, with a deadline, to write what is waiting ------------
+
+# A program that queues three events and ends without closing its outbox.
+_ENDS_UNCLOSED = """
+import sys
+from fluxgate_async._outbox import Outbox
+
+outboxes = [
+    Outbox(
+        sys.argv[1],
+        max_events=100,
+        max_bytes=1_000_000,
+        max_age=3600.0,
+        prepare=lambda item: item,
+        room=lambda: 0,
+        recovered=lambda events: None,
+        expired=lambda event: None,
+        spilled=lambda events: False,
+        lost=lambda item, reason: None,
+    )
+    for _ in range(int(sys.argv[2]))
+]
+for outbox in outboxes:
+    for n in range(3):
+        outbox.add((f"k{n}", b"{}"))
+print("added", flush=True)
+"""
+
+
+async def _end_unclosed(path: Path, outboxes: int = 1) -> tuple[int | None, bytes]:
+    """Run `_ENDS_UNCLOSED`; once it says `added`, wait a moment, then let its writers open."""
+    lock = os.open(path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _ENDS_UNCLOSED,
+            str(path),
+            str(outboxes),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line == b"added\n"
+        await asyncio.sleep(0.3)  # the program is at its end, its writers held up
+    finally:
+        os.close(lock)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stderr
+
+
+async def test_a_program_that_ends_without_closing_leaves_its_events_on_disk(
+    tmp_path: Path,
+) -> None:
+    """Events still waiting for the writer when the program ends are written at exit."""
+    assert await _end_unclosed(tmp_path) == (0, b"")
+    assert [row[0] for row in _rows(tmp_path)] == ["k0", "k1", "k2"]
+
+
+async def test_a_writer_held_up_at_exit_delays_the_end_two_seconds_at_most(
+    tmp_path: Path,
+) -> None:
+    """Six outboxes whose writers cannot open: the program still ends, silently, within 2 s."""
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _ENDS_UNCLOSED,
+            str(tmp_path),
+            "6",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"added\n"
+        ended = time.monotonic()
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        waited = time.monotonic() - ended
+    finally:
+        os.close(lock)
+    assert (process.returncode, stderr) == (0, b"")
+    # One deadline for all six, not one each: a second each would be 7 s.
+    assert waited < 5.0
+    assert not (tmp_path / DATABASE_NAME).exists()
+
+
+# --- across a fork: the child is a new client, the parent's events stay the parent's ---------
+
+
+def _fork_quietly() -> int:
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock; the
+        # child here touches nothing those threads hold.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def _parent_then_killed(path: Path, ready: int, hold: int) -> None:  # pragma: no cover - forked
+    """In a forked process: queue one event, fork a child that queues one, die by SIGKILL.
+
+    Outboxes that never started are about too, as in any program with several clients.
+    The child writes its event, closes its outbox (the event stays on disk), says so on
+    `ready`, and lives on until `hold` is closed.
+    """
+    unused = [Client().outbox(path / f"unused-{n}") for n in range(20)]
+    outbox = Client().outbox(path)
+    outbox.add(("parent", BODY))
+    outbox.sync().result(10)
+    child_r, child_w = os.pipe()
+    if _fork_quietly() == 0:
+        code = 1
+        try:
+            outbox.add(("child", BODY))
+            outbox.sync().result(10)
+            outbox.close_nowait()
+            assert outbox._thread is not None
+            outbox._thread.join(10)
+            os.write(child_w, b"closed")
+            os.read(hold, 1)
+            code = 0 if unused else 2
+        finally:
+            os._exit(code)
+    # Alive until the child has opened its outbox, so that the child does not adopt ours.
+    os.write(ready, os.read(child_r, 64))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def test_a_forked_child_holds_nothing_of_its_killed_parents_outbox(tmp_path: Path) -> None:
+    """A child outlives its parent, killed: the next client adopts both their events at once."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = _fork_quietly()
+    if pid == 0:  # pragma: no cover - reports through its pipe, then dies by SIGKILL
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            _parent_then_killed(tmp_path, ready_w, hold_r)
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        said = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 64), 30)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+        assert said == b"closed"  # and the child lives on
+        taker = Client()
+        outbox = taker.outbox(tmp_path)
+        outbox.start()
+        await _synced(outbox)  # opened, and adopted what it could
+        assert sorted(e.key for e in taker.recovered) == ["child", "parent"]
+        await outbox.aclose(5)
+    finally:
+        os.close(hold_w)  # the child ends
+        os.close(ready_r)
+
+
+# --- handing events over: never more than the room, never "caught up" too soon --------------
+
+
+async def _left_by_a_client_that_ended(path: Path, count: int) -> None:
+    gone = Client().outbox(path)
+    gone.start()
+    for n in range(count):
+        gone.add((f"key-{n}", BODY))
+    await gone.aclose(5)
+
+
+async def test_with_room_for_one_event_adopted_events_are_handed_over_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """A queue with one free place at a time still gets every adopted event, in order."""
+    await _left_by_a_client_that_ended(tmp_path, 3)
+    taker = Client(room=1)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(3):
+        await _wait_until(lambda n=n: len(taker.recovered) == n + 1)  # type: ignore[misc]
+        assert taker.room == 0
+        taker.room = 1  # the client sent one: room for the next
+    assert [e.key for e in taker.recovered] == ["key-0", "key-1", "key-2"]
+    await outbox.aclose(5)
+
+
+async def test_an_outbox_is_not_caught_up_while_it_hands_events_over(tmp_path: Path) -> None:
+    """Until the client has the events being handed over, `caught_up` says no (flush waits)."""
+    await _left_by_a_client_that_ended(tmp_path, 3)
+    taker = Client(room=0)
+    seen: list[bool] = []
+    outbox = taker.outbox(tmp_path)
+
+    def take(events: list[PendingEvent]) -> None:
+        seen.append(outbox.caught_up)
+        taker.take(events)
+
+    outbox._recovered = take
+    outbox.start()
+    await _synced(outbox)  # opened, the events adopted, no room for them yet
+    assert (outbox.backlog, outbox.caught_up) == (3, False)
+    taker.room = 10
+    await _wait_until(lambda: taker.recovered != [])
+    assert (len(taker.recovered), seen) == (3, [False])
+    assert outbox.caught_up
+    await outbox.aclose(5)
+
+
+async def test_adopted_and_spilled_events_waiting_together_share_the_room(tmp_path: Path) -> None:
+    """Room for 10: the 5 adopted events first, then 5 of the 20 spilled, no more."""
+    await _left_by_a_client_that_ended(tmp_path, 5)
+    taker = Client(room=0)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(20):
+        assert outbox.spill((f"spilled-{n}", BODY))
+    await _synced(outbox)
+    assert (outbox.backlog, outbox.spilled) == (5, 20)
+    taker.room = 10
+    await _wait_until(lambda: taker.room <= 0)
+    await _synced(outbox)
+    assert [e.key for e in taker.recovered] == [f"key-{n}" for n in range(5)]
+    assert [e.key for e in taker.spilled] == [f"spilled-{n}" for n in range(5)]
+    assert (taker.room, outbox.spilled) == (0, 15)
+    await outbox.aclose(5)
+
+
+async def test_a_spilled_event_whose_key_was_delivered_meanwhile_is_counted_once(
+    tmp_path: Path,
+) -> None:
+    """A caller's key given twice, the twin delivered first: the spilled one waits no more."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    assert outbox.spill(None)  # lost (invalid_event) before any of the others
+    assert outbox.spill(("twice", BODY))
+    assert outbox.spill(("once", BODY))
+    await _synced(outbox)
+    assert outbox.add(("twice", BODY))  # the same key again, in the queue: stored once
+    await _synced(outbox)
+    outbox.done("twice")  # delivered, which deletes the one row under that key
+    await _synced(outbox)
+    assert [row[0] for row in _rows(tmp_path)] == ["once"]
+    assert (outbox.spilled, outbox.spilling) == (2, True)
+    client.room = 10
+    await _wait_until(lambda: client.spilled != [])
+    await _synced(outbox)
+    assert [e.key for e in client.spilled] == ["once"]
+    assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
+    assert outbox.spills_lost == 2  # the unencodable one, and the twin
+    await outbox.aclose(5)
