@@ -25,6 +25,7 @@ from fluxgate_async._outbox import (
     DATABASE_NAME,
     Outbox,
     PendingEvent,
+    adopt_dead_owners,
     delete_events,
     open_database,
     summarise,
@@ -1000,3 +1001,56 @@ async def test_a_spilled_event_whose_key_was_delivered_meanwhile_is_counted_once
     assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
     assert outbox.spills_lost == 2  # the unencodable one, and the twin
     await outbox.aclose(5)
+
+
+async def test_a_client_whose_disk_fills_leaves_the_outbox_to_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write is undone at once: other clients on the path keep writing, unblocked."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 1.0)
+    full = Client().outbox(tmp_path)
+    await _started_on_a_full_disk(full)  # SQLITE_FULL for this client's connection only
+    other = Client().outbox(tmp_path)
+    other.start()
+    await _synced(other)
+    full.add(("too-big", BODY * 1_000))
+    await _synced(full)
+    assert not full.usable
+    other.add(("other", BODY))
+    await _synced(other)
+    assert other.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["first", "other"]
+    await other.aclose(5)
+    await full.aclose(5)
+
+
+def _interrupted_on(conn: sqlite3.Connection, change: str) -> None:
+    """Interrupt `conn`'s next `change` (DELETE, UPDATE) of a row: SQLite rolls back itself."""
+    conn.create_function("interrupt", 0, conn.interrupt)
+    conn.execute(f"CREATE TEMP TRIGGER cut BEFORE {change} ON events BEGIN SELECT interrupt(); END")
+
+
+def test_a_delete_that_sqlite_rolled_back_itself_raises_its_cause(tmp_path: Path) -> None:
+    """Interrupted, SQLite undoes the whole delete: the error says so, not that ROLLBACK failed."""
+    conn = open_database(tmp_path)
+    conn.execute("INSERT INTO events (key, owner, body, enqueued_at) VALUES ('a', 'o', x'00', 0)")
+    _interrupted_on(conn, "DELETE")
+    with pytest.raises(sqlite3.OperationalError, match=r"^interrupted$"):
+        delete_events(conn, ["a"])
+    assert conn.execute("SELECT key FROM events").fetchall() == [("a",)]
+    conn.close()
+
+
+async def test_an_adoption_that_sqlite_rolled_back_itself_raises_its_cause(
+    tmp_path: Path,
+) -> None:
+    """Interrupted, the adoption is undone whole and says why; the next one takes every row."""
+    await _left_by_a_client_that_ended(tmp_path, 2)
+    conn = open_database(tmp_path)
+    _interrupted_on(conn, "UPDATE")
+    with pytest.raises(sqlite3.OperationalError, match=r"^interrupted$"):
+        adopt_dead_owners(conn, tmp_path, "me")
+    conn.execute("DROP TRIGGER cut")
+    assert len(adopt_dead_owners(conn, tmp_path, "me")) == 2
+    assert conn.execute("SELECT DISTINCT owner FROM events").fetchall() == [("me",)]
+    conn.close()
