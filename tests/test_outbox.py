@@ -28,6 +28,7 @@ from fluxgate_async._outbox import (
     adopt_dead_owners,
     delete_events,
     open_database,
+    register_owner,
     summarise,
 )
 
@@ -880,7 +881,8 @@ def _parent_then_killed(path: Path, ready: int, hold: int) -> None:  # pragma: n
 
 
 async def test_a_forked_child_holds_nothing_of_its_killed_parents_outbox(tmp_path: Path) -> None:
-    """A child outlives its parent, killed: the next client adopts both their events at once."""
+    """A child outlives its parent, killed: the next client adopts all their events at once."""
+    await _left_by_a_client_that_ended(tmp_path, 1)  # the parent adopts it before it forks
     ready_r, ready_w = os.pipe()
     hold_r, hold_w = os.pipe()
     pid = _fork_quietly()
@@ -902,7 +904,7 @@ async def test_a_forked_child_holds_nothing_of_its_killed_parents_outbox(tmp_pat
         outbox = taker.outbox(tmp_path)
         outbox.start()
         await _synced(outbox)  # opened, and adopted what it could
-        assert sorted(e.key for e in taker.recovered) == ["child", "parent"]
+        assert sorted(e.key for e in taker.recovered) == ["child", "key-0", "parent"]
         await outbox.aclose(5)
     finally:
         os.close(hold_w)  # the child ends
@@ -1054,3 +1056,77 @@ async def test_an_adoption_that_sqlite_rolled_back_itself_raises_its_cause(
     assert len(adopt_dead_owners(conn, tmp_path, "me")) == 2
     assert conn.execute("SELECT DISTINCT owner FROM events").fetchall() == [("me",)]
     conn.close()
+
+
+async def test_adoption_says_what_it_took_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DEBUG: how many events of each ended client; INFO: how many the outbox will deliver."""
+    caplog.set_level(logging.DEBUG, logger="fluxgate_async")
+    await _left_by_a_client_that_ended(tmp_path, 2)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "FluxGate: outbox: adopted 2 event(s) of a client that ended"),
+        ("INFO", f"FluxGate: outbox {tmp_path}: delivering 2 event(s) left by a client that ended"),
+    ]
+    await outbox.aclose(5)
+
+
+def test_a_live_client_listed_first_does_not_stop_adopting_an_ended_ones_events(
+    tmp_path: Path,
+) -> None:
+    """Owners are looked at one by one: a live one is passed over, the ended one after it taken."""
+    conn = open_database(tmp_path)
+    for owner in ("a-live", "b-ended"):
+        register_owner(conn, owner)
+    conn.execute(
+        "INSERT INTO events (key, owner, body, enqueued_at) VALUES ('k', 'b-ended', x'00', 0)"
+    )
+    alive = os.open(tmp_path / "owners" / "a-live.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(alive, fcntl.LOCK_EX)
+    try:
+        assert len(adopt_dead_owners(conn, tmp_path, "me")) == 1
+        assert conn.execute("SELECT owner FROM events").fetchall() == [("me",)]
+        assert sorted(row[0] for row in conn.execute("SELECT owner FROM owners")) == ["a-live"]
+    finally:
+        os.close(alive)
+        conn.close()
+
+
+async def test_owner_lock_files_are_private_to_the_user(tmp_path: Path) -> None:
+    """The files an outbox creates for its locks are read-write for their owner only."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    [lock] = (tmp_path / "owners").iterdir()
+    assert lock.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "open.lock").stat().st_mode & 0o777 == 0o600
+    await outbox.aclose(5)
+
+
+async def test_closing_while_another_process_writes_still_lets_go_of_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner row cannot be deleted (database locked): its lock still goes, its events too."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.2)
+    first = Client().outbox(tmp_path)
+    first.start()
+    first.add(("left", BODY))
+    await _synced(first)
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        await first.aclose(5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert first.kept == 1
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    assert [e.key for e in taker.recovered] == ["left"]
+    await outbox.aclose(5)
