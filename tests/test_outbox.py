@@ -303,9 +303,12 @@ async def test_max_bytes_refuses_once_the_bodies_fill_it(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (b"this is not a database, it is a text file\n" * 100, "not a readable SQLite database"),
-        (None, "not a fluxgate-async outbox"),
-        (b"version", "an outbox of another version (99)"),
+        (
+            b"this is not a database, it is a text file\n" * 100,
+            " is not a readable SQLite database (",
+        ),
+        (None, " is not a fluxgate-async outbox: moved aside to "),
+        (b"version", " is an outbox of another version (99): moved aside to "),
     ],
     ids=["corrupt", "foreign", "other-version"],
 )
@@ -353,7 +356,7 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
     await _synced(outbox)
     assert not outbox.usable
     assert outbox.memory_only == 3
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert re.fullmatch(
         rf"FluxGate: the outbox at {re.escape(str(blocker / 'outbox'))} cannot be written "
@@ -1129,4 +1132,106 @@ async def test_closing_while_another_process_writes_still_lets_go_of_the_events(
     outbox.start()
     await _synced(outbox)
     assert [e.key for e in taker.recovered] == ["left"]
+    await outbox.aclose(5)
+
+
+async def test_a_file_with_damaged_pages_is_moved_aside_as_damaged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outbox whose header reads well but whose pages do not: moved aside, saying so."""
+    conn = open_database(tmp_path)
+    conn.executemany(
+        "INSERT INTO events (key, owner, body, enqueued_at) VALUES (?, 'o', ?, 0)",
+        [(f"k{n}", b"x" * 100) for n in range(200)],
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    database = tmp_path / DATABASE_NAME
+    data = bytearray(database.read_bytes())
+    data[-2000:-1800] = b"\xff" * 200  # the middle of the last page
+    database.write_bytes(bytes(data))
+    outbox = Client().outbox(tmp_path)
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    assert outbox.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    assert f"FluxGate: {database} is damaged (" in caplog.text
+    await outbox.aclose(5)
+
+
+async def test_a_writer_waits_for_another_processs_transaction_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program writes for 6 s: the outbox waits (up to its limit), then writes."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 30.0)
+    open_database(tmp_path).close()
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        outbox = Client().outbox(tmp_path)
+        outbox.add(("k", BODY))
+        await asyncio.sleep(6)  # longer than SQLite's own default wait of 5 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await _synced(outbox)
+    assert outbox.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    await outbox.aclose(5)
+
+
+class _Bug(Exception):
+    """What a bug in the code the outbox calls raises."""
+
+
+def _broken(*_args: object) -> Any:
+    raise _Bug("a bug")
+
+
+@pytest.mark.parametrize(
+    ("hook", "where"), [("_room", "opening the outbox"), ("_prepare", "in the outbox")]
+)
+async def test_a_bug_costs_the_outbox_not_the_app(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hook: str, where: str
+) -> None:
+    """An unexpected exception: logged once with its traceback, one WARNING, memory only."""
+    await _left_by_a_client_that_ended(tmp_path, 1)  # opening hands it over: asks for room
+    outbox = Client().outbox(tmp_path)
+    setattr(outbox, hook, _broken)
+    outbox.add(("k", BODY))
+    await _wait_until(lambda: not outbox.usable)
+    outbox.add(("k2", BODY))
+    await _synced(outbox)
+    assert outbox.memory_only >= 1  # k2 at least: in memory only
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage() == f"FluxGate: unexpected error {where}"
+    assert error.exc_info is not None
+    assert isinstance(error.exc_info[1], _Bug)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "cannot be written (a bug); events are kept in memory only" in warning
+    await outbox.aclose(5)
+
+
+async def test_an_adoption_another_process_keeps_locked_out_warns_with_the_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write lock held past the wait while adopting: one WARNING that says so, memory only."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.2)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    await _left_by_a_client_that_ended(tmp_path, 1)
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        outbox._next_adoption = 0  # look for ended clients now rather than in two seconds
+        await _synced(outbox)  # adoption runs after this batch
+        await _synced(outbox)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not outbox.usable
+    assert taker.recovered == []
+    assert caplog.text.count("cannot be written (database is locked)") == 1
     await outbox.aclose(5)
