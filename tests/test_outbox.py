@@ -466,6 +466,7 @@ async def test_spilled_events_are_read_back_in_order_as_room_allows(tmp_path: Pa
     taker.room = 100
     await _wait_until(lambda: len(taker.spilled) == 25)
     assert [e.key for e in taker.spilled] == [f"key-{n:02}" for n in range(25)]
+    assert {(e.body, e.attempts, e.last_error) for e in taker.spilled} == {(BODY, 0, None)}
     assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
     assert taker.recovered == []
     await outbox.aclose(5)
@@ -504,7 +505,7 @@ async def test_spilling_to_an_unwritable_outbox_loses_the_events_as_queue_full(
     await _synced(outbox)
     assert not outbox.usable
     assert outbox.caught_up
-    assert [reason for _, reason in client.lost] == ["queue_full"] * 3
+    assert client.lost == [((f"k{n}", BODY), "queue_full") for n in range(3)]
     assert outbox.spilled == 0
     await outbox.aclose(5)
 
@@ -1234,4 +1235,35 @@ async def test_an_adoption_another_process_keeps_locked_out_warns_with_the_cause
     assert not outbox.usable
     assert taker.recovered == []
     assert caplog.text.count("cannot be written (database is locked)") == 1
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_count_once_against_max_events(tmp_path: Path) -> None:
+    """With max_events=5 and three spilled events written, two more are accepted, not three."""
+    outbox = Client(room=0).outbox(tmp_path, max_events=5)
+    outbox.start()
+    for n in range(3):
+        assert outbox.spill((f"s{n}", BODY))
+    await _synced(outbox)
+    assert outbox.add(("a0", BODY))
+    assert outbox.add(("a1", BODY))
+    assert not outbox.add(("a2", BODY))
+    await _synced(outbox)
+    assert len(_rows(tmp_path)) == 5
+    await outbox.aclose(5)
+
+
+async def test_attempts_that_failed_before_the_event_was_written_are_all_counted(
+    tmp_path: Path, client: Client
+) -> None:
+    """Added and failed twice within one batch: its row says two attempts, and the last reason."""
+    outbox = client.outbox(tmp_path)
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the writer waits until all three are queued
+    outbox.add(("slow", BODY))
+    outbox.failed("slow", "http_503")
+    outbox.failed("slow", "connection")
+    os.close(lock)
+    await _synced(outbox)
+    assert _rows(tmp_path) == [("slow", BODY, 2, "connection")]
     await outbox.aclose(5)
