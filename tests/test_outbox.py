@@ -365,6 +365,8 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
         warnings[0].getMessage(),
     )
     await outbox.aclose(5)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # closing is silent
+    assert outbox.kept == 0
 
 
 async def test_a_directory_in_place_of_the_file_makes_the_outbox_unusable(
@@ -728,6 +730,7 @@ async def test_aclose_waits_at_most_its_timeout_for_a_blocked_writer(
     outbox._thread.join(10)  # unblocked, the writer still writes the event, for the next start
     assert not outbox._thread.is_alive()
     assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    assert len(caplog.records) == 1  # finishing after aclose gave up is silent
 
 
 def test_a_delete_that_fails_part_way_deletes_nothing_and_frees_the_database(
@@ -1267,3 +1270,20 @@ async def test_attempts_that_failed_before_the_event_was_written_are_all_counted
     await _synced(outbox)
     assert _rows(tmp_path) == [("slow", BODY, 2, "connection")]
     await outbox.aclose(5)
+
+
+async def test_a_client_that_closes_with_nothing_left_leaves_no_trace(tmp_path: Path) -> None:
+    """Every event acknowledged: the client is no longer listed, and its lock file is gone."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    outbox.done("k")
+    await outbox.aclose(5)
+    assert outbox.kept == 0
+    conn = open_database(tmp_path)
+    try:
+        assert summarise(conn, tmp_path).owners == {}
+    finally:
+        conn.close()
+    assert list((tmp_path / "owners").iterdir()) == []
