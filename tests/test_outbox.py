@@ -365,6 +365,8 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
         warnings[0].getMessage(),
     )
     await outbox.aclose(5)
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]  # closing is silent
     assert outbox.kept == 0
 
