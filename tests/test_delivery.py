@@ -605,12 +605,14 @@ async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
         real_post = transport.post
         calls = 0
 
-        async def flaky_post(body: bytes, key: str, loop: asyncio.AbstractEventLoop) -> Any:
+        async def flaky_post(
+            body: bytes, key: str, loop: asyncio.AbstractEventLoop, read: Any
+        ) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("bug in the transport")
-            return await real_post(body, key, loop)
+            return await real_post(body, key, loop, read)
 
         monkeypatch.setattr(transport, "post", flaky_post)
         fg.record_event_nowait(event(1))
@@ -818,6 +820,31 @@ async def test_an_event_given_up_on_is_one_warning_with_its_key_attempts_and_ans
     ]
 
 
+async def test_a_retry_that_times_out_counts_as_the_last_attempt(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503, then no answer within `timeout`: failed as timeout after 2 attempts, one WARNING."""
+    collector.reply_with(Reply(status=503, body="busy", retry_after=0.01), Reply(delay=30))
+    lost: list[str] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=0.2,
+        max_retries=1,
+        on_error=lambda _e, reason: lost.append(reason),
+    ) as fg:
+        assert fg.record_event_nowait(LLMEvent(AiEventUsage(1, 1)))
+        assert await fg.flush(10)
+        stats = fg.stats
+    key = collector.requests[0].idempotency_key
+    assert [r.idempotency_key for r in collector.requests] == [key, key]
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 1)
+    assert lost == ["timeout"]
+    assert _messages(caplog, logging.WARNING) == [
+        f"FluxGate: event {key} not recorded after 2 attempt(s): no answer within 0.2s"
+    ]
+
+
 async def test_a_background_timeout_is_logged_with_the_deadline(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -848,6 +875,45 @@ async def test_debug_logs_each_retry_with_its_delay_and_the_answer_recorded(
     assert re.fullmatch(
         rf"FluxGate: event {key} recorded: CreateAiEventResponse\(id='.+', .+\)", recorded
     )
+
+
+async def test_a_background_answer_without_a_string_id_fails_the_event_with_what_came(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 200 whose JSON has no usable id: failed as invalid_response, the answer in the WARNING."""
+    collector.reply_with(Reply(body={"id": 7, "cost": 1}), Reply(body={"id": ""}))
+    lost: list[str] = []
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda _e, reason: lost.append(reason)
+    ) as fg:
+        assert fg.record_event_nowait(event(1))
+        assert await fg.flush(5)
+        assert fg.record_event_nowait(event(2))
+        assert await fg.flush(5)
+        stats = fg.stats
+    assert (stats.sent, stats.failed) == (0, 2)
+    assert lost == ["invalid_response", "invalid_response"]
+    warnings = _messages(caplog, logging.WARNING)
+    assert "HTTP 200 answer has no string id: {'id': 7, 'cost': 1}" in warnings[0]
+    assert "HTTP 200 answer has no string id: {'id': ''}" in warnings[1]
+
+
+async def test_debug_logs_the_whole_answer_of_an_event_sent_at_once(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, a background event recorded at its first attempt logs the answer as read."""
+    collector.reply_with(
+        Reply(body={"id": "evt_9", "createdAt": "2026-01-01T00:00:00Z", "cost": 0.5})
+    )
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+            assert fg.record_event_nowait(event(1))
+            assert await fg.flush(5)
+    key = collector.requests[0].idempotency_key
+    assert (
+        f"FluxGate: event {key} recorded: CreateAiEventResponse(id='evt_9', "
+        "created_at='2026-01-01T00:00:00Z', cost=0.5, status=None)"
+    ) in _messages(caplog, logging.DEBUG)
 
 
 async def test_an_event_that_became_unencodable_is_one_warning_naming_the_field(

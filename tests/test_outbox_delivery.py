@@ -436,7 +436,7 @@ async def test_another_threads_events_spill_behind_the_loops(
 async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
     """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
     collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
-    seen: list[str] = []
+    seen: list[tuple[object, str]] = []
     fg = FluxGate(
         API_KEY,
         endpoint=collector.url,
@@ -444,12 +444,13 @@ async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_
         max_queue_size=10,
         outbox_max_events=50,
         max_retries=10_000,
-        on_error=lambda _e, reason: seen.append(reason),
+        on_error=lambda e, reason: seen.append((e, reason)),
     )
-    answers = [fg.record_event_nowait(event(n)) for n in range(80)]
+    events = [event(n) for n in range(80)]
+    answers = [fg.record_event_nowait(e) for e in events]
     await fg.aclose(timeout=0.2)
     assert answers == [True] * 50 + [False] * 30
-    assert seen == ["outbox_full"] * 30
+    assert seen == [(e, "outbox_full") for e in events[50:]]  # each refused event itself
     assert fg.stats.dropped == {"outbox_full": 30}
     assert fg.stats.enqueued == 50 == _accounted(fg)
     assert len(_rows(tmp_path)) == 50
@@ -487,3 +488,58 @@ async def test_events_handed_over_through_the_inbox_go_before_later_ones(
         assert fg.record_event_nowait(event(2))
         assert await fg.flush(10)
     assert [e["usage"]["inputTokens"] for e in collector.events] == [0, 1, 2]
+
+
+async def test_events_an_earlier_client_left_are_delivered_without_a_flush(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """A client started on an outbox delivers what the last one left on its own, unasked."""
+    await _leave(tmp_path, collector, 3)
+    left_over = len(collector.events)
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path):
+        async with asyncio.timeout(10):
+            while len(collector.events) < left_over + 3:  # noqa: ASYNC110 - nothing to wait on
+                await asyncio.sleep(0.01)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events[left_over:]) == [0, 1, 2]
+
+
+async def test_a_spilled_event_is_delivered_under_the_key_it_was_recorded_with(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """An `idempotency_key` given for an event that spilled to disk is the one it is sent with."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    async with FluxGate(
+        API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=5, max_retries=10_000
+    ) as fg:
+        for n in range(30):
+            assert fg.record_event_nowait(event(n), idempotency_key=f"span-{n}")
+        assert fg.stats.spilled > 0
+        collector.responder = None
+        assert await fg.flush(30)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(30))
+    # Every attempt, refused or accepted, went under the key given for its event.
+    assert [r.idempotency_key for r in collector.requests] == [
+        f"span-{r.json['usage']['inputTokens']}" for r in collector.requests
+    ]
+
+
+async def test_events_left_past_outbox_max_age_are_reported_expired_with_their_content(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Too old to send: each left-over event reaches on_error as its JSON, reason `expired`."""
+    await _leave(tmp_path, collector, 2)
+    await asyncio.sleep(0.2)
+    seen: list[tuple[object, str]] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        outbox_max_age=0.1,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    ) as fg:
+        assert await fg.flush(10)
+    assert sorted((e["usage"]["inputTokens"], r) for e, r in seen) == [  # type: ignore[index]
+        (0, "expired"),
+        (1, "expired"),
+    ]
+    assert _rows(tmp_path) == []

@@ -216,6 +216,37 @@ async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     assert fg.record_event_nowait(event(9)) is False
 
 
+async def test_flush_from_another_thread_ends_when_the_home_loop_stops(
+    collector: FakeCollector,
+) -> None:
+    """flush() without a timeout, awaited elsewhere, returns False when the home loop stops."""
+    collector.responder = lambda _: Reply(delay=30)  # the event stays in flight
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    home = asyncio.new_event_loop()
+    thread = threading.Thread(target=home.run_forever)
+    thread.start()
+    try:
+
+        async def record() -> None:  # on `home`, which becomes the client's loop
+            fg.record_event_nowait(event(1))
+            await asyncio.sleep(0.2)  # the sender has the event in flight
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(record(), home))
+        flushing = asyncio.ensure_future(fg.flush())
+        await asyncio.sleep(0.3)
+        assert not flushing.done()  # the event is in flight: flush waits
+        home.call_soon_threadsafe(home.stop)  # stopped, its tasks not cancelled
+        async with asyncio.timeout(10):
+            assert await flushing is False
+    finally:
+        if home.is_running():
+            home.call_soon_threadsafe(home.stop)
+        await asyncio.to_thread(thread.join, 5)
+        await asyncio.to_thread(home.run_until_complete, fg.aclose(timeout=0.5))
+        home.close()
+    assert fg.stats.dropped == {DropReason.SHUTDOWN: 1}
+
+
 def test_idempotency_keys_are_unique_version_4_uuids_across_threads() -> None:
     """Keys drawn from eight threads at once never repeat, and each reads as a UUID 4."""
     keys = _Keys()

@@ -27,6 +27,7 @@ from fluxgate_async._models import _METADATA_NAMES
 from fluxgate_async._wire import (
     EventTooLargeError,
     InvalidEventError,
+    answer_id,
     answer_to_json,
     check_event,
     converter,
@@ -248,6 +249,51 @@ _json = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
     max_leaves=6,
 )
+_answer_values = st.one_of(
+    _json_leaf,
+    st.sampled_from([float("nan"), float("inf"), "", "evt_1"]),
+    st.lists(_json_leaf, max_size=2),
+)
+
+
+@given(
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["id", "recordId", "cost", "totalCost", "createdAt", "status", "x"]),
+            _answer_values,
+            max_size=5,
+        ),
+        _answer_values,
+    )
+)
+def test_answer_id_is_the_id_parse_response_reads(body: object) -> None:
+    """Background delivery's reading of an answer refuses exactly what parse_response refuses."""
+    parsed = parse_response(body)
+    assert answer_id(body) == (None if parsed is None else parsed.id)
+
+
+@pytest.mark.parametrize(
+    ("cost", "read"),
+    [
+        (0.5, 0.5),
+        (2, 2.0),
+        (float("nan"), None),
+        (float("inf"), None),
+        (True, None),
+        ("0.1", None),
+        (None, None),
+    ],
+)
+def test_parse_response_reads_a_cost_only_when_it_is_a_finite_number(
+    cost: object, read: float | None
+) -> None:
+    """A finite float or int is the cost, as a float; NaN, infinity, a bool or text read as None."""
+    parsed = parse_response({"id": "evt_1", "cost": cost})
+    assert parsed is not None
+    assert parsed.cost == read
+    assert type(parsed.cost) is type(read)
+
+
 _users = st.one_of(
     st.none(),
     _text,

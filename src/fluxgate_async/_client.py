@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from ._config import (
 )
 from ._deadline import Deadline, Deadlines
 from ._delivery import OnError, Pipeline
+from ._later import Build, Later
 from ._logging import hide_secret, log, scrub, show_debug_logs
 from ._manual_tracking import TrackedCall, track
 from ._models import CreateAiEventResponse, LLMEvent
@@ -40,6 +42,7 @@ from ._wire import (
     InvalidEventError,
     check_event,
     encode_event,
+    parse_response,
     to_event,
 )
 
@@ -192,6 +195,7 @@ class FluxGate:
             max_queue_size=self._config.max_queue_size,
             on_error=on_error,
         )
+        self._later = Later(self.record_event_nowait)
         if self._config.outbox is not None and self._config.enabled:
             self._pipeline.use_outbox(
                 self._config.outbox,
@@ -220,6 +224,7 @@ class FluxGate:
     def stats(self) -> DeliveryStats:
         """A snapshot of background delivery: enqueued, sent, failed, dropped by reason."""
         assert self._pipeline is not None
+        self._later.run()  # the events of tracked calls that returned count already
         return self._pipeline.stats
 
     def __repr__(self) -> str:
@@ -346,9 +351,12 @@ class FluxGate:
                 takes (each attempt has its own deadline, so it ends).
 
         Returns:
-            `True` when all were settled; `False` when `timeout` ran out first.
+            `True` when all were settled; `False` when `timeout` ran out first,
+            or when the event loop delivering them (the client's, in another
+            thread) stopped before.
         """
         assert self._pipeline is not None
+        self._later.run()  # the events of tracked calls that returned first
         return await self._pipeline.flush(timeout)
 
     async def record_event(  # noqa: PLR0911 - guard clauses
@@ -376,7 +384,18 @@ class FluxGate:
         """
         try:
             measured: list[bytes] = []
-            prepared = self._prepare(event, measured)
+            prepared: LLMEvent | str
+            if (
+                # The common call, checked inline as in `record_event_nowait`: an
+                # LLMEvent (checked when it was built) well within the size limit,
+                # nothing to run on it first.
+                type(event) is LLMEvent
+                and self._queue_as_is  # and so not closed
+                and event._json_size <= self._max_event_bytes  # and so no problem
+            ):
+                prepared = event
+            else:
+                prepared = self._prepare(event, measured)
             if isinstance(prepared, str):
                 # Compared as text only: an event's generated __eq__ costs more than the check.
                 if prepared == DropReason.CLOSED:
@@ -394,13 +413,16 @@ class FluxGate:
             assert self._pipeline is not None
             assert self._transport is not None
             key = idempotency_key or self._pipeline.keys.next()
-            log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
+            # Asked once, for both lines.
+            debug = log.isEnabledFor(logging.DEBUG)
+            if debug:
+                log.debug("FluxGate: sending event %s to %s: %s", key, self._config.endpoint, body)
             loop = asyncio.get_running_loop()
             try:
                 with self._deadlines.start(loop) as deadline:
                     # The first attempt inline: one coroutine less to resume at each
                     # step of the request, on the common path.
-                    result = await self._transport.post(body, key, loop)
+                    result = await self._transport.post(body, key, loop, parse_response)
                     if isinstance(result, Attempt) and result.retryable:
                         result = await self._retry(result, body, key, deadline, loop)
             except TimeoutError:
@@ -413,7 +435,8 @@ class FluxGate:
             if isinstance(result, Attempt):
                 log.warning("FluxGate: event %s not recorded: %s", key, result.detail)
                 return None
-            log.debug("FluxGate: event %s recorded: %s", key, result)
+            if debug:
+                log.debug("FluxGate: event %s recorded: %s", key, result)
             return result
         except Exception as exc:  # the promise: tracking never breaks the host app
             log.error("FluxGate: unexpected error, event not recorded: %s", exc)
@@ -443,7 +466,7 @@ class FluxGate:
             log.debug("FluxGate: event %s: %s; retrying in %.2fs", key, result.detail, delay)
             await asyncio.sleep(delay)
             retry += 1
-            answer = await self._transport.post(body, key, loop)
+            answer = await self._transport.post(body, key, loop, parse_response)
             if not isinstance(answer, Attempt) or not answer.retryable:
                 return answer
             result = answer
@@ -514,6 +537,7 @@ class FluxGate:
         """
         if self._closed:
             return
+        self._later.run()  # the events of tracked calls that returned before
         self._closed = True
         self._queue_as_is = False
         assert self._transport is not None
@@ -542,7 +566,19 @@ class FluxGate:
     ) -> None:
         await self.aclose()
 
+    def _record_soon(self, build: Build) -> None:
+        """Queue the event `build()` makes once the running task yields to the loop.
+
+        For the provider wrappers in background mode: the tracked call returns
+        without waiting for its event to be built. `flush()`, `aclose()` and
+        `stats` build the events still waiting first. Never raises.
+        """
+        self._later.add(build)
+
     def __del__(self) -> None:
+        later = getattr(self, "_later", None)
+        if later:
+            later.run(self.record_event_nowait)  # their events are pending like the queued ones
         pipeline = getattr(self, "_pipeline", None)
         transport = getattr(self, "_transport", None)
         pending = 0 if pipeline is None else pipeline.unfinished

@@ -52,7 +52,7 @@ from ._outbox import Outbox, PendingEvent
 from ._retry import backoff_delay
 from ._stats import DeliveryStats, DropReason, FailureReason
 from ._transport import Attempt, Transport
-from ._wire import EventInput, InvalidEventError, encode_event
+from ._wire import EventInput, InvalidEventError, answer_id, encode_event, parse_response
 
 __all__ = ["OnError", "Pipeline"]
 
@@ -64,6 +64,9 @@ OnError = Callable[[EventInput, str], object]
 # How long closing waits for cancelled senders to unwind; they do so at once
 # unless something below them swallows the cancellation.
 _UNWIND_SECONDS = 1.0
+# How often a wait on the home loop from another thread's loop checks that the
+# home loop still runs.
+_HOME_LOOP_CHECK_SECONDS = 0.25
 # How long closing waits for the outbox to write its last batch.
 _OUTBOX_CLOSE_SECONDS = 2.0
 # How often a flush looks whether the outbox has handed over what earlier clients left.
@@ -75,6 +78,15 @@ _running_loop = asyncio._get_running_loop
 _thread = threading.get_ident
 
 _T = TypeVar("_T")
+
+
+def _reader() -> Callable[[object], object]:
+    """What a sender reads of an answer: its id, or all of it when the DEBUG log shows it.
+
+    Nothing else of a background event's answer is seen, and building the
+    whole answer cost as much as the rest of reading it.
+    """
+    return parse_response if log.isEnabledFor(logging.DEBUG) else answer_id
 
 
 class _Item:
@@ -95,8 +107,9 @@ class _Item:
         self.key = key
         # Its place in the queue, from 1; 0 until it is queued.
         self.seq = seq
-        # `body`, the encoded event, is set once the sender or the outbox's writer
-        # has encoded it; left unset until then, as queueing must cost nothing more.
+        # `body`, the encoded event, is set only with an outbox, once its writer or
+        # a sender has encoded it; left unset until then, as queueing must cost
+        # nothing more.
 
 
 class _Keys:
@@ -117,7 +130,8 @@ class _Keys:
 
     def next(self) -> str:
         """A key for an event sent at once."""
-        return self.key(next(self.numbers))
+        # `key`'s format, written out: one call less on every awaited event.
+        return f"{self._prefix}{next(self.numbers) & 0xFFFFFFFFFFFF:012x}"
 
 
 class Pipeline:
@@ -160,9 +174,16 @@ class Pipeline:
         )
 
     def start_outbox(self) -> None:
-        """Start the outbox's writer, which delivers what earlier clients left there first."""
+        """Start the outbox's writer, which delivers what earlier clients left there first.
+
+        In a running event loop (`async with FluxGate(...)`) the senders start
+        there too: what the writer reads back goes out without waiting for the
+        client's first event.
+        """
         if self._outbox is not None and not self._closing:
             self._outbox.start()
+            if self._loop is None:
+                self._start_senders()
 
     def _reset(self) -> None:
         """Empty queue, zero counters, no loop: a new client's state, or a forked child's."""
@@ -185,7 +206,8 @@ class Pipeline:
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         # What the flushes waiting now wait for (the last event each must see
-        # settled): senders wake them only when the first of those is reached.
+        # settled), in the order they started, and so ascending: senders wake
+        # them only when the first of those is reached.
         self._flush_targets: list[int] = []
         self._resume_at = 0.0
         self._sent = 0
@@ -466,36 +488,59 @@ class Pipeline:
         loop = asyncio.get_running_loop()  # a sender lives and dies in one loop
         wakeup, progress = self._wakeup, self._progress
         in_flight = self._in_flight
+        post, deadline = self._transport.post, self._deadlines.start
         while True:
             while not self._pending:
                 await self._wait_for_events(wakeup)
             item = self._pending.popleft()
             in_flight[item.seq] = item
             try:
-                await self._deliver(item, loop)
-            except asyncio.CancelledError:
-                if in_flight.pop(item.seq, None) is None:
-                    raise  # closing gave up waiting for us and counted it already
-                if self._closing and self._outbox is not None:
-                    in_flight[item.seq] = item  # closing keeps it in the outbox, with the rest
-                elif self._closing:
-                    self.drop(item.event, DropReason.SHUTDOWN)
+                body = self._body(item)
+                if body is None:
+                    pass  # it cannot be encoded: failed, counted and reported
+                elif self._resume_at and self._resume_at > loop.time():
+                    await self._deliver(item, body, loop, None)  # rate limited: it waits first
                 else:
-                    # The loop is ending under us (asyncio.run returning): keep the
-                    # event, with its key, for whichever loop uses the client next.
-                    self._pending.appendleft(item)
-                    self._warn_cut_off()
+                    # The first attempt inline, as in `record_event`: most events need
+                    # no other, and one coroutine less is resumed at each step of it.
+                    key: str = item.key  # type: ignore[assignment]
+                    read = _reader()
+                    try:
+                        with deadline(loop):
+                            result = await post(body, key, loop, read)
+                    except TimeoutError:
+                        result = self._timed_out()
+                    if isinstance(result, Attempt):
+                        await self._deliver(item, body, loop, result)
+                    else:
+                        self._recorded(key, result, read)
+            except asyncio.CancelledError:
+                self._cut_off(item, in_flight)
                 raise
             except Exception:  # a bug below must cost one event, not the sender
                 log.exception("FluxGate: unexpected error delivering an event")
                 self._fail(item, FailureReason.INTERNAL_ERROR)
-            if in_flight is not self._in_flight:
-                return  # a forked child's copy of a parent's sender: the event is the parent's
-            if in_flight.pop(item.seq, None) is None:
-                return  # closing gave up waiting for us and counted the event already
-            targets = self._flush_targets
-            if targets and item.seq <= max(targets) and self._settled(min(targets)):
+            # A forked child's copy of a parent's sender (the event is the parent's),
+            # or closing gave up waiting for us and counted the event already.
+            if in_flight is not self._in_flight or in_flight.pop(item.seq, None) is None:
+                return
+            targets = self._flush_targets  # ascending: each flush adds the latest seq
+            if targets and item.seq <= targets[-1] and self._settled(targets[0]):
                 progress.set()
+
+    def _cut_off(self, item: _Item, in_flight: dict[int, _Item]) -> None:
+        """The sender delivering `item` is cancelled: keep, count or leave the event."""
+        if in_flight.pop(item.seq, None) is None:
+            return  # closing gave up waiting for us and counted it already
+        if self._closing and self._outbox is not None:
+            in_flight[item.seq] = item  # closing keeps it in the outbox, with the rest
+        elif self._closing:
+            self.drop(item.event, DropReason.SHUTDOWN)
+        else:
+            # The loop is ending under us (asyncio.run returning): keep the
+            # event, with its key, for whichever loop uses the client next.
+            self._pending.appendleft(item)
+            self._warn_cut_off()
 
     async def _wait_for_events(self, wakeup: asyncio.Event) -> None:
         wakeup.clear()
@@ -518,40 +563,69 @@ class Pipeline:
             self.unfinished,
         )
 
-    async def _deliver(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
-        body: bytes | None = getattr(item, "body", None)
+    def _body(self, item: _Item) -> bytes | None:
+        """The request body of `item`, its key written out; `None` if it cannot be encoded.
+
+        An event that cannot be encoded is failed here: counted and reported.
+        """
+        outbox = self._outbox
+        # Only with an outbox is an event encoded before it is first sent (by the
+        # outbox's writer, or read back from disk with its body): without one,
+        # reading the unset slot would cost more than the check.
+        body: bytes | None = None if outbox is None else getattr(item, "body", None)
         if body is None:
             try:
                 body = encode_event(item.event)  # type: ignore[arg-type]
             except InvalidEventError as exc:
                 log.warning("FluxGate: invalid event, not sent: %s", exc)
                 self._fail(item, FailureReason.INVALID_EVENT)
-                return
-            item.body = body  # the outbox's writer need not encode it again
+                return None
+            if outbox is not None:
+                item.body = body  # the outbox's writer need not encode it again
         if item.key is None:
             item.key = self.keys.key(item.number)
-        key = item.key
+        return body
+
+    def _timed_out(self) -> Attempt:
+        return Attempt(
+            reason=FailureReason.TIMEOUT,
+            detail=f"no answer within {self._deadlines.seconds}s",
+            retryable=True,
+        )
+
+    def _recorded(self, key: str, answer: object, read: Callable[[object], object]) -> None:
+        self._sent += 1
+        if self._outbox is not None:
+            self._outbox.done(key)
+        if read is parse_response:  # the DEBUG log was on: it shows the whole answer
+            log.debug("FluxGate: event %s recorded: %s", key, answer)
+
+    async def _deliver(
+        self, item: _Item, body: bytes, loop: asyncio.AbstractEventLoop, result: Attempt | None
+    ) -> None:
+        """Deliver `item` after the failed first attempt `result`, or from its first attempt.
+
+        `result` is `None` when the event was not attempted yet (the client is
+        rate limited: it waits first).
+        """
+        key: str = item.key  # type: ignore[assignment]
         outbox = self._outbox
         retry = 0
         while True:
-            # Zero unless FluxGate rate-limited the client: then every sender waits.
-            if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
-                await asyncio.sleep(pause)
-            try:
-                with self._deadlines.start(loop):
-                    result = await self._transport.post(body, key, loop)
-            except TimeoutError:
-                result = Attempt(
-                    reason=FailureReason.TIMEOUT,
-                    detail=f"no answer within {self._deadlines.seconds}s",
-                    retryable=True,
-                )
-            if not isinstance(result, Attempt):
-                self._sent += 1
-                if outbox is not None:
-                    outbox.done(key)
-                log.debug("FluxGate: event %s recorded: %s", key, result)
-                return
+            if result is None:
+                # Zero unless FluxGate rate-limited the client: then every sender waits.
+                if self._resume_at and (pause := self._resume_at - loop.time()) > 0:
+                    await asyncio.sleep(pause)
+                read = _reader()
+                try:
+                    with self._deadlines.start(loop):
+                        answer = await self._transport.post(body, key, loop, read)
+                except TimeoutError:
+                    answer = self._timed_out()
+                if not isinstance(answer, Attempt):
+                    self._recorded(key, answer, read)
+                    return
+                result = answer
             if not result.retryable or retry >= self._max_retries:
                 log.warning(
                     "FluxGate: event %s not recorded after %d attempt(s): %s",
@@ -572,6 +646,7 @@ class Pipeline:
                 outbox.failed(key, result.reason)
             await asyncio.sleep(delay)
             retry += 1
+            result = None
 
     def _fail(self, item: _Item, reason: str) -> None:
         self._failed += 1
@@ -702,11 +777,21 @@ class Pipeline:
 async def _on_home_loop(
     home: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T], timeout: float | None
 ) -> _T | bool:
-    """Run `work` on the home loop, from another loop's thread; `False` if it cannot end."""
-    future = asyncio.run_coroutine_threadsafe(work, home)
+    """Run `work` on the home loop, from another loop's thread; `False` if it cannot end.
+
+    It cannot end when `timeout` runs out, or when the home loop stops with the
+    work unfinished (a loop stopped without cancelling its tasks would leave an
+    unbounded wait without end): the work is cancelled then.
+    """
+    waiting = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, home))
     try:
         async with asyncio.timeout(timeout):
-            return await asyncio.wrap_future(future)
+            while True:
+                done, _ = await asyncio.wait((waiting,), timeout=_HOME_LOOP_CHECK_SECONDS)
+                if done:
+                    return waiting.result()
+                if not home.is_running():
+                    return False
     except TimeoutError:
         return False
     except asyncio.CancelledError:
@@ -714,6 +799,8 @@ async def _on_home_loop(
         if task is not None and task.cancelling():
             raise
         return False  # the home loop ended first and cancelled the work
+    finally:
+        waiting.cancel()  # and so the work, unless it has ended
 
 
 # Every live pipeline, for the fork and exit hooks below.

@@ -44,7 +44,8 @@ Mode = Literal["background", "inline"]
 """How a tracked call's event is sent.
 
 `"background"`: queued with `FluxGate.record_event_nowait`; the call takes no
-longer than without tracking. `"inline"`: awaited with `FluxGate.record_event`
+longer than without tracking (a whole answer's event is built once the
+caller's task yields, see `CallTimer.finish_soon`). `"inline"`: awaited with `FluxGate.record_event`
 before the call returns, and FluxGate's answer attached to the response (see
 `tracking_of`).
 """
@@ -62,7 +63,10 @@ _MALFORMED_STATUSES = frozenset({400, 404, 413, 422})
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-@attrs.frozen
+# Not frozen: every tracked call makes one, and a frozen class's `__init__` pays
+# for `object.__setattr__` on each field. Nothing changes an outcome once made:
+# the routes derive new ones with `attrs.evolve`.
+@attrs.define
 class Outcome:
     """What a provider's answer says about one call, before timing is added."""
 
@@ -224,6 +228,12 @@ class Recorder:
         metadata_fields(metadata)
         self.fluxgate = fluxgate
         self.mode = mode
+        # Where background mode hands the events of calls that returned, to be
+        # built once the caller's task yields (see `CallTimer.finish_soon`); a
+        # sink that is not a `FluxGate` gets them at once.
+        self.soon: Callable[[Callable[[], LLMEvent | None]], None] | None = (
+            getattr(fluxgate, "_record_soon", None) if mode == "background" else None
+        )
         self.provider = provider
         self.defaults: Mapping[str, Any] = dict(metadata)
         # The metadata last built, with the context and extra fields it was built
@@ -260,6 +270,10 @@ class CallTimer:
     even when a stream is consumed later, elsewhere.
     """
 
+    # What `finish_soon` leaves to build the event from: the reader, the answer,
+    # and when the call ended.
+    _soon: tuple[Callable[[Any], Outcome | None], Any, float]
+
     def __init__(self, recorder: Recorder, model: str | None) -> None:
         self._recorder = recorder
         self._model = model
@@ -280,15 +294,19 @@ class CallTimer:
         if self._first_chunk is None:
             self._first_chunk = time.monotonic()
 
-    def event(self, outcome: Outcome, *, streamed: bool | None) -> LLMEvent:
-        """Build the event for `outcome`, timed up to now."""
+    def event(
+        self, outcome: Outcome, *, streamed: bool | None, ended: float | None = None
+    ) -> LLMEvent:
+        """Build the event for `outcome`, timed up to `ended` (`time.monotonic()`), or now."""
         first = self._first_chunk
         latency = outcome.latency_s
+        if latency is None:
+            latency = (time.monotonic() if ended is None else ended) - self._started
         return _event(
             outcome,
             provider=self._recorder.provider,
             model=self._model,
-            latency_s=time.monotonic() - self._started if latency is None else latency,
+            latency_s=latency,
             streamed=streamed,
             time_to_first_chunk_s=None if first is None else first - self._started,
             metadata=self._metadata,
@@ -333,6 +351,35 @@ class CallTimer:
         if response is not None:
             attach(response, tracking)
         return tracking
+
+    def finish_soon(self, read: Callable[[Any], Outcome | None], answer: Any) -> None:
+        """Queue the event of the whole `answer` once the caller's task yields to the loop.
+
+        For a call that returned `answer` in background mode: the call ends
+        now, and `read(answer)` (an outcome, or `None` for nothing to record)
+        and the event are made just after, so that the caller does not wait
+        for them (see `fluxgate_async._later`). With a sink that is not a
+        `FluxGate`, or in inline mode, it is all done now. Never raises.
+        """
+        if self.finished:
+            return
+        soon = self._recorder.soon
+        if soon is None:
+            outcome = read(answer)
+            if outcome is None:
+                self.discard()
+            else:
+                self.finish_nowait(outcome)
+            return
+        self.finished = True
+        self._soon = (read, answer, time.monotonic())
+        soon(self._build_soon)
+
+    def _build_soon(self) -> LLMEvent | None:
+        read, answer, ended = self._soon
+        del self._soon  # the answer is the caller's: not kept any longer than needed
+        outcome = read(answer)
+        return None if outcome is None else self.event(outcome, streamed=False, ended=ended)
 
     def discard(self) -> None:
         """Send nothing for this call: it turned out not to be a model request to record."""

@@ -12,24 +12,26 @@ import asyncio
 import contextlib
 import os
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
 from ._config import MAX_RESPONSE_BYTES, FluxGateConfig
 from ._logging import quote, scrub, shorten
-from ._models import CreateAiEventResponse
 from ._retry import RETRYABLE_STATUSES, parse_retry_after
 from ._stats import FailureReason
-from ._wire import decode_json, parse_response
+from ._wire import decode_json
 
 __all__ = ["USER_AGENT", "Attempt", "Transport"]
 
 USER_AGENT = f"fluxgate-async/{version('fluxgate-async')}"
 """Sent as `User-Agent` with every event."""
+
+# What a caller reads of an answer: the whole `CreateAiEventResponse`, or only its id.
+_Answer = TypeVar("_Answer")
 
 _SNIPPET_BYTES = 200
 _CHUNK_BYTES = 16 * 1024
@@ -123,9 +125,17 @@ class Transport:
         return entry[0]
 
     async def post(
-        self, body: bytes, idempotency_key: str, loop: asyncio.AbstractEventLoop
-    ) -> CreateAiEventResponse | Attempt:
+        self,
+        body: bytes,
+        idempotency_key: str,
+        loop: asyncio.AbstractEventLoop,
+        read: Callable[[object], _Answer | None],
+    ) -> _Answer | Attempt:
         """POST one event body from `loop`, the running loop: FluxGate's answer, or why not.
+
+        `read` takes the decoded JSON of a 2xx answer and returns what the
+        caller needs of it (`parse_response` for the whole answer), or `None`
+        when the answer is unusable (it has no string id).
 
         Never raises for what the network or the server does.
         """
@@ -146,7 +156,18 @@ class Transport:
                 auto_decompress=False,
             ) as resp:
                 if 200 <= resp.status < 300:
-                    return await _read_answer(resp)
+                    answer_headers = resp.headers
+                    size = answer_headers.get("Content-Length")  # checked by aiohttp's parser
+                    if (
+                        size is not None
+                        and "Content-Encoding" not in answer_headers
+                        and int(size) <= MAX_RESPONSE_BYTES
+                    ):
+                        # The common answer, read here rather than in a coroutine of
+                        # its own: plain, its length declared and within the limit,
+                        # so aiohttp reads exactly that many bytes in one call.
+                        return _answer(await resp.read(), resp.status, read)
+                    return await _read_answer(resp, read)
                 retryable = resp.status in RETRYABLE_STATUSES
                 snippet = await _read_body(resp, _SNIPPET_BYTES, _SNIPPET_BYTES)
                 text = (
@@ -239,29 +260,30 @@ async def _read_body(resp: aiohttp.ClientResponse, raw_limit: int, limit: int) -
     return bytes(out)
 
 
-async def _read_answer(resp: aiohttp.ClientResponse) -> CreateAiEventResponse | Attempt:
+async def _read_answer(
+    resp: aiohttp.ClientResponse, read: Callable[[object], _Answer | None]
+) -> _Answer | Attempt:
+    """A 2xx answer that is compressed, over the limit or of undeclared length."""
     size = resp.content_length
     if size is not None and size > MAX_RESPONSE_BYTES:
         return _invalid(f"answer of {size} bytes is over the limit")
-    raw: bytes | str
-    if size is not None and "Content-Encoding" not in resp.headers:
-        # The common answer: plain, its length declared and within the limit,
-        # so aiohttp reads exactly that many bytes in one call.
-        raw = await resp.read()
-    else:
-        raw = await _read_body(resp, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
+    raw = await _read_body(resp, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES)
     if isinstance(raw, str):
         return _invalid(raw)
     if len(raw) > MAX_RESPONSE_BYTES:
         return _invalid(f"answer is over {MAX_RESPONSE_BYTES} bytes")
+    return _answer(raw, resp.status, read)
+
+
+def _answer(raw: bytes, status: int, read: Callable[[object], _Answer | None]) -> _Answer | Attempt:
     try:
         body = decode_json(raw)
     except ValueError:
-        return _invalid(f"HTTP {resp.status} answer is not JSON: {quote(raw[:_SNIPPET_BYTES])}")
-    parsed = parse_response(body)
-    if parsed is None:
-        return _invalid(f"HTTP {resp.status} answer has no string id: {quote(body)}")
-    return parsed
+        return _invalid(f"HTTP {status} answer is not JSON: {quote(raw[:_SNIPPET_BYTES])}")
+    answer = read(body)
+    if answer is None:
+        return _invalid(f"HTTP {status} answer has no string id: {quote(body)}")
+    return answer
 
 
 def _invalid(detail: str) -> Attempt:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import subprocess
+import sys
+import time
+import warnings
 from typing import Any
 
 import openai
@@ -19,6 +24,7 @@ from fluxgate_async.integrations._requests import Route
 from fluxgate_async.integrations.openai import detect_provider, track_openai
 from fluxgate_async.testing import FakeCollector
 
+from ..conftest import API_KEY
 from .helpers import cancel_reading, cancel_when, recorded
 from .servers import SSE, Answer, FakeOpenAI, chat_chunks, chat_completion
 
@@ -206,6 +212,98 @@ async def test_background_mode_attaches_nothing(
     assert tracking_of(reply) is None
     assert not hasattr(reply, "fluxgate_tracking")
     await recorded(fg, collector)
+
+
+async def test_background_call_counts_and_flushes_before_the_task_yields(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """The event is built once the caller yields, but stats and flush() right after see it."""
+    client = track_openai(raw, fg)
+    server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert fg.stats.enqueued == 1
+    server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert await fg.flush(5)
+    assert len(collector.events) == 2
+
+
+async def test_background_call_closed_at_once_is_delivered(
+    raw: AsyncOpenAI, server: FakeOpenAI, collector: FakeCollector
+) -> None:
+    """`aclose()` right after a call, before the task yields, still delivers its event."""
+    fg = FluxGate(API_KEY, endpoint=collector.url, timeout=2.0)
+    client = track_openai(raw, fg)
+    server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await fg.aclose()
+    assert fg.stats.sent == 1
+    assert len(collector.events) == 1
+
+
+async def test_background_latency_ends_when_the_call_returns(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """What the caller does before yielding is not counted in the call's latency."""
+    client = track_openai(raw, fg)
+    server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    time.sleep(0.5)  # noqa: ASYNC251 - the caller's own blocking work, before its next await
+    [event] = await recorded(fg, collector)
+    assert event["usage"]["latencyInMs"] < 500
+
+
+async def test_a_child_forked_right_after_a_call_does_not_record_it(
+    raw: AsyncOpenAI, server: FakeOpenAI, fg: FluxGate, collector: FakeCollector
+) -> None:
+    """A process forked before the caller yields: the parent records the call, the child not."""
+    client = track_openai(raw, fg)
+    server.answer_chat()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock;
+        # the child touches nothing another thread holds.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            code = fg.stats.enqueued
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)  # noqa: ASYNC222 - the child exits at once
+    assert os.waitstatus_to_exitcode(status) == 0
+    await recorded(fg, collector)
+
+
+def test_a_call_whose_loop_stops_at_once_is_reported_at_exit() -> None:
+    """The loop stops before the call's event is built: at exit it is counted as never sent."""
+    code = f"""
+import asyncio, httpx, openai
+from fluxgate_async import FluxGate
+from fluxgate_async.integrations.openai import track_openai
+
+BODY = {chat_completion()!r}
+
+async def main():
+    fg = FluxGate("fg_test_key_0000", endpoint="http://127.0.0.1:9/api/events")
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=BODY))
+    raw = openai.AsyncOpenAI(
+        api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+        http_client=httpx.AsyncClient(transport=transport),
+    )
+    client = track_openai(raw, fg)
+    await client.chat.completions.create(model="gpt-4o-mini", messages=[])
+    asyncio.get_running_loop().stop()  # before this task yields
+    return fg
+
+loop = asyncio.new_event_loop()
+fg = loop.run_until_complete(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "1 event(s) still queued at exit were never sent" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -754,9 +852,10 @@ async def test_a_bug_in_tracking_never_reaches_the_call(
     server.answer_chat()
     with caplog.at_level(logging.ERROR, logger="fluxgate_async"):
         reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        # In background mode the answer is read once the caller's task yields.
+        [event] = await recorded(fg, collector)
     assert reply.choices[0].message.content == "Hello!"
     assert "bug while reading" in caplog.text
-    [event] = await recorded(fg, collector)
     assert event["usage"]["inputTokens"] == 0
     assert event["usage"]["model"] == "gpt-4o-mini"
 

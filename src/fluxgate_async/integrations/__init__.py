@@ -21,8 +21,12 @@ Each module imports its SDK only when used: install the matching extra,
   blocks (taken when the call starts).
 - `mode="background"` (the default) queues the event with
   `FluxGate.record_event_nowait`: the call takes no longer than without
-  tracking. `mode="inline"` awaits `FluxGate.record_event` before the call
-  returns and attaches FluxGate's answer, read with `fluxgate_async.tracking_of`.
+  tracking. A whole answer is read and its event built once your task
+  yields to the event loop (its next `await`), not before the call returns;
+  `flush()`, `aclose()` and `stats` count it at once all the same, and its
+  latency ends when the call returned. `mode="inline"` awaits
+  `FluxGate.record_event` before the call returns and attaches FluxGate's
+  answer, read with `fluxgate_async.tracking_of`.
 - Only calls that reached the provider are recorded: an exception the SDK
   raises before sending (a bad argument, a missing key, a check such as
   Anthropic's "Streaming is required") records nothing and reaches you

@@ -168,7 +168,10 @@ async def run_tracked(
         timer.request_ended()
     if stream is not None:
         return stream(answer, timer)
-    await finish(timer, safe_outcome(lambda: outcome(answer)), response=answer)
+    if timer.inline:
+        await finish(timer, safe_outcome(outcome, answer), response=answer)
+    else:  # read once the caller has its answer
+        timer.finish_soon(functools.partial(safe_outcome, outcome), answer)
     return answer
 
 

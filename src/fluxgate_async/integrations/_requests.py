@@ -268,13 +268,9 @@ async def _process_response(runner: Any, *args: Any, **kwargs: Any) -> Any:
     timer = call.timer
     if timer.inline or isinstance(answer, (sdk.stream, *sdk.raw)):
         return await _answered(call, sdk, answer)
-    # The common call, a whole answer in background mode, recorded here
-    # without the coroutines of the general path: every tracked call runs this.
-    outcome = call.read(answer)
-    if outcome is None:
-        timer.discard()
-    else:
-        timer.finish_nowait(outcome)
+    # The common call, a whole answer in background mode, recorded without
+    # the coroutines of the general path, and read once the caller has it.
+    timer.finish_soon(call.read, answer)
     return answer
 
 
