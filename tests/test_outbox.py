@@ -7,9 +7,12 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import sqlite3
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,10 @@ from fluxgate_async._outbox import (
     DATABASE_NAME,
     Outbox,
     PendingEvent,
+    adopt_dead_owners,
+    delete_events,
     open_database,
+    register_owner,
     summarise,
 )
 
@@ -297,9 +303,12 @@ async def test_max_bytes_refuses_once_the_bodies_fill_it(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (b"this is not a database, it is a text file\n" * 100, "not a readable SQLite database"),
-        (None, "not a fluxgate-async outbox"),
-        (b"version", "an outbox of another version (99)"),
+        (
+            b"this is not a database, it is a text file\n" * 100,
+            " is not a readable SQLite database (",
+        ),
+        (None, " is not a fluxgate-async outbox: moved aside to "),
+        (b"version", " is an outbox of another version (99): moved aside to "),
     ],
     ids=["corrupt", "foreign", "other-version"],
 )
@@ -347,7 +356,7 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
     await _synced(outbox)
     assert not outbox.usable
     assert outbox.memory_only == 3
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert re.fullmatch(
         rf"FluxGate: the outbox at {re.escape(str(blocker / 'outbox'))} cannot be written "
@@ -356,6 +365,10 @@ async def test_an_unwritable_path_warns_once_and_counts_events_kept_in_memory(
         warnings[0].getMessage(),
     )
     await outbox.aclose(5)
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # closing is silent
+    assert outbox.kept == 0
 
 
 async def test_a_directory_in_place_of_the_file_makes_the_outbox_unusable(
@@ -457,6 +470,7 @@ async def test_spilled_events_are_read_back_in_order_as_room_allows(tmp_path: Pa
     taker.room = 100
     await _wait_until(lambda: len(taker.spilled) == 25)
     assert [e.key for e in taker.spilled] == [f"key-{n:02}" for n in range(25)]
+    assert {(e.body, e.attempts, e.last_error) for e in taker.spilled} == {(BODY, 0, None)}
     assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
     assert taker.recovered == []
     await outbox.aclose(5)
@@ -495,7 +509,7 @@ async def test_spilling_to_an_unwritable_outbox_loses_the_events_as_queue_full(
     await _synced(outbox)
     assert not outbox.usable
     assert outbox.caught_up
-    assert [reason for _, reason in client.lost] == ["queue_full"] * 3
+    assert client.lost == [((f"k{n}", BODY), "queue_full") for n in range(3)]
     assert outbox.spilled == 0
     await outbox.aclose(5)
 
@@ -718,3 +732,560 @@ async def test_aclose_waits_at_most_its_timeout_for_a_blocked_writer(
     outbox._thread.join(10)  # unblocked, the writer still writes the event, for the next start
     assert not outbox._thread.is_alive()
     assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    assert len(caplog.records) == 1  # finishing after aclose gave up is silent
+
+
+def test_a_delete_that_fails_part_way_deletes_nothing_and_frees_the_database(
+    tmp_path: Path,
+) -> None:
+    """`delete_events` is one transaction: a key it cannot bind undoes the deletes before it."""
+    conn = open_database(tmp_path)
+    conn.execute("INSERT INTO events (key, owner, body, enqueued_at) VALUES ('a', 'o', x'00', 0)")
+    with pytest.raises(sqlite3.ProgrammingError, match="binding parameter"):
+        delete_events(conn, ["a", object()])  # type: ignore[list-item]
+    other = sqlite3.connect(tmp_path / DATABASE_NAME, timeout=0.1)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock was let go
+        other.execute("ROLLBACK")
+        assert other.execute("SELECT key FROM events").fetchall() == [("a",)]
+    finally:
+        other.close()
+        conn.close()
+
+
+def test_an_outbox_shows_its_directory_in_its_repr(tmp_path: Path) -> None:
+    """What a debugger or a log shows of an outbox: the directory it writes to."""
+    assert repr(Client().outbox(tmp_path)) == f"<Outbox {str(tmp_path)!r}>"
+
+
+# --- at exit: the writer gets a moment, with a deadline, to write what is waiting ------------
+
+# A program that queues three events and ends without closing its outbox.
+_ENDS_UNCLOSED = """
+import sys
+from fluxgate_async._outbox import Outbox
+
+outboxes = [
+    Outbox(
+        sys.argv[1],
+        max_events=100,
+        max_bytes=1_000_000,
+        max_age=3600.0,
+        prepare=lambda item: item,
+        room=lambda: 0,
+        recovered=lambda events: None,
+        expired=lambda event: None,
+        spilled=lambda events: False,
+        lost=lambda item, reason: None,
+    )
+    for _ in range(int(sys.argv[2]))
+]
+for outbox in outboxes:
+    for n in range(3):
+        outbox.add((f"k{n}", b"{}"))
+print("added", flush=True)
+"""
+
+
+async def _end_unclosed(path: Path, outboxes: int = 1) -> tuple[int | None, bytes]:
+    """Run `_ENDS_UNCLOSED`; once it says `added`, wait a moment, then let its writers open."""
+    lock = os.open(path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _ENDS_UNCLOSED,
+            str(path),
+            str(outboxes),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line == b"added\n"
+        await asyncio.sleep(0.3)  # the program is at its end, its writers held up
+    finally:
+        os.close(lock)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stderr
+
+
+async def test_a_program_that_ends_without_closing_leaves_its_events_on_disk(
+    tmp_path: Path,
+) -> None:
+    """Events still waiting for the writer when the program ends are written at exit."""
+    assert await _end_unclosed(tmp_path) == (0, b"")
+    assert [row[0] for row in _rows(tmp_path)] == ["k0", "k1", "k2"]
+
+
+async def test_a_writer_held_up_at_exit_delays_the_end_two_seconds_at_most(
+    tmp_path: Path,
+) -> None:
+    """Six outboxes whose writers cannot open: the program still ends, silently, within 2 s."""
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _ENDS_UNCLOSED,
+            str(tmp_path),
+            "6",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"added\n"
+        ended = time.monotonic()
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        waited = time.monotonic() - ended
+    finally:
+        os.close(lock)
+    assert (process.returncode, stderr) == (0, b"")
+    # One deadline for all six, not one each: a second each would be 7 s.
+    assert waited < 5.0
+    assert not (tmp_path / DATABASE_NAME).exists()
+
+
+# --- across a fork: the child is a new client, the parent's events stay the parent's ---------
+
+
+def _fork_quietly() -> int:
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock; the
+        # child here touches nothing those threads hold.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def _parent_then_killed(path: Path, ready: int, hold: int) -> None:  # pragma: no cover - forked
+    """In a forked process: queue one event, fork a child that queues one, die by SIGKILL.
+
+    Outboxes that never started are about too, as in any program with several clients.
+    The child writes its event, closes its outbox (the event stays on disk), says so on
+    `ready`, and lives on until `hold` is closed.
+    """
+    unused = [Client().outbox(path / f"unused-{n}") for n in range(20)]
+    outbox = Client().outbox(path)
+    outbox.add(("parent", BODY))
+    outbox.sync().result(10)
+    child_r, child_w = os.pipe()
+    if _fork_quietly() == 0:
+        code = 1
+        try:
+            outbox.add(("child", BODY))
+            outbox.sync().result(10)
+            outbox.close_nowait()
+            assert outbox._thread is not None
+            outbox._thread.join(10)
+            os.write(child_w, b"closed")
+            os.read(hold, 1)
+            code = 0 if unused else 2
+        finally:
+            os._exit(code)
+    # Alive until the child has opened its outbox, so that the child does not adopt ours.
+    os.write(ready, os.read(child_r, 64))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def test_a_forked_child_holds_nothing_of_its_killed_parents_outbox(tmp_path: Path) -> None:
+    """A child outlives its parent, killed: the next client adopts all their events at once."""
+    await _left_by_a_client_that_ended(tmp_path, 1)  # the parent adopts it before it forks
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = _fork_quietly()
+    if pid == 0:  # pragma: no cover - reports through its pipe, then dies by SIGKILL
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            _parent_then_killed(tmp_path, ready_w, hold_r)
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        said = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 64), 30)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+        assert said == b"closed"  # and the child lives on
+        taker = Client()
+        outbox = taker.outbox(tmp_path)
+        outbox.start()
+        await _synced(outbox)  # opened, and adopted what it could
+        assert sorted(e.key for e in taker.recovered) == ["child", "key-0", "parent"]
+        await outbox.aclose(5)
+    finally:
+        os.close(hold_w)  # the child ends
+        os.close(ready_r)
+
+
+# --- handing events over: never more than the room, never "caught up" too soon --------------
+
+
+async def _left_by_a_client_that_ended(path: Path, count: int) -> None:
+    gone = Client().outbox(path)
+    gone.start()
+    for n in range(count):
+        gone.add((f"key-{n}", BODY))
+    await gone.aclose(5)
+
+
+async def test_with_room_for_one_event_adopted_events_are_handed_over_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """A queue with one free place at a time still gets every adopted event, in order."""
+    await _left_by_a_client_that_ended(tmp_path, 3)
+    taker = Client(room=1)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(3):
+        await _wait_until(lambda n=n: len(taker.recovered) == n + 1)  # type: ignore[misc]
+        assert taker.room == 0
+        taker.room = 1  # the client sent one: room for the next
+    assert [e.key for e in taker.recovered] == ["key-0", "key-1", "key-2"]
+    await outbox.aclose(5)
+
+
+async def test_an_outbox_is_not_caught_up_while_it_hands_events_over(tmp_path: Path) -> None:
+    """Until the client has the events being handed over, `caught_up` says no (flush waits)."""
+    await _left_by_a_client_that_ended(tmp_path, 3)
+    taker = Client(room=0)
+    seen: list[bool] = []
+    outbox = taker.outbox(tmp_path)
+
+    def take(events: list[PendingEvent]) -> None:
+        seen.append(outbox.caught_up)
+        taker.take(events)
+
+    outbox._recovered = take
+    outbox.start()
+    await _synced(outbox)  # opened, the events adopted, no room for them yet
+    assert (outbox.backlog, outbox.caught_up) == (3, False)
+    taker.room = 10
+    await _wait_until(lambda: taker.recovered != [])
+    assert (len(taker.recovered), seen) == (3, [False])
+    assert outbox.caught_up
+    await outbox.aclose(5)
+
+
+async def test_adopted_and_spilled_events_waiting_together_share_the_room(tmp_path: Path) -> None:
+    """Room for 10: the 5 adopted events first, then 5 of the 20 spilled, no more."""
+    await _left_by_a_client_that_ended(tmp_path, 5)
+    taker = Client(room=0)
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    for n in range(20):
+        assert outbox.spill((f"spilled-{n}", BODY))
+    await _synced(outbox)
+    assert (outbox.backlog, outbox.spilled) == (5, 20)
+    taker.room = 10
+    await _wait_until(lambda: taker.room <= 0)
+    await _synced(outbox)
+    assert [e.key for e in taker.recovered] == [f"key-{n}" for n in range(5)]
+    assert [e.key for e in taker.spilled] == [f"spilled-{n}" for n in range(5)]
+    assert (taker.room, outbox.spilled) == (0, 15)
+    await outbox.aclose(5)
+
+
+async def test_a_spilled_event_whose_key_was_delivered_meanwhile_is_counted_once(
+    tmp_path: Path,
+) -> None:
+    """A caller's key given twice, the twin delivered first: the spilled one waits no more."""
+    client = Client(room=0)
+    outbox = client.outbox(tmp_path)
+    outbox.start()
+    assert outbox.spill(None)  # lost (invalid_event) before any of the others
+    assert outbox.spill(("twice", BODY))
+    assert outbox.spill(("once", BODY))
+    await _synced(outbox)
+    assert outbox.add(("twice", BODY))  # the same key again, in the queue: stored once
+    await _synced(outbox)
+    outbox.done("twice")  # delivered, which deletes the one row under that key
+    await _synced(outbox)
+    assert [row[0] for row in _rows(tmp_path)] == ["once"]
+    assert (outbox.spilled, outbox.spilling) == (2, True)
+    client.room = 10
+    await _wait_until(lambda: client.spilled != [])
+    await _synced(outbox)
+    assert [e.key for e in client.spilled] == ["once"]
+    assert (outbox.spilled, outbox.spilling, outbox.caught_up) == (0, False, True)
+    assert outbox.spills_lost == 2  # the unencodable one, and the twin
+    await outbox.aclose(5)
+
+
+async def test_a_client_whose_disk_fills_leaves_the_outbox_to_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write is undone at once: other clients on the path keep writing, unblocked."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 1.0)
+    full = Client().outbox(tmp_path)
+    await _started_on_a_full_disk(full)  # SQLITE_FULL for this client's connection only
+    other = Client().outbox(tmp_path)
+    other.start()
+    await _synced(other)
+    full.add(("too-big", BODY * 1_000))
+    await _synced(full)
+    assert not full.usable
+    other.add(("other", BODY))
+    await _synced(other)
+    assert other.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["first", "other"]
+    await other.aclose(5)
+    await full.aclose(5)
+
+
+def _interrupted_on(conn: sqlite3.Connection, change: str) -> None:
+    """Interrupt `conn`'s next `change` (DELETE, UPDATE) of a row: SQLite rolls back itself."""
+    conn.create_function("interrupt", 0, conn.interrupt)
+    conn.execute(f"CREATE TEMP TRIGGER cut BEFORE {change} ON events BEGIN SELECT interrupt(); END")
+
+
+def test_a_delete_that_sqlite_rolled_back_itself_raises_its_cause(tmp_path: Path) -> None:
+    """Interrupted, SQLite undoes the whole delete: the error says so, not that ROLLBACK failed."""
+    conn = open_database(tmp_path)
+    conn.execute("INSERT INTO events (key, owner, body, enqueued_at) VALUES ('a', 'o', x'00', 0)")
+    _interrupted_on(conn, "DELETE")
+    with pytest.raises(sqlite3.OperationalError, match=r"^interrupted$"):
+        delete_events(conn, ["a"])
+    assert conn.execute("SELECT key FROM events").fetchall() == [("a",)]
+    conn.close()
+
+
+async def test_an_adoption_that_sqlite_rolled_back_itself_raises_its_cause(
+    tmp_path: Path,
+) -> None:
+    """Interrupted, the adoption is undone whole and says why; the next one takes every row."""
+    await _left_by_a_client_that_ended(tmp_path, 2)
+    conn = open_database(tmp_path)
+    _interrupted_on(conn, "UPDATE")
+    with pytest.raises(sqlite3.OperationalError, match=r"^interrupted$"):
+        adopt_dead_owners(conn, tmp_path, "me")
+    conn.execute("DROP TRIGGER cut")
+    assert len(adopt_dead_owners(conn, tmp_path, "me")) == 2
+    assert conn.execute("SELECT DISTINCT owner FROM events").fetchall() == [("me",)]
+    conn.close()
+
+
+async def test_adoption_says_what_it_took_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DEBUG: how many events of each ended client; INFO: how many the outbox will deliver."""
+    caplog.set_level(logging.DEBUG, logger="fluxgate_async")
+    await _left_by_a_client_that_ended(tmp_path, 2)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "FluxGate: outbox: adopted 2 event(s) of a client that ended"),
+        ("INFO", f"FluxGate: outbox {tmp_path}: delivering 2 event(s) left by a client that ended"),
+    ]
+    await outbox.aclose(5)
+
+
+def test_a_live_client_listed_first_does_not_stop_adopting_an_ended_ones_events(
+    tmp_path: Path,
+) -> None:
+    """Owners are looked at one by one: a live one is passed over, the ended one after it taken."""
+    conn = open_database(tmp_path)
+    for owner in ("a-live", "b-ended"):
+        register_owner(conn, owner)
+    conn.execute(
+        "INSERT INTO events (key, owner, body, enqueued_at) VALUES ('k', 'b-ended', x'00', 0)"
+    )
+    alive = os.open(tmp_path / "owners" / "a-live.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(alive, fcntl.LOCK_EX)
+    try:
+        assert len(adopt_dead_owners(conn, tmp_path, "me")) == 1
+        assert conn.execute("SELECT owner FROM events").fetchall() == [("me",)]
+        assert sorted(row[0] for row in conn.execute("SELECT owner FROM owners")) == ["a-live"]
+    finally:
+        os.close(alive)
+        conn.close()
+
+
+async def test_owner_lock_files_are_private_to_the_user(tmp_path: Path) -> None:
+    """The files an outbox creates for its locks are read-write for their owner only."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    [lock] = (tmp_path / "owners").iterdir()
+    assert lock.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "open.lock").stat().st_mode & 0o777 == 0o600
+    await outbox.aclose(5)
+
+
+async def test_closing_while_another_process_writes_still_lets_go_of_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its owner row cannot be deleted (database locked): its lock still goes, its events too."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.2)
+    first = Client().outbox(tmp_path)
+    first.start()
+    first.add(("left", BODY))
+    await _synced(first)
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        await first.aclose(5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert first.kept == 1
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    assert [e.key for e in taker.recovered] == ["left"]
+    await outbox.aclose(5)
+
+
+async def test_a_file_with_damaged_pages_is_moved_aside_as_damaged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outbox whose header reads well but whose pages do not: moved aside, saying so."""
+    conn = open_database(tmp_path)
+    conn.executemany(
+        "INSERT INTO events (key, owner, body, enqueued_at) VALUES (?, 'o', ?, 0)",
+        [(f"k{n}", b"x" * 100) for n in range(200)],
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    database = tmp_path / DATABASE_NAME
+    data = bytearray(database.read_bytes())
+    data[-2000:-1800] = b"\xff" * 200  # the middle of the last page
+    database.write_bytes(bytes(data))
+    outbox = Client().outbox(tmp_path)
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    assert outbox.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    assert f"FluxGate: {database} is damaged (" in caplog.text
+    await outbox.aclose(5)
+
+
+async def test_a_writer_waits_for_another_processs_transaction_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program writes for 6 s: the outbox waits (up to its limit), then writes."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 30.0)
+    open_database(tmp_path).close()
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        outbox = Client().outbox(tmp_path)
+        outbox.add(("k", BODY))
+        await asyncio.sleep(6)  # longer than SQLite's own default wait of 5 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await _synced(outbox)
+    assert outbox.usable
+    assert [row[0] for row in _rows(tmp_path)] == ["k"]
+    await outbox.aclose(5)
+
+
+class _Bug(Exception):
+    """What a bug in the code the outbox calls raises."""
+
+
+def _broken(*_args: object) -> Any:
+    raise _Bug("a bug")
+
+
+@pytest.mark.parametrize(
+    ("hook", "where"), [("_room", "opening the outbox"), ("_prepare", "in the outbox")]
+)
+async def test_a_bug_costs_the_outbox_not_the_app(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hook: str, where: str
+) -> None:
+    """An unexpected exception: logged once with its traceback, one WARNING, memory only."""
+    await _left_by_a_client_that_ended(tmp_path, 1)  # opening hands it over: asks for room
+    outbox = Client().outbox(tmp_path)
+    setattr(outbox, hook, _broken)
+    outbox.add(("k", BODY))
+    await _wait_until(lambda: not outbox.usable)
+    outbox.add(("k2", BODY))
+    await _synced(outbox)
+    assert outbox.memory_only >= 1  # k2 at least: in memory only
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage() == f"FluxGate: unexpected error {where}"
+    assert error.exc_info is not None
+    assert isinstance(error.exc_info[1], _Bug)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "cannot be written (a bug); events are kept in memory only" in warning
+    await outbox.aclose(5)
+
+
+async def test_an_adoption_another_process_keeps_locked_out_warns_with_the_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write lock held past the wait while adopting: one WARNING that says so, memory only."""
+    monkeypatch.setattr(_outbox, "_BUSY_SECONDS", 0.2)
+    taker = Client()
+    outbox = taker.outbox(tmp_path)
+    outbox.start()
+    await _synced(outbox)
+    await _left_by_a_client_that_ended(tmp_path, 1)
+    holder = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        outbox._next_adoption = 0  # look for ended clients now rather than in two seconds
+        await _synced(outbox)  # adoption runs after this batch
+        await _synced(outbox)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not outbox.usable
+    assert taker.recovered == []
+    assert caplog.text.count("cannot be written (database is locked)") == 1
+    await outbox.aclose(5)
+
+
+async def test_spilled_events_count_once_against_max_events(tmp_path: Path) -> None:
+    """With max_events=5 and three spilled events written, two more are accepted, not three."""
+    outbox = Client(room=0).outbox(tmp_path, max_events=5)
+    outbox.start()
+    for n in range(3):
+        assert outbox.spill((f"s{n}", BODY))
+    await _synced(outbox)
+    assert outbox.add(("a0", BODY))
+    assert outbox.add(("a1", BODY))
+    assert not outbox.add(("a2", BODY))
+    await _synced(outbox)
+    assert len(_rows(tmp_path)) == 5
+    await outbox.aclose(5)
+
+
+async def test_attempts_that_failed_before_the_event_was_written_are_all_counted(
+    tmp_path: Path, client: Client
+) -> None:
+    """Added and failed twice within one batch: its row says two attempts, and the last reason."""
+    outbox = client.outbox(tmp_path)
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the writer waits until all three are queued
+    outbox.add(("slow", BODY))
+    outbox.failed("slow", "http_503")
+    outbox.failed("slow", "connection")
+    os.close(lock)
+    await _synced(outbox)
+    assert _rows(tmp_path) == [("slow", BODY, 2, "connection")]
+    await outbox.aclose(5)
+
+
+async def test_a_client_that_closes_with_nothing_left_leaves_no_trace(tmp_path: Path) -> None:
+    """Every event acknowledged: the client is no longer listed, and its lock file is gone."""
+    outbox = Client().outbox(tmp_path)
+    outbox.start()
+    outbox.add(("k", BODY))
+    await _synced(outbox)
+    outbox.done("k")
+    await outbox.aclose(5)
+    assert outbox.kept == 0
+    conn = open_database(tmp_path)
+    try:
+        assert summarise(conn, tmp_path).owners == {}
+    finally:
+        conn.close()
+    assert list((tmp_path / "owners").iterdir()) == []

@@ -309,7 +309,7 @@ def adopt_dead_owners(
                 conn.execute("DELETE FROM owners WHERE owner = ?", (other,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
             adopted += (row[0] for row in rows)
             if rows:
@@ -323,6 +323,13 @@ def adopt_dead_owners(
             os.close(fd)
     adopted.sort()
     return adopted
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    # After an I/O error or an interrupt SQLite has already rolled back, and ROLLBACK
+    # itself fails: that error must not replace the cause the caller reports.
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
 
 
 def read_events(conn: sqlite3.Connection, rowids: list[int]) -> list[tuple[int, PendingEvent]]:
@@ -347,7 +354,7 @@ def delete_events(conn: sqlite3.Connection, keys: list[str]) -> None:
         conn.executemany("DELETE FROM events WHERE key = ?", ((key,) for key in keys))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _roll_back(conn)
         raise
 
 
