@@ -463,16 +463,24 @@ async def test_an_unwritable_outbox_refuses_events_beyond_the_queue_as_before(
     collector.responder = lambda _request: Reply(delay=30)
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    seen: list[tuple[object, str]] = []
     fg = FluxGate(
-        API_KEY, endpoint=collector.url, outbox=blocker / "box", max_queue_size=5, timeout=20
+        API_KEY,
+        endpoint=collector.url,
+        outbox=blocker / "box",
+        max_queue_size=5,
+        timeout=20,
+        on_error=lambda e, reason: seen.append((e, reason)),
     )
     assert fg.record_event_nowait(event(0))
     assert not await fg.flush(0.2)  # the outbox has tried to open by now, and failed
-    answers = [fg.record_event_nowait(event(n)) for n in range(1, 30)]
+    events = [event(n) for n in range(1, 30)]
+    answers = [fg.record_event_nowait(e) for e in events]
+    refused = [e for e, queued in zip(events, answers, strict=True) if not queued]
+    assert seen == [(e, "queue_full") for e in refused]  # each refused event itself
     await fg.aclose(timeout=0.1)
-    refused = answers.count(False)
-    assert refused > 0
-    assert fg.stats.dropped.get("queue_full") == refused
+    assert refused
+    assert fg.stats.dropped.get("queue_full") == len(refused)
     assert fg.stats.spilled == 0
 
 
