@@ -52,6 +52,24 @@ async def test_calls_that_never_yield_leave_at_most_max_waiting_builders() -> No
     assert sink.tokens == list(range(MAX_WAITING + 1))
 
 
+def test_builders_left_by_a_loop_that_stopped_run_in_the_next_one() -> None:
+    """A loop stopped before its turn to build: the next loop builds its events and the new."""
+    sink = _Sink()
+    later = Later(sink.queue)
+
+    async def call(tokens: int, stop: bool) -> None:
+        later.add(functools.partial(_event, tokens))
+        if stop:
+            asyncio.get_running_loop().stop()  # before this task yields
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(call(1, stop=True))
+    first.close()
+    assert (sink.tokens, len(later)) == ([], 1)
+    asyncio.run(call(2, stop=False))
+    assert sink.tokens == [1, 2]
+
+
 def test_without_a_running_loop_the_event_is_queued_at_once() -> None:
     """Outside any event loop there is nothing to wait for: the builder runs now."""
     sink = _Sink()

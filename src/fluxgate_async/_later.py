@@ -5,14 +5,14 @@ the provider's answer and building its `LLMEvent` costs tens of microseconds of
 Python on a cold cache, after a call that already spent a millisecond in the
 SDK: done before the call returns, the caller waits for it. So a wrapped call
 hands a builder to `Later` instead, and the event is built and queued as soon as
-the caller's task yields to the event loop (one `call_soon` per burst), whatever
-it does next.
+the caller's task yields to the event loop (one `call_soon` per turn of the
+loop), whatever it does next.
 
 Nothing waits longer for it: `flush()`, `aclose()` and `stats` run the builders
 still waiting first, so an event is never missed by them; a forked child drops
-the parent's (the parent records them); at exit, the builders of a loop that
-stopped before running them are run, so that their events are counted and
-reported with the other undelivered ones.
+the parent's (the parent records them); builders a loop stopped before running
+are run by the next loop that tracks a call, or at exit, so that their events
+are counted and reported with the other undelivered ones.
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ Build = Callable[[], LLMEvent | None]
 class Later:
     """The builders of one client's events, run once the calling task yields."""
 
-    __slots__ = ("__weakref__", "_builds", "_queue")
+    __slots__ = ("__weakref__", "_builds", "_queue", "_scheduled")
 
     def __init__(self, queue: Callable[[LLMEvent], object]) -> None:
         """`queue` is the client's `record_event_nowait`, held weakly: no cycle keeps it alive."""
         self._queue = weakref.WeakMethod(queue)
         # A deque: appended and popped from any thread without a lock.
         self._builds: collections.deque[Build] = collections.deque()
+        # The loop a `run` is scheduled on, until it starts.
+        self._scheduled: asyncio.AbstractEventLoop | None = None
         _waiting.add(self)
 
     def __len__(self) -> int:
@@ -59,16 +61,20 @@ class Later:
         """Run `build` and queue its event once the running task yields. Never raises."""
         builds = self._builds
         builds.append(build)
-        # Appended first, then counted: a `run` emptying the deque meanwhile in
-        # another thread either takes this builder or leaves it to a new callback.
-        waiting = len(builds)
-        if waiting == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.run)
-            except RuntimeError:  # no loop runs in this thread: now
-                self.run()
-        elif waiting > MAX_WAITING:  # calls that never yield (an in-memory transport)
+        if len(builds) > MAX_WAITING:  # calls that never yield (an in-memory transport)
             self.run()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread: now
+            self.run()
+            return
+        # One run per turn of the loop. A run scheduled on another loop (or on one
+        # that stopped before its turn, and may never run again) does not count:
+        # a run of this loop's own takes what is waiting, whoever appended it.
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self.run)
 
     def run(self, queue: Callable[[LLMEvent], object] | None = None) -> None:
         """Build and queue the events of every builder waiting. Never raises.
@@ -76,6 +82,7 @@ class Later:
         `queue` is given by the client's finaliser, when the weak one is gone.
         """
         builds = self._builds
+        self._scheduled = None  # a builder appended from now on needs a run of its own
         if queue is None:
             queue = self._queue()
             if queue is None:  # the client's finaliser ran them already
