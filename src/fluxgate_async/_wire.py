@@ -501,10 +501,8 @@ def parse_response(body: object) -> CreateAiEventResponse | None:
     non-numeric cost reads as `None`; only a missing or non-string id makes the
     answer unusable.
     """
-    if not isinstance(body, dict):
-        return None
-    event_id = body.get("id", body.get("recordId"))
-    if not isinstance(event_id, str) or not event_id:
+    event_id = answer_id(body)
+    if event_id is None or not isinstance(body, dict):
         return None
     created_at = body.get("createdAt")
     if not isinstance(created_at, str):
