@@ -768,6 +768,34 @@ async def test_an_unusable_caller_key_refuses_the_event_naming_it(
     assert "idempotency_key must be 1 to 255 visible ASCII characters" in caplog.text
 
 
+@pytest.mark.parametrize("key", ["k", "x" * 255], ids=["one-character", "255-characters"])
+async def test_caller_keys_at_the_length_limits_are_sent(
+    fg: FluxGate, collector: FakeCollector, key: str
+) -> None:
+    """A key of 1 or of 255 characters is within the limits: sent as given, queued or awaited."""
+    assert fg.record_event_nowait(SIMPLE, idempotency_key=key)
+    assert await fg.flush(5)
+    assert await fg.record_event(SIMPLE, idempotency_key=key) is not None
+    assert [request.idempotency_key for request in collector.requests] == [key, key]
+    assert fg.stats.dropped == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [("", "''"), ("caf\u00e9", "'caf\u00e9'"), ("x" * 256, "str"), (42, "int")],
+    ids=["empty", "non-ascii", "too-long", "not-a-str"],
+)
+async def test_the_unusable_key_warning_shows_the_key_or_only_its_type(
+    fg: FluxGate, key: Any, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING quotes a short string key; a longer one or another type only by type name."""
+    assert await fg.record_event(SIMPLE, idempotency_key=key) is None
+    assert _messages(caplog, logging.WARNING) == [
+        "FluxGate: idempotency_key must be 1 to 255 visible ASCII characters,"
+        f" got {shown}; event not recorded"
+    ]
+
+
 async def test_a_caller_key_from_another_thread_is_kept(
     fg: FluxGate, collector: FakeCollector
 ) -> None:
