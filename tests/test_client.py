@@ -782,8 +782,14 @@ async def test_caller_keys_at_the_length_limits_are_sent(
 
 @pytest.mark.parametrize(
     ("key", "shown"),
-    [("", "''"), ("caf\u00e9", "'caf\u00e9'"), ("x" * 256, "str"), (42, "int")],
-    ids=["empty", "non-ascii", "too-long", "not-a-str"],
+    [
+        ("", "''"),
+        ("caf\u00e9", "'caf\u00e9'"),
+        ("x" * 254 + " ", repr("x" * 254 + " ")),
+        ("x" * 256, "str"),
+        (42, "int"),
+    ],
+    ids=["empty", "non-ascii", "255-with-a-space", "too-long", "not-a-str"],
 )
 async def test_the_unusable_key_warning_shows_the_key_or_only_its_type(
     fg: FluxGate, key: Any, shown: str, caplog: pytest.LogCaptureFixture
@@ -880,6 +886,19 @@ async def test_debug_names_the_key_the_endpoint_the_body_and_the_answer(
     debug = _messages(caplog, logging.DEBUG)
     assert f"FluxGate: sending event {key} to {collector.url}: {request.body!r}" in debug
     assert f"FluxGate: event {key} recorded: {answer}" in debug
+
+
+async def test_debug_names_each_retry_with_its_key_the_cause_and_the_delay(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, before each retry: 'event <key>: <what went wrong>; retrying in <delay>s'."""
+    collector.reply_with(Reply(status=503, body="busy", retry_after=0.01))
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+            assert await fg.record_event(SIMPLE) is not None
+    key = collector.requests[0].idempotency_key
+    retries = [m for m in _messages(caplog, logging.DEBUG) if "retrying" in m]
+    assert retries == [f"FluxGate: event {key}: HTTP 503: 'busy'; retrying in 0.01s"]
 
 
 async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
