@@ -901,6 +901,82 @@ async def test_debug_names_each_retry_with_its_key_the_cause_and_the_delay(
     assert retries == [f"FluxGate: event {key}: HTTP 503: 'busy'; retrying in 0.01s"]
 
 
+def _raise_key_error(_event: LLMEvent) -> LLMEvent | None:
+    raise KeyError("metadata")
+
+
+def _return_text(_event: LLMEvent) -> LLMEvent | None:
+    return "not an event"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("event", "settings", "warning"),
+    [
+        (
+            {"usage": {"inputTokens": 1}},
+            {},
+            "invalid event, not recorded: usage.outputTokens: required field missing",
+        ),
+        (
+            LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"blob": b"x"})),
+            {},
+            "invalid event, not recorded: metadata.blob: bytes is not JSON; pass a str",
+        ),
+        (
+            LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(feature="f" * 2000)),
+            {"max_event_bytes": 1000},
+            "event too large, not recorded: event of 2,089 bytes is over max_event_bytes"
+            " (1,000); its biggest field is metadata.feature (2,002 bytes)",
+        ),
+        (
+            SIMPLE,
+            {"before_send": _return_text},
+            "before_send must return an LLMEvent or None, got str; event dropped",
+        ),
+        (SIMPLE, {"before_send": _raise_key_error}, "before_send raised; event dropped"),
+    ],
+    ids=["invalid-mapping", "not-json", "too-large", "before-send-junk", "before-send-raised"],
+)
+async def test_an_event_refused_before_sending_is_one_warning_saying_why(
+    collector: FakeCollector,
+    caplog: pytest.LogCaptureFixture,
+    event: Any,
+    settings: dict[str, Any],
+    warning: str,
+) -> None:
+    """Queued or awaited, an event refused before it is sent gives one WARNING each, saying why."""
+    async with FluxGate(API_KEY, endpoint=collector.url, **settings) as fg:
+        assert not fg.record_event_nowait(event)
+        assert await fg.record_event(event) is None
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {warning}"] * 2
+    assert collector.requests == []
+
+
+async def test_a_raising_before_send_is_logged_with_its_traceback(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING for a before_send that raised carries the exception, to find the bug by."""
+    async with FluxGate(API_KEY, endpoint=collector.url, before_send=_raise_key_error) as fg:
+        assert await fg.record_event(SIMPLE) is None
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
+    assert "KeyError: 'metadata'" in caplog.text
+
+
+async def test_an_event_dropped_by_before_send_is_a_debug_line_only(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """before_send returning None drops on purpose: a DEBUG line each, no WARNING."""
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url, before_send=lambda _e: None) as fg:
+            assert not fg.record_event_nowait(SIMPLE)
+            assert await fg.record_event(SIMPLE) is None
+    dropped = [m for m in _messages(caplog, logging.DEBUG) if "before_send" in m]
+    assert dropped == ["FluxGate: before_send dropped an event"] * 2
+    assert _messages(caplog, logging.WARNING) == []
+
+
 async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
