@@ -757,14 +757,16 @@ async def test_an_unusable_caller_key_refuses_the_event_naming_it(
     collector: FakeCollector, key: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A key that cannot go in a header is refused, counted and reported, and nothing is sent."""
-    refused: list[str] = []
+    refused: list[tuple[object, str]] = []
     async with FluxGate(
-        API_KEY, endpoint=collector.url, on_error=lambda _event, reason: refused.append(reason)
+        API_KEY,
+        endpoint=collector.url,
+        on_error=lambda event, reason: refused.append((event, reason)),
     ) as fg:
         assert not fg.record_event_nowait(SIMPLE, idempotency_key=key)
         assert await fg.record_event(SIMPLE, idempotency_key=key) is None
         assert fg.stats.dropped == {"invalid_event": 1}
-    assert refused == ["invalid_event"]
+    assert refused == [(SIMPLE, "invalid_event")]
     assert collector.requests == []
     assert "idempotency_key must be 1 to 255 visible ASCII characters" in caplog.text
 
@@ -997,6 +999,55 @@ async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     assert details.levelno == logging.DEBUG
     assert details.exc_info is not None
     assert re.search(r"RuntimeError: boom", caplog.text)
+
+
+async def test_a_bug_below_record_event_nowait_is_an_error_line_and_details_at_debug(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while queueing: False, one ERROR, its traceback at DEBUG."""
+
+    def buggy(*_args: object) -> bool:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        assert fg.record_event_nowait(SIMPLE) is False
+    assert _messages(caplog, logging.ERROR) == [
+        "FluxGate: unexpected error, event not queued: boom"
+    ]
+    [details] = [
+        r for r in caplog.records if r.getMessage() == "FluxGate: unexpected error details"
+    ]
+    assert details.levelno == logging.DEBUG
+    assert details.exc_info is not None
+    assert details.exc_info[0] is RuntimeError
+    assert fg.stats.dropped == {"internal_error": 1}
+
+
+async def test_a_bug_that_also_stops_the_count_still_returns_false(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queueing and counting both broken: False, the ERROR, and at DEBUG why it went uncounted."""
+
+    def buggy(*_args: object) -> bool:
+        raise RuntimeError("boom")
+
+    def uncountable(*_args: object) -> None:
+        raise RuntimeError("count broken")
+
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.drop", uncountable)
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        assert fg.record_event_nowait(SIMPLE) is False
+    assert _messages(caplog, logging.ERROR) == [
+        "FluxGate: unexpected error, event not queued: boom"
+    ]
+    [uncounted] = [
+        r for r in caplog.records if r.getMessage() == "FluxGate: could not count the event"
+    ]
+    assert uncounted.levelno == logging.DEBUG
+    assert uncounted.exc_info is not None
+    assert str(uncounted.exc_info[1]) == "count broken"
 
 
 async def test_a_value_changed_after_the_event_was_built_is_refused_naming_the_field(
