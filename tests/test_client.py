@@ -1002,16 +1002,22 @@ async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
 
 
 async def test_a_bug_below_record_event_nowait_is_an_error_line_and_details_at_debug(
-    fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An unexpected exception while queueing: False, one ERROR, its traceback at DEBUG."""
+    """A bug while queueing: False, one ERROR, its traceback at DEBUG, on_error told."""
 
     def buggy(*_args: object) -> bool:
         raise RuntimeError("boom")
 
+    lost: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda event, reason: lost.append((event, reason))
+    )
     monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
     with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
         assert fg.record_event_nowait(SIMPLE) is False
+    await fg.aclose()
+    assert lost == [(SIMPLE, "internal_error")]
     assert _messages(caplog, logging.ERROR) == [
         "FluxGate: unexpected error, event not queued: boom"
     ]
