@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import functools
 import gc
 import json
 import logging
@@ -11,8 +13,11 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -432,6 +437,17 @@ async def test_debug_logs_each_send_and_answer_without_the_key(
     assert API_KEY not in text
 
 
+def test_the_debug_line_at_construction_names_the_settings_in_use(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At DEBUG, a new client says where it sends, its timeout and its retries, once."""
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        FluxGate(API_KEY, endpoint="https://example.com/e", timeout=2.5, max_retries=4)
+    assert _messages(caplog, logging.DEBUG) == [
+        "FluxGate initialised: endpoint=https://example.com/e timeout=2.5s max_retries=4"
+    ]
+
+
 def test_debug_output_reaches_stderr_without_any_logging_setup() -> None:
     """In a program that configured no logging, debug=True still prints to stderr."""
     code = f"""
@@ -498,6 +514,117 @@ def test_half_built_client_does_not_crash_when_collected() -> None:
     with pytest.raises(ValueError, match="api_key"):
         FluxGate("")
     gc.collect()
+
+
+_ADVICE = "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends"
+
+
+@contextlib.contextmanager
+def _all_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning given in the block, none turned into an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
+async def test_a_client_collected_with_its_session_open_says_it_was_never_closed(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One ResourceWarning from the client's own line, with the advice; nothing logged."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert await fg.record_event(SIMPLE) is not None
+    client = id(fg)
+    with _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate client was never closed: {_ADVICE}"
+    assert id(warning.source) == client  # tracemalloc shows where the client was made
+    assert Path(warning.filename).name == "_client.py"
+    assert caplog.records == []
+    await asyncio.sleep(0.05)  # let the loop close the orphaned session
+
+
+async def test_a_client_collected_with_events_pending_says_how_many_are_lost(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three events still queued or in flight: the count in a ResourceWarning and a WARNING."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, concurrency=1, timeout=20)
+    for _ in range(3):
+        assert fg.record_event_nowait(SIMPLE)
+    await asyncio.sleep(0.1)
+    with _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    lost = f"client collected with 3 event(s) still pending, now lost: {_ADVICE}"
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate {lost}"
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {lost}"]
+    await asyncio.sleep(0.05)  # the abandoned senders unwind
+
+
+async def test_a_client_collected_with_events_in_its_outbox_says_where_they_wait(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Events kept on disk are not lost: an INFO line names the outbox, no WARNING."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    for _ in range(2):
+        assert fg.record_event_nowait(SIMPLE)
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    await asyncio.wrap_future(outbox.sync())
+    with caplog.at_level(logging.INFO, logger="fluxgate_async"), _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate client was never closed: {_ADVICE}"
+    assert _messages(caplog, logging.INFO) == [
+        "FluxGate: client collected with 2 event(s) still pending, kept in the outbox"
+        f" at {tmp_path} for the next start"
+    ]
+    assert _messages(caplog, logging.WARNING) == []
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)  # closed by the collection
+
+
+def _report_to(app: list[object], event: object, reason: str) -> None:
+    app.append((event, reason))
+
+
+async def test_a_client_collected_in_a_reference_cycle_counts_the_events_still_to_be_built(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Collected by the cycle collector, the events of tracked calls not yet built count as lost."""
+    app: list[object] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint="http://127.0.0.1:9/api/events",
+        on_error=functools.partial(_report_to, app),
+    )
+    app.append(fg)  # the app holds the client, whose callback holds the app
+    fg._record_soon(lambda: LLMEvent(AiEventUsage(5, 0)))
+    fg._record_soon(lambda: LLMEvent(AiEventUsage(6, 0)))
+    with _all_warnings() as caught:
+        del fg, app  # only the cycle refers to them now
+        gc.collect()
+    lost = f"client collected with 2 event(s) still pending, now lost: {_ADVICE}"
+    assert [str(warning.message) for warning in caught] == [f"FluxGate {lost}"]
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {lost}"]
+
+
+async def test_a_closed_or_unused_client_is_collected_without_a_word(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed, or never used (no connection opened): no warning and no log line at all."""
+    async with FluxGate(API_KEY, endpoint=collector.url) as closed:
+        assert await closed.record_event(SIMPLE) is not None
+    unused = FluxGate(API_KEY, endpoint=collector.url)
+    with _all_warnings() as caught:
+        del closed, unused  # nothing else refers to them: collected here
+    assert caught == []
+    assert caplog.records == []
 
 
 async def test_borrowed_session_is_used_and_left_open(collector: FakeCollector) -> None:
