@@ -472,6 +472,14 @@ asyncio.run(main())
 # --- lifecycle --------------------------------------------------------------------------------
 
 
+async def test_closed_is_false_until_aclose_then_true(collector: FakeCollector) -> None:
+    """`closed` is a bool: False for a new client, True once `aclose()` has been called."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert fg.closed is False
+    await fg.aclose()
+    assert fg.closed is True
+
+
 async def test_aclose_twice_and_use_after_close(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
