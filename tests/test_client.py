@@ -64,6 +64,48 @@ def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fg.config.max_retries == 2
 
 
+def test_config_reports_every_setting_given(tmp_path: Path) -> None:
+    """`config` holds each setting as it was passed, the hooks and the outbox included."""
+
+    def before_send(event: LLMEvent) -> LLMEvent:
+        return event
+
+    def on_error(_event: object, _reason: str) -> None:
+        pass
+
+    fg = FluxGate(
+        API_KEY,
+        endpoint="https://example.com/e",
+        timeout=2.5,
+        debug=True,
+        max_retries=4,
+        max_queue_size=7,
+        max_event_bytes=5000,
+        concurrency=3,
+        before_send=before_send,
+        on_error=on_error,
+        enabled=False,
+        outbox=tmp_path,
+        outbox_max_events=9,
+        outbox_max_bytes=99_999,
+        outbox_max_age=60,
+    )
+    config = fg.config
+    assert config.api_key == API_KEY
+    assert config.endpoint == "https://example.com/e"
+    assert (config.timeout, config.debug, config.max_retries) == (2.5, True, 4)
+    assert (config.max_queue_size, config.max_event_bytes, config.concurrency) == (7, 5000, 3)
+    assert config.before_send is before_send
+    assert config.on_error is on_error
+    assert config.enabled is False
+    assert config.outbox == str(tmp_path)
+    assert (config.outbox_max_events, config.outbox_max_bytes, config.outbox_max_age) == (
+        9,
+        99_999,
+        60.0,
+    )
+
+
 def test_custom_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """An explicit endpoint wins; otherwise key and endpoint come from the environment."""
     monkeypatch.setenv("FLUXGATE_API_KEY", "env-key")
