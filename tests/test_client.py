@@ -102,7 +102,32 @@ def test_plain_http_to_another_host_warns(caplog: pytest.LogCaptureFixture) -> N
         FluxGate(API_KEY, endpoint="http://[::1]:9/api/events")
     assert len(caplog.records) == 1
     assert "plain http://" in caplog.text
+    assert "collector.example.com" in caplog.records[0].getMessage()
     assert API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("localhost", False),
+        ("LocalHost", False),
+        ("api.localhost", False),
+        ("Api.LOCALHOST", False),
+        ("127.0.0.2", False),
+        ("[::1]", False),
+        ("notlocalhost", True),
+        ("localhost.example.com", True),
+        ("10.0.0.1", True),
+        ("[::2]", True),
+    ],
+)
+def test_plain_http_warns_unless_the_host_is_this_machine(
+    caplog: pytest.LogCaptureFixture, host: str, warned: bool
+) -> None:
+    """Loopback addresses and `localhost` names (any case) keep the key on this machine."""
+    with caplog.at_level(logging.WARNING, logger="fluxgate_async"):
+        FluxGate(API_KEY, endpoint=f"http://{host}:9/api/events")
+    assert bool(caplog.records) is warned
 
 
 def test_repr_and_config_hide_the_key() -> None:

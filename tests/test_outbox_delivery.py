@@ -170,6 +170,16 @@ def test_an_invalid_outbox_is_a_configuration_error(
         FluxGate(API_KEY, outbox=outbox)  # type: ignore[arg-type]
 
 
+def test_an_outbox_without_fork_hooks_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where the system has no fork hooks (not POSIX), an outbox is refused, saying why."""
+    monkeypatch.delattr(os, "register_at_fork")
+    with pytest.raises(ValueError, match=r"outbox needs a POSIX system \(Linux, macOS\)"):
+        FluxGate(API_KEY, outbox=tmp_path / "outbox")
+    assert not (tmp_path / "outbox").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("outbox_max_events", 0), ("outbox_max_bytes", -1), ("outbox_max_age", 0)],
