@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import warnings
@@ -175,7 +176,8 @@ def test_an_outbox_without_fork_hooks_is_a_configuration_error(
 ) -> None:
     """Where the system has no fork hooks (not POSIX), an outbox is refused, saying why."""
     monkeypatch.delattr(os, "register_at_fork")
-    with pytest.raises(ValueError, match=r"outbox needs a POSIX system \(Linux, macOS\)"):
+    message = "outbox needs a POSIX system (Linux, macOS): it locks files with flock"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         FluxGate(API_KEY, outbox=tmp_path / "outbox")
     assert not (tmp_path / "outbox").exists()
 
