@@ -183,12 +183,16 @@ def test_an_outbox_without_fork_hooks_is_a_configuration_error(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
-    [("outbox_max_events", 0), ("outbox_max_bytes", -1), ("outbox_max_age", 0)],
+    ("name", "value", "message"),
+    [
+        ("outbox_max_events", 0, "outbox_max_events must be a positive int, got 0"),
+        ("outbox_max_bytes", -1, "outbox_max_bytes must be a positive int, got -1"),
+        ("outbox_max_age", 0, "outbox_max_age must be a positive number of seconds, got 0"),
+    ],
 )
-def test_outbox_limits_are_checked(name: str, value: int) -> None:
+def test_outbox_limits_are_checked(name: str, value: int, message: str) -> None:
     """A limit out of range is a configuration error naming it."""
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         FluxGate(API_KEY, outbox="x", **{name: value})  # type: ignore[arg-type]
 
 
