@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import functools
 import gc
 import json
 import logging
@@ -11,8 +13,11 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,6 +62,48 @@ def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fg.config.endpoint == DEFAULT_ENDPOINT == "https://fluxgate.app/api/events"
     assert fg.config.timeout == 5.0
     assert fg.config.max_retries == 2
+
+
+def test_config_reports_every_setting_given(tmp_path: Path) -> None:
+    """`config` holds each setting as it was passed, the hooks and the outbox included."""
+
+    def before_send(event: LLMEvent) -> LLMEvent:
+        return event
+
+    def on_error(_event: object, _reason: str) -> None:
+        pass
+
+    fg = FluxGate(
+        API_KEY,
+        endpoint="https://example.com/e",
+        timeout=2.5,
+        debug=True,
+        max_retries=4,
+        max_queue_size=7,
+        max_event_bytes=5000,
+        concurrency=3,
+        before_send=before_send,
+        on_error=on_error,
+        enabled=False,
+        outbox=tmp_path,
+        outbox_max_events=9,
+        outbox_max_bytes=99_999,
+        outbox_max_age=60,
+    )
+    config = fg.config
+    assert config.api_key == API_KEY
+    assert config.endpoint == "https://example.com/e"
+    assert (config.timeout, config.debug, config.max_retries) == (2.5, True, 4)
+    assert (config.max_queue_size, config.max_event_bytes, config.concurrency) == (7, 5000, 3)
+    assert config.before_send is before_send
+    assert config.on_error is on_error
+    assert config.enabled is False
+    assert config.outbox == str(tmp_path)
+    assert (config.outbox_max_events, config.outbox_max_bytes, config.outbox_max_age) == (
+        9,
+        99_999,
+        60.0,
+    )
 
 
 def test_custom_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,6 +509,17 @@ async def test_debug_logs_each_send_and_answer_without_the_key(
     assert API_KEY not in text
 
 
+def test_the_debug_line_at_construction_names_the_settings_in_use(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At DEBUG, a new client says where it sends, its timeout and its retries, once."""
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        FluxGate(API_KEY, endpoint="https://example.com/e", timeout=2.5, max_retries=4)
+    assert _messages(caplog, logging.DEBUG) == [
+        "FluxGate initialised: endpoint=https://example.com/e timeout=2.5s max_retries=4"
+    ]
+
+
 def test_debug_output_reaches_stderr_without_any_logging_setup() -> None:
     """In a program that configured no logging, debug=True still prints to stderr."""
     code = f"""
@@ -486,6 +544,14 @@ asyncio.run(main())
 # --- lifecycle --------------------------------------------------------------------------------
 
 
+async def test_closed_is_false_until_aclose_then_true(collector: FakeCollector) -> None:
+    """`closed` is a bool: False for a new client, True once `aclose()` has been called."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert fg.closed is False
+    await fg.aclose()
+    assert fg.closed is True
+
+
 async def test_aclose_twice_and_use_after_close(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -498,9 +564,10 @@ async def test_aclose_twice_and_use_after_close(
     assert repr(fg).endswith("closed>")
     assert await fg.record_event(SIMPLE) is None
     assert "closed client" in caplog.text
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError) as raised:
         async with fg:
             pass
+    assert str(raised.value) == "this FluxGate client is closed; create a new one"
 
 
 async def test_one_session_is_reused_for_keep_alive(collector: FakeCollector) -> None:
@@ -527,6 +594,117 @@ def test_half_built_client_does_not_crash_when_collected() -> None:
     with pytest.raises(ValueError, match="api_key"):
         FluxGate("")
     gc.collect()
+
+
+_ADVICE = "use `async with FluxGate(...)` or `await fg.aclose()` before the event loop ends"
+
+
+@contextlib.contextmanager
+def _all_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning given in the block, none turned into an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
+async def test_a_client_collected_with_its_session_open_says_it_was_never_closed(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One ResourceWarning from the client's own line, with the advice; no log line."""
+    fg = FluxGate(API_KEY, endpoint=collector.url)
+    assert await fg.record_event(SIMPLE) is not None
+    client = id(fg)
+    with _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate client was never closed: {_ADVICE}"
+    assert id(warning.source) == client  # tracemalloc shows where the client was made
+    assert Path(warning.filename).name == "_client.py"
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+    await asyncio.sleep(0.05)  # let the loop close the orphaned session
+
+
+async def test_a_client_collected_with_events_pending_says_how_many_are_lost(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three events still queued or in flight: the count in a ResourceWarning and a WARNING."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, concurrency=1, timeout=20)
+    for _ in range(3):
+        assert fg.record_event_nowait(SIMPLE)
+    await asyncio.sleep(0.1)
+    with _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    lost = f"client collected with 3 event(s) still pending, now lost: {_ADVICE}"
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate {lost}"
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {lost}"]
+    await asyncio.sleep(0.05)  # the abandoned senders unwind
+
+
+async def test_a_client_collected_with_events_in_its_outbox_says_where_they_wait(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Events kept on disk are not lost: an INFO line names the outbox, no WARNING."""
+    collector.responder = lambda _: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    for _ in range(2):
+        assert fg.record_event_nowait(SIMPLE)
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    await asyncio.wrap_future(outbox.sync())
+    with caplog.at_level(logging.INFO, logger="fluxgate_async"), _all_warnings() as caught:
+        del fg  # nothing else refers to it: collected here
+    [warning] = caught
+    assert warning.category is ResourceWarning
+    assert str(warning.message) == f"FluxGate client was never closed: {_ADVICE}"
+    assert _messages(caplog, logging.INFO) == [
+        "FluxGate: client collected with 2 event(s) still pending, kept in the outbox"
+        f" at {tmp_path} for the next start"
+    ]
+    assert _messages(caplog, logging.WARNING) == []
+    assert outbox._thread is not None
+    await asyncio.to_thread(outbox._thread.join, 10)  # closed by the collection
+
+
+def _report_to(app: list[object], event: object, reason: str) -> None:
+    app.append((event, reason))
+
+
+async def test_a_client_collected_in_a_reference_cycle_counts_the_events_still_to_be_built(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Collected by the cycle collector, the events of tracked calls not yet built count as lost."""
+    app: list[object] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint="http://127.0.0.1:9/api/events",
+        on_error=functools.partial(_report_to, app),
+    )
+    app.append(fg)  # the app holds the client, whose callback holds the app
+    fg._record_soon(lambda: LLMEvent(AiEventUsage(5, 0)))
+    fg._record_soon(lambda: LLMEvent(AiEventUsage(6, 0)))
+    with _all_warnings() as caught:
+        del fg, app  # only the cycle refers to them now
+        gc.collect()
+    lost = f"client collected with 2 event(s) still pending, now lost: {_ADVICE}"
+    assert [str(warning.message) for warning in caught] == [f"FluxGate {lost}"]
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {lost}"]
+
+
+async def test_a_closed_or_unused_client_is_collected_without_a_word(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed, or never used (no connection opened): no warning and no log line."""
+    async with FluxGate(API_KEY, endpoint=collector.url) as closed:
+        assert await closed.record_event(SIMPLE) is not None
+    unused = FluxGate(API_KEY, endpoint=collector.url)
+    with _all_warnings() as caught:
+        del closed, unused  # nothing else refers to them: collected here
+    assert caught == []
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 async def test_borrowed_session_is_used_and_left_open(collector: FakeCollector) -> None:
@@ -604,7 +782,7 @@ async def test_unserialisable_extra_gives_none_naming_the_field(
 async def test_a_failing_session_close_does_not_break_shutdown(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An error while closing the HTTP session is logged, never raised into the app."""
+    """An error while closing the HTTP session is one WARNING with its cause, never raised."""
     fg = FluxGate(API_KEY, endpoint=collector.url)
     await fg.record_event(SIMPLE)
     assert fg._transport is not None
@@ -616,7 +794,10 @@ async def test_a_failing_session_close_does_not_break_shutdown(
 
     monkeypatch.setattr(fg._transport, "aclose", failing_close)
     await fg.aclose()
-    assert "error while closing the HTTP session" in caplog.text
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.getMessage() == "FluxGate: error while closing the HTTP session"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "socket already gone"  # the cause, with its traceback
 
 
 @pytest.mark.parametrize(
@@ -786,16 +967,52 @@ async def test_an_unusable_caller_key_refuses_the_event_naming_it(
     collector: FakeCollector, key: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A key that cannot go in a header is refused, counted and reported, and nothing is sent."""
-    refused: list[str] = []
+    refused: list[tuple[object, str]] = []
     async with FluxGate(
-        API_KEY, endpoint=collector.url, on_error=lambda _event, reason: refused.append(reason)
+        API_KEY,
+        endpoint=collector.url,
+        on_error=lambda event, reason: refused.append((event, reason)),
     ) as fg:
         assert not fg.record_event_nowait(SIMPLE, idempotency_key=key)
         assert await fg.record_event(SIMPLE, idempotency_key=key) is None
         assert fg.stats.dropped == {"invalid_event": 1}
-    assert refused == ["invalid_event"]
+    assert refused == [(SIMPLE, "invalid_event")]
     assert collector.requests == []
     assert "idempotency_key must be 1 to 255 visible ASCII characters" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 255], ids=["one-character", "255-characters"])
+async def test_caller_keys_at_the_length_limits_are_sent(
+    fg: FluxGate, collector: FakeCollector, key: str
+) -> None:
+    """A key of 1 or of 255 characters is within the limits: sent as given, queued or awaited."""
+    assert fg.record_event_nowait(SIMPLE, idempotency_key=key)
+    assert await fg.flush(5)
+    assert await fg.record_event(SIMPLE, idempotency_key=key) is not None
+    assert [request.idempotency_key for request in collector.requests] == [key, key]
+    assert fg.stats.dropped == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("", "''"),
+        ("caf\u00e9", "'caf\u00e9'"),
+        ("x" * 254 + " ", repr("x" * 254 + " ")),
+        ("x" * 256, "str"),
+        (42, "int"),
+    ],
+    ids=["empty", "non-ascii", "255-with-a-space", "too-long", "not-a-str"],
+)
+async def test_the_unusable_key_warning_shows_the_key_or_only_its_type(
+    fg: FluxGate, key: Any, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING quotes a short string key; a longer one or another type only by type name."""
+    assert await fg.record_event(SIMPLE, idempotency_key=key) is None
+    assert _messages(caplog, logging.WARNING) == [
+        "FluxGate: idempotency_key must be 1 to 255 visible ASCII characters,"
+        f" got {shown}; event not recorded"
+    ]
 
 
 async def test_a_caller_key_from_another_thread_is_kept(
@@ -884,6 +1101,95 @@ async def test_debug_names_the_key_the_endpoint_the_body_and_the_answer(
     assert f"FluxGate: event {key} recorded: {answer}" in debug
 
 
+async def test_debug_names_each_retry_with_its_key_the_cause_and_the_delay(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, before each retry: 'event <key>: <what went wrong>; retrying in <delay>s'."""
+    collector.reply_with(Reply(status=503, body="busy", retry_after=0.01))
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url) as fg:
+            assert await fg.record_event(SIMPLE) is not None
+    key = collector.requests[0].idempotency_key
+    retries = [m for m in _messages(caplog, logging.DEBUG) if "retrying" in m]
+    assert retries == [f"FluxGate: event {key}: HTTP 503: 'busy'; retrying in 0.01s"]
+
+
+def _raise_key_error(_event: LLMEvent) -> LLMEvent | None:
+    raise KeyError("metadata")
+
+
+def _return_text(_event: LLMEvent) -> LLMEvent | None:
+    return "not an event"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("event", "settings", "warning"),
+    [
+        (
+            {"usage": {"inputTokens": 1}},
+            {},
+            "invalid event, not recorded: usage.outputTokens: required field missing",
+        ),
+        (
+            LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(extra={"blob": b"x"})),
+            {},
+            "invalid event, not recorded: metadata.blob: bytes is not JSON; pass a str",
+        ),
+        (
+            LLMEvent(AiEventUsage(1, 1), metadata=AiEventMetadata(feature="f" * 2000)),
+            {"max_event_bytes": 1000},
+            "event too large, not recorded: event of 2,089 bytes is over max_event_bytes"
+            " (1,000); its biggest field is metadata.feature (2,002 bytes)",
+        ),
+        (
+            SIMPLE,
+            {"before_send": _return_text},
+            "before_send must return an LLMEvent or None, got str; event dropped",
+        ),
+        (SIMPLE, {"before_send": _raise_key_error}, "before_send raised; event dropped"),
+    ],
+    ids=["invalid-mapping", "not-json", "too-large", "before-send-junk", "before-send-raised"],
+)
+async def test_an_event_refused_before_sending_is_one_warning_saying_why(
+    collector: FakeCollector,
+    caplog: pytest.LogCaptureFixture,
+    event: Any,
+    settings: dict[str, Any],
+    warning: str,
+) -> None:
+    """Queued or awaited, an event refused before it is sent gives one WARNING each, saying why."""
+    async with FluxGate(API_KEY, endpoint=collector.url, **settings) as fg:
+        assert not fg.record_event_nowait(event)
+        assert await fg.record_event(event) is None
+    assert _messages(caplog, logging.WARNING) == [f"FluxGate: {warning}"] * 2
+    assert collector.requests == []
+
+
+async def test_a_raising_before_send_is_logged_with_its_traceback(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WARNING for a before_send that raised carries the exception, to find the bug by."""
+    async with FluxGate(API_KEY, endpoint=collector.url, before_send=_raise_key_error) as fg:
+        assert await fg.record_event(SIMPLE) is None
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
+    assert "KeyError: 'metadata'" in caplog.text
+
+
+async def test_an_event_dropped_by_before_send_is_a_debug_line_only(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """before_send returning None drops on purpose: a DEBUG line each, no WARNING."""
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        async with FluxGate(API_KEY, endpoint=collector.url, before_send=lambda _e: None) as fg:
+            assert not fg.record_event_nowait(SIMPLE)
+            assert await fg.record_event(SIMPLE) is None
+    dropped = [m for m in _messages(caplog, logging.DEBUG) if "before_send" in m]
+    assert dropped == ["FluxGate: before_send dropped an event"] * 2
+    assert _messages(caplog, logging.WARNING) == []
+
+
 async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -903,6 +1209,61 @@ async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     assert details.levelno == logging.DEBUG
     assert details.exc_info is not None
     assert re.search(r"RuntimeError: boom", caplog.text)
+
+
+async def test_a_bug_below_record_event_nowait_is_an_error_line_and_details_at_debug(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while queueing: False, one ERROR, its traceback at DEBUG, on_error told."""
+
+    def buggy(*_args: object) -> bool:
+        raise RuntimeError("boom")
+
+    lost: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY, endpoint=collector.url, on_error=lambda event, reason: lost.append((event, reason))
+    )
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        assert fg.record_event_nowait(SIMPLE) is False
+    await fg.aclose()
+    assert lost == [(SIMPLE, "internal_error")]
+    assert _messages(caplog, logging.ERROR) == [
+        "FluxGate: unexpected error, event not queued: boom"
+    ]
+    [details] = [
+        r for r in caplog.records if r.getMessage() == "FluxGate: unexpected error details"
+    ]
+    assert details.levelno == logging.DEBUG
+    assert details.exc_info is not None
+    assert details.exc_info[0] is RuntimeError
+    assert fg.stats.dropped == {"internal_error": 1}
+
+
+async def test_a_bug_that_also_stops_the_count_still_returns_false(
+    fg: FluxGate, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queueing and counting both broken: False, the ERROR, and at DEBUG why it went uncounted."""
+
+    def buggy(*_args: object) -> bool:
+        raise RuntimeError("boom")
+
+    def uncountable(*_args: object) -> None:
+        raise RuntimeError("count broken")
+
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.submit", buggy)
+    monkeypatch.setattr("fluxgate_async._delivery.Pipeline.drop", uncountable)
+    with caplog.at_level(logging.DEBUG, logger="fluxgate_async"):
+        assert fg.record_event_nowait(SIMPLE) is False
+    assert _messages(caplog, logging.ERROR) == [
+        "FluxGate: unexpected error, event not queued: boom"
+    ]
+    [uncounted] = [
+        r for r in caplog.records if r.getMessage() == "FluxGate: could not count the event"
+    ]
+    assert uncounted.levelno == logging.DEBUG
+    assert uncounted.exc_info is not None
+    assert str(uncounted.exc_info[1]) == "count broken"
 
 
 async def test_a_value_changed_after_the_event_was_built_is_refused_naming_the_field(
