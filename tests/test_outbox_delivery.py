@@ -571,3 +571,30 @@ async def test_a_left_event_refused_for_good_reaches_on_error_as_its_json(
     assert reason == "http_422"
     assert refused["usage"]["inputTokens"] == 0  # type: ignore[index]
     assert _rows(tmp_path) == []
+
+
+async def test_a_spilled_event_under_a_key_already_waiting_is_reported_dropped(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """The same request reported twice, the second spilled: stored once, the twin reported."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    seen: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        max_queue_size=1,
+        max_retries=10_000,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    )
+    first, twin = event(1), event(2)
+    assert fg.record_event_nowait(first, idempotency_key="request-1")
+    assert fg.record_event_nowait(twin, idempotency_key="request-1")  # the queue is full: spilled
+    async with asyncio.timeout(10):
+        while not seen:  # noqa: ASYNC110 - the outbox's writer thread reports it
+            await asyncio.sleep(0.01)
+    assert seen == [(twin, "queue_full")]
+    assert fg.stats.dropped == {"queue_full": 1}
+    assert _rows(tmp_path) == [("request-1", 1)]
+    await fg.aclose(timeout=0.2)
+    assert fg.stats.enqueued == 1 == fg.stats.kept
