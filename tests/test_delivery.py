@@ -735,9 +735,9 @@ async def test_a_background_post_that_times_out_is_retried(collector: FakeCollec
 
 
 async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
-    collector: FakeCollector,
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The event in flight and the one still queued are each given to on_error, themselves."""
+    """The event in flight and the one still queued go to on_error, themselves; one WARNING."""
     collector.responder = lambda _: Reply(delay=30)
     lost: list[tuple[Any, str]] = []
     fg = FluxGate(
@@ -756,6 +756,10 @@ async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
     assert lost[0][0] is in_flight
     assert lost[1][0] is queued
     assert fg.stats.dropped == {DropReason.SHUTDOWN: 2}
+    # Closing cut them off, not the loop's end: no word of events kept for the next loop.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "FluxGate: closed with 2 event(s) undelivered, counted as dropped (shutdown)"
+    ]
 
 
 def test_the_loop_stopped_warning_is_given_once_not_per_sender(

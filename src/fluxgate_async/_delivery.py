@@ -732,8 +732,11 @@ class Pipeline:
         senders = [task for task in self._senders if task.get_loop() is self._loop]
         for task in senders:
             task.cancel()
+        # Without an outbox, a sender cut off here drops its event itself: counted below too.
+        shutdown = self._dropped.get(DropReason.SHUTDOWN, 0)
         if senders and self._loop is asyncio.get_running_loop():
             await asyncio.wait(senders, timeout=_UNWIND_SECONDS)
+        cut_off = self._dropped.get(DropReason.SHUTDOWN, 0) - shutdown
         with self._lock:
             self._sealed = True  # no other thread adds to the inbox from now on
             abandoned = [*self._in_flight.values(), *self._pending, *self._inbox]
@@ -767,10 +770,10 @@ class Pipeline:
                 (len(abandoned) if keep else 0) + spilled,
                 outbox.path,
             )
-        if abandoned and not keep:
+        if (abandoned and not keep) or cut_off:
             log.warning(
                 "FluxGate: closed with %d event(s) undelivered, counted as dropped (shutdown)",
-                len(abandoned),
+                len(abandoned) + cut_off,
             )
 
 
