@@ -216,6 +216,23 @@ async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     assert fg.record_event_nowait(event(9)) is False
 
 
+async def test_aclose_from_another_threads_loop_delivers_within_its_timeout_and_ends_on_time(
+    collector: FakeCollector,
+) -> None:
+    """aclose(timeout) awaited elsewhere: what is answered within it is sent, the rest dropped."""
+    collector.responder = lambda request: Reply(
+        delay=0.1 if request.json["usage"]["inputTokens"] == 1 else 30  # type: ignore[index]
+    )
+    fg = FluxGate(API_KEY, endpoint=collector.url, timeout=20)
+    assert fg.record_event_nowait(event(1))  # this loop becomes the client's
+    assert fg.record_event_nowait(event(2))  # FluxGate never answers it
+    started = time.monotonic()
+    await asyncio.to_thread(lambda: asyncio.run(fg.aclose(timeout=0.3)))
+    elapsed = time.monotonic() - started
+    assert (fg.stats.sent, fg.stats.dropped) == (1, {DropReason.SHUTDOWN: 1})
+    assert elapsed < 1.8  # the timeout, and a moment for the senders to unwind
+
+
 class _HomeLoop:
     """The client's loop in a thread of its own, with one event in flight for 30 s."""
 
