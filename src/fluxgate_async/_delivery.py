@@ -732,11 +732,11 @@ class Pipeline:
         senders = [task for task in self._senders if task.get_loop() is self._loop]
         for task in senders:
             task.cancel()
-        # Without an outbox, a sender cut off here drops its event itself: counted below too.
-        shutdown = self._dropped.get(DropReason.SHUTDOWN, 0)
         if senders and self._loop is asyncio.get_running_loop():
             await asyncio.wait(senders, timeout=_UNWIND_SECONDS)
-        cut_off = self._dropped.get(DropReason.SHUTDOWN, 0) - shutdown
+        # Without an outbox, a sender cut off while closing dropped its event itself, and
+        # nothing else drops one for shutdown before this point: counted in the WARNING too.
+        cut_off = self._dropped.get(DropReason.SHUTDOWN, 0)
         with self._lock:
             self._sealed = True  # no other thread adds to the inbox from now on
             abandoned = [*self._in_flight.values(), *self._pending, *self._inbox]
