@@ -410,8 +410,11 @@ class Pipeline:
         return item.key, body
 
     def _room(self) -> int:
-        """How many events read back from the outbox the queue takes now: half its free room."""
-        return (self._max_queue_size - len(self._pending) - len(self._inbox)) // 2
+        """How many events read back from the outbox the queue takes now: half its free room.
+
+        Rounded up: a queue of one takes one when it is empty, or it would never take any.
+        """
+        return (self._max_queue_size - len(self._pending) - len(self._inbox) + 1) // 2
 
     def _take_recovered(self, events: list[PendingEvent]) -> None:
         """Queue events an earlier client left in the outbox, with their keys, through the inbox."""
