@@ -188,6 +188,42 @@ def test_with_no_loop_anywhere_events_wait_for_the_next_loop(
     assert len(threaded_collector.events) == 100
 
 
+def test_with_no_loop_anywhere_the_queue_refuses_at_its_size(
+    threaded_collector: FakeCollector,
+) -> None:
+    """No loop running: max_queue_size events wait, the next is refused as queue_full."""
+    refused: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=threaded_collector.url,
+        max_queue_size=3,
+        on_error=lambda e, reason: refused.append((e, reason)),
+    )
+    events = [event(n) for n in range(4)]
+    assert [fg.record_event_nowait(e) for e in events] == [True, True, True, False]
+    assert refused == [(events[3], DropReason.QUEUE_FULL)]
+    assert (fg.stats.queued, fg.stats.dropped) == (3, {DropReason.QUEUE_FULL: 1})
+    asyncio.run(fg.aclose())
+    assert fg.stats.sent == 3 == len(threaded_collector.events)
+
+
+def test_a_key_given_in_a_later_loop_is_the_one_sent(threaded_collector: FakeCollector) -> None:
+    """An idempotency_key given in a second asyncio.run, the client's new loop, is sent as given."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+
+    async def first() -> None:
+        assert fg.record_event_nowait(event(0))
+        assert await fg.flush(5)
+
+    async def second() -> None:
+        assert fg.record_event_nowait(event(1), idempotency_key="span-1")
+        await fg.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert [r.idempotency_key for r in threaded_collector.requests][1:] == ["span-1"]
+
+
 async def test_a_second_loop_in_another_thread_records_with_its_own_session(
     fg: FluxGate, collector: FakeCollector
 ) -> None:
