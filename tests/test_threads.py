@@ -239,6 +239,57 @@ async def test_a_second_loop_in_another_thread_records_with_its_own_session(
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
 
 
+async def test_nowait_in_another_threads_short_loop_is_delivered_by_the_home_loop(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread's own asyncio.run records and ends at once: the home loop sends it, no warning."""
+    assert fg.record_event_nowait(event(0))  # this loop becomes the client's
+    assert await fg.flush(5)
+    answers: list[bool] = []
+
+    async def elsewhere() -> None:
+        answers.append(fg.record_event_nowait(event(1)))
+
+    def later() -> None:
+        time.sleep(0.1)  # by then this loop sleeps in its selector
+        asyncio.run(elsewhere())
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    # This loop's only timer is the wait's own 1 s deadline: it must be woken to send it.
+    await collector.wait_for_events(2, timeout=1.0)
+    thread.join(5)
+    assert answers == [True]
+    assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_events_a_thread_handed_over_count_against_the_queue(
+    collector: FakeCollector,
+) -> None:
+    """The loop busy while a thread fills the queue: the loop's own event is refused, itself."""
+    refused: list[tuple[object, str]] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        max_queue_size=3,
+        on_error=lambda e, reason: refused.append((e, reason)),
+    ) as fg:
+        assert fg.record_event_nowait(event(0))  # this loop becomes the client's
+        await collector.wait_for_events(1)
+        worker = threading.Thread(
+            target=lambda: [fg.record_event_nowait(event(n)) for n in (1, 2, 3)]
+        )
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the three wait in the hand-over
+        mine = event(4)
+        assert fg.record_event_nowait(mine) is False
+        assert refused == [(mine, DropReason.QUEUE_FULL)]
+        assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1, 2, 3]
+
+
 async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     collector: FakeCollector,
 ) -> None:
