@@ -216,6 +216,17 @@ def test_a_client_alive_at_exit_with_events_queued_warns(key: str) -> None:
     ]
 
 
+def test_a_client_alive_at_exit_with_nothing_queued_says_nothing(key: str) -> None:
+    """A client never closed but with nothing left to send: no word at exit."""
+    result = _run(
+        f"""
+        from fluxgate_async import FluxGate
+        fg = FluxGate({key!r}, endpoint="http://127.0.0.1:9/api/events")
+        """
+    )
+    assert "at exit" not in result.stderr
+
+
 def test_a_client_alive_at_exit_with_an_outbox_says_where_its_events_are_kept(
     key: str, tmp_path: Path
 ) -> None:
