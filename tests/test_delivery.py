@@ -378,6 +378,36 @@ def test_enabled_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPa
     assert FluxGate(API_KEY).config.enabled
 
 
+@pytest.mark.parametrize("value", ["0", "false", "FALSE", " Off ", "No"])
+def test_falsy_environment_values_disable_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """FLUXGATE_ENABLED is read without regard to case or surrounding spaces."""
+    monkeypatch.setenv("FLUXGATE_ENABLED", value)
+    assert FluxGate(API_KEY).config.enabled is False
+
+
+def test_the_smallest_bounds_are_accepted() -> None:
+    """Each count setting takes its smallest valid value (0 retries, 1 for the others)."""
+    config = FluxGate(
+        API_KEY,
+        max_retries=0,
+        max_queue_size=1,
+        max_event_bytes=1,
+        concurrency=1,
+        outbox_max_events=1,
+        outbox_max_bytes=1,
+    ).config
+    assert (
+        config.max_retries,
+        config.max_queue_size,
+        config.max_event_bytes,
+        config.concurrency,
+        config.outbox_max_events,
+        config.outbox_max_bytes,
+    ) == (0, 1, 1, 1, 1, 1)
+
+
 async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
     """After a 429 with Retry-After, no sender posts anything until the pause is over."""
     collector.reply_with(Reply(status=429, retry_after=0.5))
@@ -570,8 +600,25 @@ def test_invalid_delivery_settings_are_configuration_errors(
 @pytest.mark.parametrize("hook", ["before_send", "on_error"])
 def test_hooks_must_be_callable(hook: str) -> None:
     """A hook that cannot be called is a TypeError naming it."""
-    with pytest.raises(TypeError, match=f"{hook} must be callable"):
+    with pytest.raises(TypeError, match=f"^{hook} must be callable, got str$"):
         FluxGate(API_KEY, **{hook: "print"})  # type: ignore[arg-type]
+
+
+def test_the_config_shows_the_hooks_and_debug_given() -> None:
+    """`fg.config` holds the very hooks and the debug flag the client was built with."""
+
+    def before_send(event: LLMEvent) -> LLMEvent:
+        return event
+
+    def on_error(event: object, reason: str) -> None:
+        pass
+
+    config = FluxGate(API_KEY, before_send=before_send, on_error=on_error, debug=True).config
+    assert config.before_send is before_send
+    assert config.on_error is on_error
+    assert config.debug is True
+    plain = FluxGate(API_KEY).config
+    assert (plain.before_send, plain.on_error, plain.debug) == (None, None, False)
 
 
 async def test_debug_logs_background_failures_without_the_key(

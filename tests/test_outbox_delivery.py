@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import warnings
@@ -170,13 +171,28 @@ def test_an_invalid_outbox_is_a_configuration_error(
         FluxGate(API_KEY, outbox=outbox)  # type: ignore[arg-type]
 
 
+def test_an_outbox_without_fork_hooks_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where the system has no fork hooks (not POSIX), an outbox is refused, saying why."""
+    monkeypatch.delattr(os, "register_at_fork")
+    message = "outbox needs a POSIX system (Linux, macOS): it locks files with flock"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        FluxGate(API_KEY, outbox=tmp_path / "outbox")
+    assert not (tmp_path / "outbox").exists()
+
+
 @pytest.mark.parametrize(
-    ("name", "value"),
-    [("outbox_max_events", 0), ("outbox_max_bytes", -1), ("outbox_max_age", 0)],
+    ("name", "value", "message"),
+    [
+        ("outbox_max_events", 0, "outbox_max_events must be a positive int, got 0"),
+        ("outbox_max_bytes", -1, "outbox_max_bytes must be a positive int, got -1"),
+        ("outbox_max_age", 0, "outbox_max_age must be a positive number of seconds, got 0"),
+    ],
 )
-def test_outbox_limits_are_checked(name: str, value: int) -> None:
+def test_outbox_limits_are_checked(name: str, value: int, message: str) -> None:
     """A limit out of range is a configuration error naming it."""
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         FluxGate(API_KEY, outbox="x", **{name: value})  # type: ignore[arg-type]
 
 

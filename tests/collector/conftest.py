@@ -148,7 +148,7 @@ def collector_process(db: Path) -> Iterator[CollectorProcess]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     """One PostgreSQL server for the whole run, on a free loopback port."""
-    cluster = PostgresCluster(free_port(), in_memory=True)
+    cluster = PostgresCluster(free_port(), in_memory=True, autovacuum=False)
     cluster.start()
     yield cluster
     cluster.stop("immediate")  # its data is thrown away: no checkpoint to wait for

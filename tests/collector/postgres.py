@@ -55,10 +55,17 @@ class PostgresCluster:
     With `in_memory`, the directory is on tmpfs where the machine has one: each database a
     test creates copies a template of some 7 MB and 300 files, which a run creates by the
     hundred and then deletes. The benchmarks keep the default, the disk a server runs on.
+
+    Without `autovacuum`, no background transaction runs beside the tests'. The store
+    lists only events whose transaction is older than every running one (the listing
+    horizon, see `fluxgate_async.collector._postgres`), and an autovacuum worker's
+    ANALYZE of an earlier test's database holds that horizon back for its duration:
+    a listing taken right after a write would miss the write at random.
     """
 
-    def __init__(self, port: int, *, in_memory: bool = False) -> None:
+    def __init__(self, port: int, *, in_memory: bool = False, autovacuum: bool = True) -> None:
         self.port = port
+        self.autovacuum = autovacuum
         self.pg_ctl = _find("pg_ctl")
         self.initdb = str(Path(self.pg_ctl).with_name("initdb"))
         parent = MEMORY if in_memory and _roomy(MEMORY) else None
@@ -98,6 +105,8 @@ class PostgresCluster:
     def restart(self) -> None:
         """Start the server on its port and data, and wait until it accepts connections."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory}"
+        if not self.autovacuum:
+            options += " -c autovacuum=off"
         self._run(
             self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
         )

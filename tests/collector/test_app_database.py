@@ -96,7 +96,7 @@ async def test_a_deleted_sqlite_file_turns_unhealthy_and_refuses_events(tmp_path
 
 async def test_a_postgres_server_that_goes_away_gets_503_then_recovers() -> None:
     """Server stopped: health, writes and reads get 503; restarted: it all works again by itself."""
-    cluster = PostgresCluster(free_port(), in_memory=True)
+    cluster = PostgresCluster(free_port(), in_memory=True, autovacuum=False)
     cluster.start()
     try:
         async with Collector(cluster.url()) as collector:

@@ -361,7 +361,13 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("host", "keys", "warns"),
-    [("0.0.0.0", [], True), ("::", [], True), ("0.0.0.0", ["k"], False), ("localhost", [], False)],
+    [
+        ("0.0.0.0", [], True),
+        ("::", [], True),
+        ("0.0.0.0", ["k"], False),
+        ("localhost", [], False),
+        ("[::1]", [], False),
+    ],
 )
 def test_serving_beyond_loopback_without_a_key_warns(
     host: str, keys: list[str], warns: bool

@@ -460,7 +460,7 @@ async def test_an_unwritable_sqlite_file_is_unavailable(
 @pytest.fixture
 def own_postgres() -> Any:
     """A PostgreSQL server of the test's own, which the test may stop and start."""
-    cluster = PostgresCluster(free_port(), in_memory=True)
+    cluster = PostgresCluster(free_port(), in_memory=True, autovacuum=False)
     cluster.start()
     yield cluster
     cluster.stop("immediate")
