@@ -645,7 +645,7 @@ async def test_a_threads_events_beyond_the_queue_spill_until_the_outbox_is_full(
     assert fg.stats.dropped == {"outbox_full": 10}
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(10))
     # Queued or spilled, each went out under the key given for it.
-    assert {(r.idempotency_key, r.json["usage"]["inputTokens"]) for r in collector.requests} == {  # type: ignore[index]
+    assert {(r.idempotency_key, r.json["usage"]["inputTokens"]) for r in collector.requests} == {
         (f"span-{n}", n) for n in range(10)
     }
 

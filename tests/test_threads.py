@@ -308,7 +308,7 @@ async def test_aclose_from_another_threads_loop_delivers_within_its_timeout_and_
 ) -> None:
     """aclose(timeout) awaited elsewhere: what is answered within it is sent, the rest dropped."""
     collector.responder = lambda request: Reply(
-        delay=0.1 if request.json["usage"]["inputTokens"] == 1 else 30  # type: ignore[index]
+        delay=0.1 if request.json["usage"]["inputTokens"] == 1 else 30
     )
     fg = FluxGate(API_KEY, endpoint=collector.url, timeout=20)
     assert fg.record_event_nowait(event(1))  # this loop becomes the client's
