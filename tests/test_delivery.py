@@ -339,7 +339,16 @@ async def test_on_error_that_raises_is_contained(caplog: pytest.LogCaptureFixtur
         assert fg.record_event_nowait(event())
         assert not fg.record_event_nowait(event())
         await fg.aclose(timeout=0.1)
-    assert "on_error callback raised" in caplog.text
+    # One WARNING per call, with the callback's own traceback.
+    raised = [r for r in caplog.records if r.exc_info]
+    assert raised
+    for record in raised:
+        assert (record.levelno, record.getMessage()) == (
+            logging.WARNING,
+            "FluxGate: on_error callback raised",
+        )
+        assert record.exc_info is not None
+        assert repr(record.exc_info[1]) == "RuntimeError('callback bug')"
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
@@ -782,9 +791,9 @@ async def test_a_background_post_that_times_out_is_retried(collector: FakeCollec
 
 
 async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
-    collector: FakeCollector,
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The event in flight and the one still queued are each given to on_error, themselves."""
+    """The event in flight and the one still queued go to on_error, themselves; one WARNING."""
     collector.responder = lambda _: Reply(delay=30)
     lost: list[tuple[Any, str]] = []
     fg = FluxGate(
@@ -803,6 +812,10 @@ async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
     assert lost[0][0] is in_flight
     assert lost[1][0] is queued
     assert fg.stats.dropped == {DropReason.SHUTDOWN: 2}
+    # Closing cut them off, not the loop's end: no word of events kept for the next loop.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "FluxGate: closed with 2 event(s) undelivered, counted as dropped (shutdown)"
+    ]
 
 
 def test_the_loop_stopped_warning_is_given_once_not_per_sender(
@@ -844,6 +857,19 @@ async def test_an_idle_sender_takes_an_event_recorded_while_another_is_busy(
         await wait_until(lambda: fg.stats.in_flight == 2, timeout=0.5)
         assert await fg.flush(3)
         assert fg.stats.sent == 2
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_each_event_recorded_while_the_senders_are_idle_is_sent_at_once(
+    collector: FakeCollector, concurrency: int
+) -> None:
+    """Recorded one by one, each after the last was answered: each goes out without a flush."""
+    async with FluxGate(API_KEY, endpoint=collector.url, concurrency=concurrency) as fg:
+        for n in range(5):
+            assert fg.record_event_nowait(event(n))
+            await collector.wait_for_events(n + 1, timeout=2.0)
+            await asyncio.sleep(0.01)  # the senders are idle again
+    assert [e["usage"]["inputTokens"] for e in collector.events] == list(range(5))
 
 
 # --- what background delivery logs, line by line ---------------------------------------------

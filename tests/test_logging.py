@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,7 +210,42 @@ def test_a_client_alive_at_exit_with_events_queued_warns(key: str) -> None:
             fg.record_event_nowait({{"usage": {{"inputTokens": n, "outputTokens": 1}}}})
         """
     )
-    assert "FluxGate: 3 event(s) still queued at exit were never sent" in result.stderr
+    assert [line for line in result.stderr.splitlines() if "at exit" in line] == [
+        "FluxGate: 3 event(s) still queued at exit were never sent: await fg.aclose() "
+        "(or use `async with FluxGate(...)`) before the program ends"
+    ]
+
+
+def test_a_client_alive_at_exit_with_nothing_queued_says_nothing(key: str) -> None:
+    """A client never closed but with nothing left to send: no word at exit."""
+    result = _run(
+        f"""
+        from fluxgate_async import FluxGate
+        fg = FluxGate({key!r}, endpoint="http://127.0.0.1:9/api/events")
+        """
+    )
+    assert "at exit" not in result.stderr
+
+
+def test_a_client_alive_at_exit_with_an_outbox_says_where_its_events_are_kept(
+    key: str, tmp_path: Path
+) -> None:
+    """With an outbox, events queued at exit are kept on disk: an INFO line says so, no WARNING."""
+    result = _run(
+        f"""
+        import logging
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        from fluxgate_async import FluxGate
+        fg = FluxGate({key!r}, endpoint="http://127.0.0.1:9/api/events", outbox={str(tmp_path)!r})
+        for n in range(3):
+            fg.record_event_nowait({{"usage": {{"inputTokens": n, "outputTokens": 1}}}})
+        """
+    )
+    assert [line for line in result.stderr.splitlines() if "at exit" in line] == [
+        f"INFO FluxGate: 3 event(s) still queued at exit are kept in the outbox at {tmp_path}; "
+        "the next client started on it delivers them"
+    ]
+    assert "WARNING" not in result.stderr
 
 
 async def test_a_closed_client_says_nothing_at_exit(key: str) -> None:

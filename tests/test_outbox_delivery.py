@@ -587,3 +587,94 @@ async def test_a_left_event_refused_for_good_reaches_on_error_as_its_json(
     assert reason == "http_422"
     assert refused["usage"]["inputTokens"] == 0  # type: ignore[index]
     assert _rows(tmp_path) == []
+
+
+async def test_a_spilled_event_under_a_key_already_waiting_is_reported_dropped(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """The same request reported twice, the second spilled: stored once, the twin reported."""
+    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
+    seen: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        max_queue_size=1,
+        max_retries=10_000,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    )
+    first, twin = event(1), event(2)
+    assert fg.record_event_nowait(first, idempotency_key="request-1")
+    assert fg.record_event_nowait(twin, idempotency_key="request-1")  # the queue is full: spilled
+    async with asyncio.timeout(10):
+        while not seen:  # noqa: ASYNC110 - the outbox's writer thread reports it
+            await asyncio.sleep(0.01)
+    assert seen == [(twin, "queue_full")]
+    assert fg.stats.dropped == {"queue_full": 1}
+    assert _rows(tmp_path) == [("request-1", 1)]
+    await fg.aclose(timeout=0.2)
+    assert fg.stats.enqueued == 1 == fg.stats.kept
+
+
+async def test_a_threads_events_beyond_the_queue_spill_until_the_outbox_is_full(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """The loop busy: a thread's events fill the queue, then spill, then are refused outbox_full."""
+    seen: list[tuple[object, str]] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        max_queue_size=5,
+        outbox_max_events=10,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    ) as fg:
+        events = [event(n) for n in range(20)]
+        answers: list[bool] = []
+        worker = threading.Thread(
+            target=lambda: answers.extend(
+                fg.record_event_nowait(e, idempotency_key=f"span-{n}") for n, e in enumerate(events)
+            )
+        )
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the queue cannot drain
+        assert answers == [True] * 10 + [False] * 10
+        assert (fg.stats.queued, fg.stats.spilled) == (5, 5)
+        assert seen == [(e, "outbox_full") for e in events[10:]]  # each refused event itself
+        assert await fg.flush(10)
+    assert fg.stats.dropped == {"outbox_full": 10}
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(10))
+    # Queued or spilled, each went out under the key given for it.
+    assert {(r.idempotency_key, r.json["usage"]["inputTokens"]) for r in collector.requests} == {
+        (f"span-{n}", n) for n in range(10)
+    }
+
+
+def test_with_no_loop_anywhere_events_beyond_the_queue_spill_and_wait_for_a_loop(
+    threaded_collector: FakeCollector, tmp_path: Path
+) -> None:
+    """No loop running: one event queued, the next spilled to the outbox; a later loop sends all."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url, outbox=tmp_path, max_queue_size=1)
+    assert [fg.record_event_nowait(event(n)) for n in range(3)] == [True] * 3
+    assert (fg.stats.queued, fg.stats.spilled) == (1, 2)
+
+    async def deliver() -> None:
+        assert await fg.flush(10)
+        await fg.aclose()
+
+    asyncio.run(deliver())
+    assert (fg.stats.sent, fg.stats.dropped) == (3, {})
+    assert sorted(e["usage"]["inputTokens"] for e in threaded_collector.events) == [0, 1, 2]
+
+
+async def test_a_queue_of_one_takes_back_what_an_earlier_client_left(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """max_queue_size=1: the events left on disk still come back, one at a time, and go out."""
+    await _leave(tmp_path, collector, 3)
+    left_over = len(collector.events)
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=1) as fg:
+        assert await fg.flush(10)
+    assert (fg.stats.recovered, fg.stats.sent) == (3, 3)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events[left_over:]) == [0, 1, 2]
+    assert _rows(tmp_path) == []

@@ -188,6 +188,42 @@ def test_with_no_loop_anywhere_events_wait_for_the_next_loop(
     assert len(threaded_collector.events) == 100
 
 
+def test_with_no_loop_anywhere_the_queue_refuses_at_its_size(
+    threaded_collector: FakeCollector,
+) -> None:
+    """No loop running: max_queue_size events wait, the next is refused as queue_full."""
+    refused: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=threaded_collector.url,
+        max_queue_size=3,
+        on_error=lambda e, reason: refused.append((e, reason)),
+    )
+    events = [event(n) for n in range(4)]
+    assert [fg.record_event_nowait(e) for e in events] == [True, True, True, False]
+    assert refused == [(events[3], DropReason.QUEUE_FULL)]
+    assert (fg.stats.queued, fg.stats.dropped) == (3, {DropReason.QUEUE_FULL: 1})
+    asyncio.run(fg.aclose())
+    assert fg.stats.sent == 3 == len(threaded_collector.events)
+
+
+def test_a_key_given_in_a_later_loop_is_the_one_sent(threaded_collector: FakeCollector) -> None:
+    """An idempotency_key given in a second asyncio.run, the client's new loop, is sent as given."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+
+    async def first() -> None:
+        assert fg.record_event_nowait(event(0))
+        assert await fg.flush(5)
+
+    async def second() -> None:
+        assert fg.record_event_nowait(event(1), idempotency_key="span-1")
+        await fg.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert [r.idempotency_key for r in threaded_collector.requests][1:] == ["span-1"]
+
+
 async def test_a_second_loop_in_another_thread_records_with_its_own_session(
     fg: FluxGate, collector: FakeCollector
 ) -> None:
@@ -203,6 +239,57 @@ async def test_a_second_loop_in_another_thread_records_with_its_own_session(
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
 
 
+async def test_nowait_in_another_threads_short_loop_is_delivered_by_the_home_loop(
+    fg: FluxGate, collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread's own asyncio.run records and ends at once: the home loop sends it, no warning."""
+    assert fg.record_event_nowait(event(0))  # this loop becomes the client's
+    assert await fg.flush(5)
+    answers: list[bool] = []
+
+    async def elsewhere() -> None:
+        answers.append(fg.record_event_nowait(event(1)))
+
+    def later() -> None:
+        time.sleep(0.1)  # by then this loop sleeps in its selector
+        asyncio.run(elsewhere())
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    # This loop's only timer is the wait's own 1 s deadline: it must be woken to send it.
+    await collector.wait_for_events(2, timeout=1.0)
+    thread.join(5)
+    assert answers == [True]
+    assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_events_a_thread_handed_over_count_against_the_queue(
+    collector: FakeCollector,
+) -> None:
+    """The loop busy while a thread fills the queue: the loop's own event is refused, itself."""
+    refused: list[tuple[object, str]] = []
+    async with FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        max_queue_size=3,
+        on_error=lambda e, reason: refused.append((e, reason)),
+    ) as fg:
+        assert fg.record_event_nowait(event(0))  # this loop becomes the client's
+        await collector.wait_for_events(1)
+        worker = threading.Thread(
+            target=lambda: [fg.record_event_nowait(event(n)) for n in (1, 2, 3)]
+        )
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: the three wait in the hand-over
+        mine = event(4)
+        assert fg.record_event_nowait(mine) is False
+        assert refused == [(mine, DropReason.QUEUE_FULL)]
+        assert await fg.flush(5)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1, 2, 3]
+
+
 async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     collector: FakeCollector,
 ) -> None:
@@ -214,6 +301,23 @@ async def test_aclose_from_another_threads_loop_delivers_on_the_home_loop(
     assert fg.closed
     assert fg.stats.sent == 3
     assert fg.record_event_nowait(event(9)) is False
+
+
+async def test_aclose_from_another_threads_loop_delivers_within_its_timeout_and_ends_on_time(
+    collector: FakeCollector,
+) -> None:
+    """aclose(timeout) awaited elsewhere: what is answered within it is sent, the rest dropped."""
+    collector.responder = lambda request: Reply(
+        delay=0.1 if request.json["usage"]["inputTokens"] == 1 else 30
+    )
+    fg = FluxGate(API_KEY, endpoint=collector.url, timeout=20)
+    assert fg.record_event_nowait(event(1))  # this loop becomes the client's
+    assert fg.record_event_nowait(event(2))  # FluxGate never answers it
+    started = time.monotonic()
+    await asyncio.to_thread(lambda: asyncio.run(fg.aclose(timeout=0.3)))
+    elapsed = time.monotonic() - started
+    assert (fg.stats.sent, fg.stats.dropped) == (1, {DropReason.SHUTDOWN: 1})
+    assert elapsed < 1.8  # the timeout, and a moment for the senders to unwind
 
 
 class _HomeLoop:

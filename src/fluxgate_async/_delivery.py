@@ -410,8 +410,11 @@ class Pipeline:
         return item.key, body
 
     def _room(self) -> int:
-        """How many events read back from the outbox the queue takes now: half its free room."""
-        return (self._max_queue_size - len(self._pending) - len(self._inbox)) // 2
+        """How many events read back from the outbox the queue takes now: half its free room.
+
+        Rounded up: a queue of one takes one when it is empty, or it would never take any.
+        """
+        return (self._max_queue_size - len(self._pending) - len(self._inbox) + 1) // 2
 
     def _take_recovered(self, events: list[PendingEvent]) -> None:
         """Queue events an earlier client left in the outbox, with their keys, through the inbox."""
@@ -734,6 +737,9 @@ class Pipeline:
             task.cancel()
         if senders and self._loop is asyncio.get_running_loop():
             await asyncio.wait(senders, timeout=_UNWIND_SECONDS)
+        # Without an outbox, a sender cut off while closing dropped its event itself, and
+        # nothing else drops one for shutdown before this point: counted in the WARNING too.
+        cut_off = self._dropped.get(DropReason.SHUTDOWN, 0)
         with self._lock:
             self._sealed = True  # no other thread adds to the inbox from now on
             abandoned = [*self._in_flight.values(), *self._pending, *self._inbox]
@@ -767,10 +773,10 @@ class Pipeline:
                 (len(abandoned) if keep else 0) + spilled,
                 outbox.path,
             )
-        if abandoned and not keep:
+        if (abandoned and not keep) or cut_off:
             log.warning(
                 "FluxGate: closed with %d event(s) undelivered, counted as dropped (shutdown)",
-                len(abandoned),
+                len(abandoned) + cut_off,
             )
 
 
