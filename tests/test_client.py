@@ -1031,6 +1031,15 @@ def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == level]
 
 
+def _debug_cause(caplog: pytest.LogCaptureFixture, message: str) -> BaseException:
+    """The exception whose traceback the one DEBUG line saying `message` carries."""
+    [record] = [r for r in caplog.records if r.getMessage() == message]
+    assert record.levelno == logging.DEBUG
+    assert record.exc_info is not None
+    assert record.exc_info[1] is not None
+    return record.exc_info[1]
+
+
 async def test_a_refused_event_is_one_warning_with_its_key_and_the_answer(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1204,10 +1213,9 @@ async def test_a_bug_below_record_event_is_an_error_line_and_details_at_debug(
     assert _messages(caplog, logging.ERROR) == [
         "FluxGate: unexpected error, event not recorded: boom"
     ]
-    details_line = "FluxGate: unexpected error details"
-    [details] = [r for r in caplog.records if r.getMessage() == details_line]
-    assert details.levelno == logging.DEBUG
-    assert details.exc_info is not None
+    assert (
+        repr(_debug_cause(caplog, "FluxGate: unexpected error details")) == "RuntimeError('boom')"
+    )
     assert re.search(r"RuntimeError: boom", caplog.text)
 
 
@@ -1231,12 +1239,9 @@ async def test_a_bug_below_record_event_nowait_is_an_error_line_and_details_at_d
     assert _messages(caplog, logging.ERROR) == [
         "FluxGate: unexpected error, event not queued: boom"
     ]
-    [details] = [
-        r for r in caplog.records if r.getMessage() == "FluxGate: unexpected error details"
-    ]
-    assert details.levelno == logging.DEBUG
-    assert details.exc_info is not None
-    assert details.exc_info[0] is RuntimeError
+    assert (
+        repr(_debug_cause(caplog, "FluxGate: unexpected error details")) == "RuntimeError('boom')"
+    )
     assert fg.stats.dropped == {"internal_error": 1}
 
 
@@ -1258,12 +1263,8 @@ async def test_a_bug_that_also_stops_the_count_still_returns_false(
     assert _messages(caplog, logging.ERROR) == [
         "FluxGate: unexpected error, event not queued: boom"
     ]
-    [uncounted] = [
-        r for r in caplog.records if r.getMessage() == "FluxGate: could not count the event"
-    ]
-    assert uncounted.levelno == logging.DEBUG
-    assert uncounted.exc_info is not None
-    assert str(uncounted.exc_info[1]) == "count broken"
+    cause = _debug_cause(caplog, "FluxGate: could not count the event")
+    assert repr(cause) == "RuntimeError('count broken')"
 
 
 async def test_a_value_changed_after_the_event_was_built_is_refused_naming_the_field(
