@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -449,18 +450,26 @@ async def test_another_threads_events_spill_behind_the_loops(
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(100))
 
 
-async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
-    """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
+def _client_of_a_busy_server(
+    collector: FakeCollector, outbox: Path, seen: list[tuple[object, str]], **settings: Any
+) -> FluxGate:
+    """A client with an outbox, its server answering 503 to all; `on_error` reports go to `seen`."""
     collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
-    seen: list[tuple[object, str]] = []
-    fg = FluxGate(
+    return FluxGate(
         API_KEY,
         endpoint=collector.url,
-        outbox=tmp_path,
-        max_queue_size=10,
-        outbox_max_events=50,
+        outbox=outbox,
         max_retries=10_000,
         on_error=lambda e, reason: seen.append((e, reason)),
+        **settings,
+    )
+
+
+async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
+    """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
+    seen: list[tuple[object, str]] = []
+    fg = _client_of_a_busy_server(
+        collector, tmp_path, seen, max_queue_size=10, outbox_max_events=50
     )
     events = [event(n) for n in range(80)]
     answers = [fg.record_event_nowait(e) for e in events]
@@ -593,16 +602,8 @@ async def test_a_spilled_event_under_a_key_already_waiting_is_reported_dropped(
     collector: FakeCollector, tmp_path: Path
 ) -> None:
     """The same request reported twice, the second spilled: stored once, the twin reported."""
-    collector.responder = lambda _request: Reply(status=503, retry_after=0.05)
     seen: list[tuple[object, str]] = []
-    fg = FluxGate(
-        API_KEY,
-        endpoint=collector.url,
-        outbox=tmp_path,
-        max_queue_size=1,
-        max_retries=10_000,
-        on_error=lambda e, reason: seen.append((e, reason)),
-    )
+    fg = _client_of_a_busy_server(collector, tmp_path, seen, max_queue_size=1)
     first, twin = event(1), event(2)
     assert fg.record_event_nowait(first, idempotency_key="request-1")
     assert fg.record_event_nowait(twin, idempotency_key="request-1")  # the queue is full: spilled
