@@ -409,7 +409,10 @@ def test_the_smallest_bounds_are_accepted() -> None:
 
 
 async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
-    """After a 429 with Retry-After, no sender posts anything until the pause is over."""
+    """After a 429 with Retry-After, no sender posts anything until the pause is over.
+
+    The events recorded during the pause are then sent whole, each once.
+    """
     collector.reply_with(Reply(status=429, retry_after=0.5))
     async with FluxGate(API_KEY, endpoint=collector.url, concurrency=4) as fg:
         fg.record_event_nowait(event(0))
@@ -417,9 +420,11 @@ async def test_a_429_pauses_every_sender(collector: FakeCollector) -> None:
         for n in range(1, 6):
             fg.record_event_nowait(event(n))
         assert await fg.flush(5)
+        assert (fg.stats.sent, fg.stats.failed) == (6, 0)
     limited, *rest = collector.requests
     assert len(rest) == 6
     assert all(r.received_at - limited.received_at >= 0.45 for r in rest)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(6))
 
 
 async def test_a_503_with_retry_after_delays_only_its_own_event(collector: FakeCollector) -> None:
@@ -676,7 +681,12 @@ async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
         assert await fg.flush(3)
         stats = fg.stats
     assert (stats.failed, stats.sent) == (1, 1)
-    assert "unexpected error delivering an event" in caplog.text
+    [bug] = [r for r in caplog.records if r.exc_info]
+    assert (bug.levelname, bug.getMessage()) == (
+        "ERROR",
+        "FluxGate: unexpected error delivering an event",
+    )
+    assert "bug in the transport" in caplog.text  # with its traceback
     assert [e["usage"]["inputTokens"] for e in collector.events] == [2]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -313,20 +315,34 @@ async def test_a_client_collected_without_aclose_leaves_its_events_to_the_next(
     assert sorted(e["usage"]["inputTokens"] for e in collector.events) == [0, 1]
 
 
-async def test_a_full_outbox_refuses_events_from_other_threads_too(
+async def test_a_full_outbox_refuses_events_from_every_thread(
     collector: FakeCollector, tmp_path: Path
 ) -> None:
-    """Another thread's event over outbox_max_events is refused and counted outbox_full."""
+    """An event over outbox_max_events is refused, counted and given to on_error as outbox_full.
+
+    From the loop's own thread and from another alike.
+    """
     collector.responder = lambda _request: Reply(delay=30)
-    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, outbox_max_events=1, timeout=20)
-    assert fg.record_event_nowait(event(0))  # the loop's thread makes it home
+    seen: list[tuple[object, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        outbox=tmp_path,
+        outbox_max_events=1,
+        timeout=20,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    )
+    events = [event(n) for n in range(3)]
+    assert fg.record_event_nowait(events[0])  # the loop's thread makes it home
+    assert fg.record_event_nowait(events[1]) is False
     answers: list[bool] = []
-    worker = threading.Thread(target=lambda: answers.append(fg.record_event_nowait(event(1))))
+    worker = threading.Thread(target=lambda: answers.append(fg.record_event_nowait(events[2])))
     worker.start()
     await asyncio.to_thread(worker.join)
     await fg.aclose(timeout=0.1)
     assert answers == [False]
-    assert fg.stats.dropped == {"outbox_full": 1}
+    assert seen == [(events[1], "outbox_full"), (events[2], "outbox_full")]
+    assert fg.stats.dropped == {"outbox_full": 2}
     assert fg.stats.kept == 1
 
 
@@ -649,6 +665,50 @@ async def test_a_threads_events_beyond_the_queue_spill_until_the_outbox_is_full(
     assert {(r.idempotency_key, r.json["usage"]["inputTokens"]) for r in collector.requests} == {
         (f"span-{n}", n) for n in range(10)
     }
+
+
+async def test_a_threads_events_waiting_to_be_taken_count_against_the_queue(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """Events another thread handed over fill the queue: the loop's own next event spills."""
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=5) as fg:
+        worker = threading.Thread(
+            target=lambda: [fg.record_event_nowait(event(n)) for n in range(5)]
+        )
+        worker.start()
+        worker.join(10)  # blocking the loop on purpose: what it handed over is not taken yet
+        assert fg.record_event_nowait(event(5))
+        assert (fg.stats.queued, fg.stats.spilled) == (5, 1)
+        assert await fg.flush(10)
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events) == list(range(6))
+
+
+def test_a_client_whose_loop_ended_takes_in_events_another_left_for_its_next_loop(
+    threaded_collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox adopts another client's events while no loop runs; the next loop sends them."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url, outbox=tmp_path)
+
+    async def first() -> None:
+        assert fg.record_event_nowait(event(9))
+        assert await fg.flush(10)
+
+    asyncio.run(first())  # ends without aclose(): its loop is closed, the client lives on
+    # Another client on the same directory leaves two events and ends.
+    asyncio.run(_leave(tmp_path, threaded_collector, 2))
+    deadline = time.monotonic() + 10
+    while fg.stats.queued < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the outbox looks for events left by ended clients every 2 s
+    assert fg.stats.queued == 2
+
+    async def second() -> None:
+        assert await fg.flush(10)
+        await fg.aclose()
+
+    asyncio.run(second())
+    assert (fg.stats.recovered, fg.stats.sent, fg.stats.dropped) == (2, 3, {})
+    assert _rows(tmp_path) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_with_no_loop_anywhere_events_beyond_the_queue_spill_and_wait_for_a_loop(

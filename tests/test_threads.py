@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -172,6 +173,62 @@ async def test_a_thread_recording_after_close_is_refused_and_counted(
     assert await asyncio.to_thread(fg.record_event_nowait, event(1)) is False
     assert fg.stats.dropped == {DropReason.CLOSED: 1}
     assert reasons == [DropReason.CLOSED]
+
+
+def test_threads_recording_with_no_loop_anywhere_never_overfill_the_queue() -> None:
+    """No loop running: threads racing for the queue's last places get max_queue_size, no more.
+
+    A race is a matter of luck: ten clients in turn, each filled by eight threads at once.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as the interpreter can
+    try:
+        for _ in range(10):
+            fg = FluxGate(API_KEY, endpoint="http://127.0.0.1:9/v1/events", max_queue_size=500)
+            results = hammer(fg, 250)
+            stats = fg.stats
+            assert (sum(results), stats.enqueued, stats.queued) == (500, 500, 500)
+            assert stats.dropped == {DropReason.QUEUE_FULL: 1500}
+            with pytest.warns(ResourceWarning, match="500 event"):
+                del fg  # never used in a loop: its events are lost with it, and it says so
+    finally:
+        sys.setswitchinterval(interval)
+
+
+async def test_a_threads_event_that_meets_aclose_half_way_is_counted_as_closed(
+    collector: FakeCollector,
+) -> None:
+    """A thread's event still in `before_send` as aclose() finishes is refused as closed.
+
+    It was checked before the client closed and handed over after: counted and given
+    to on_error as closed, not lost and not taken for a bug.
+    """
+    in_hook, closed = threading.Event(), threading.Event()
+    seen: list[tuple[object, str]] = []
+
+    def before_send(e: LLMEvent) -> LLMEvent:
+        in_hook.set()
+        closed.wait(10)
+        return e
+
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        before_send=before_send,
+        on_error=lambda e, reason: seen.append((e, reason)),
+    )
+    late = event(1)
+    answers: list[bool] = []
+    worker = threading.Thread(target=lambda: answers.append(fg.record_event_nowait(late)))
+    worker.start()
+    assert await asyncio.to_thread(in_hook.wait, 10)
+    await fg.aclose()
+    closed.set()
+    await asyncio.to_thread(worker.join, 10)
+    assert answers == [False]
+    assert seen == [(late, DropReason.CLOSED)]
+    assert fg.stats.dropped == {DropReason.CLOSED: 1}
+    assert collector.events == []
 
 
 def test_with_no_loop_anywhere_events_wait_for_the_next_loop(
