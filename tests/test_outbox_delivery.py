@@ -66,13 +66,22 @@ async def test_acknowledged_events_leave_the_outbox(
 
 
 async def test_aclose_out_of_time_keeps_events_and_the_next_client_delivers_them_first(
-    collector: FakeCollector, tmp_path: Path
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Kept, not dropped; the next client sends them under their original keys, stored once."""
     seen: list[str] = []
+    caplog.set_level(logging.INFO, logger="fluxgate_async")
     first = await _leave(tmp_path, collector, 5)
     assert first.stats.kept == 5
     assert first.stats.dropped == {}
+    closing = [r for r in caplog.records if "closed with" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in closing] == [
+        (
+            "INFO",
+            f"FluxGate: closed with 5 event(s) undelivered, kept in the outbox at {tmp_path} "
+            "for the next start",
+        )
+    ]
     kept = _rows(tmp_path)
     assert sorted(n for _, n in kept) == list(range(5))
     first_keys = {r.idempotency_key for r in collector.requests}
@@ -709,6 +718,43 @@ def test_a_client_whose_loop_ended_takes_in_events_another_left_for_its_next_loo
     assert (fg.stats.recovered, fg.stats.sent, fg.stats.dropped) == (2, 3, {})
     assert _rows(tmp_path) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_events_an_earlier_client_left_go_out_without_waiting_for_flush(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """What an earlier client left is sent as soon as the next one starts, not at its flush()."""
+    await _leave(tmp_path, collector, 3)
+    left_over = len(collector.events)
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path) as fg:
+        await collector.wait_for_events(left_over + 3, timeout=5)
+        assert fg.stats.recovered == 3
+    assert sorted(e["usage"]["inputTokens"] for e in collector.events[left_over:]) == [0, 1, 2]
+
+
+def test_an_event_cut_off_by_the_loops_end_is_sent_by_the_next_loop(
+    threaded_collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With an outbox as without: in flight when asyncio.run ends, sent by the next one."""
+    threaded_collector.reply_with(Reply(delay=0.5))
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url, outbox=tmp_path)
+
+    async def first_run() -> None:
+        assert fg.record_event_nowait(event(1))
+        await asyncio.sleep(0.1)  # in flight when the loop ends
+
+    asyncio.run(first_run())
+    assert (fg.stats.queued, fg.stats.in_flight) == (1, 0)
+    assert "event loop stopped with 1 event(s) undelivered" in caplog.text
+
+    async def second_run() -> bool:
+        done = await fg.flush(5)
+        await fg.aclose()
+        return done
+
+    assert asyncio.run(second_run())
+    assert (fg.stats.sent, fg.stats.kept, fg.stats.dropped) == (1, 0, {})
+    assert _rows(tmp_path) == []
 
 
 def test_with_no_loop_anywhere_events_beyond_the_queue_spill_and_wait_for_a_loop(
