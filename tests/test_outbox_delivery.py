@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
@@ -356,7 +357,7 @@ async def test_a_full_outbox_refuses_events_from_every_thread(
 
 
 async def test_closing_with_an_unwritable_outbox_drops_as_without_one(
-    collector: FakeCollector, tmp_path: Path
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing could be kept on disk, so aclose() out of time counts the rest as shutdown."""
     collector.responder = lambda _request: Reply(delay=30)
@@ -365,9 +366,38 @@ async def test_closing_with_an_unwritable_outbox_drops_as_without_one(
     fg = FluxGate(API_KEY, endpoint=collector.url, outbox=blocker / "box", timeout=20)
     for n in range(3):
         fg.record_event_nowait(event(n))
+    caplog.set_level(logging.INFO, logger="fluxgate_async")
     await fg.aclose(timeout=0.2)
     assert fg.stats.dropped == {"shutdown": 3}
     assert (fg.stats.kept, fg.stats.memory_only) == (0, 3)
+    closing = [r for r in caplog.records if "closed with" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in closing] == [
+        ("WARNING", "FluxGate: closed with 3 event(s) undelivered, counted as dropped (shutdown)")
+    ]
+
+
+async def test_closing_waits_a_bounded_time_for_an_outbox_writer_held_up(
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer blocked by another process's lock: aclose() still returns, in about 2 s."""
+    lock = os.open(tmp_path / "open.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path)
+        assert fg.record_event_nowait(event(0))
+        started = time.monotonic()
+        await asyncio.wait_for(fg.aclose(timeout=0.2), 10)
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(lock)
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    assert outbox._thread is not None
+    outbox._thread.join(10)  # unblocked, it finishes: the event was delivered meanwhile
+    assert (fg.stats.sent, _rows(tmp_path)) == (1, [])
+    assert "FluxGate: the outbox did not finish writing within 2.0s" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def _accounted(fg: FluxGate) -> int:
@@ -490,7 +520,9 @@ def _client_of_a_busy_server(
     )
 
 
-async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_path: Path) -> None:
+async def test_spilling_stops_at_the_outbox_limit(
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The outbox's own limit bounds the backlog: past it, events are refused as outbox_full."""
     seen: list[tuple[object, str]] = []
     fg = _client_of_a_busy_server(
@@ -498,7 +530,13 @@ async def test_spilling_stops_at_the_outbox_limit(collector: FakeCollector, tmp_
     )
     events = [event(n) for n in range(80)]
     answers = [fg.record_event_nowait(e) for e in events]
+    caplog.set_level(logging.INFO, logger="fluxgate_async")
     await fg.aclose(timeout=0.2)
+    # Those in memory and those spilled alike, kept.
+    assert [r.getMessage() for r in caplog.records if "closed with" in r.getMessage()] == [
+        f"FluxGate: closed with 50 event(s) undelivered, kept in the outbox at {tmp_path} "
+        "for the next start"
+    ]
     assert answers == [True] * 50 + [False] * 30
     assert seen == [(e, "outbox_full") for e in events[50:]]  # each refused event itself
     assert fg.stats.dropped == {"outbox_full": 30}
@@ -718,6 +756,19 @@ def test_a_client_whose_loop_ended_takes_in_events_another_left_for_its_next_loo
     assert (fg.stats.recovered, fg.stats.sent, fg.stats.dropped) == (2, 3, {})
     assert _rows(tmp_path) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_flush_out_of_time_says_so_while_an_earlier_clients_events_come_back(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """flush() returns False when its time runs out before what was left is even queued."""
+    await _leave(tmp_path, collector, 20)
+    collector.responder = lambda _request: Reply(delay=0.2)
+    async with FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, max_queue_size=1) as fg:
+        assert await fg.flush(0.1) is False
+        collector.responder = None
+        assert await fg.flush(10)
+    assert fg.stats.recovered == 20
 
 
 async def test_events_an_earlier_client_left_go_out_without_waiting_for_flush(
