@@ -771,6 +771,19 @@ async def test_flush_out_of_time_says_so_while_an_earlier_clients_events_come_ba
     assert fg.stats.recovered == 20
 
 
+async def test_flush_with_an_outbox_keeps_to_its_timeout(
+    collector: FakeCollector, tmp_path: Path
+) -> None:
+    """An event FluxGate is slow to answer: flush(0.2) says False after 0.2 s, not later."""
+    collector.responder = lambda _request: Reply(delay=30)
+    fg = FluxGate(API_KEY, endpoint=collector.url, outbox=tmp_path, timeout=20)
+    assert fg.record_event_nowait(event(0))
+    started = time.monotonic()
+    assert await fg.flush(0.2) is False
+    assert 0.19 <= time.monotonic() - started < 0.7
+    await fg.aclose(timeout=0.1)
+
+
 async def test_events_an_earlier_client_left_go_out_without_waiting_for_flush(
     collector: FakeCollector, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import uvloop
 
 from fluxgate_async import AiEventUsage, DeliveryStats, DropReason, FluxGate, LLMEvent
 from fluxgate_async._delivery import _Keys
@@ -229,6 +230,27 @@ async def test_a_threads_event_that_meets_aclose_half_way_is_counted_as_closed(
     assert seen == [(late, DropReason.CLOSED)]
     assert fg.stats.dropped == {DropReason.CLOSED: 1}
     assert collector.events == []
+
+
+def test_on_uvloop_events_from_the_loop_and_from_other_threads_are_delivered(
+    threaded_collector: FakeCollector,
+) -> None:
+    """On uvloop, uvicorn's loop when installed: awaited, queued, handed-over events arrive."""
+    fg = FluxGate(API_KEY, endpoint=threaded_collector.url)
+
+    async def serve() -> None:
+        assert not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
+        assert await fg.record_event(event(1000)) is not None
+        assert fg.record_event_nowait(event(1001))
+        assert all(await asyncio.to_thread(hammer, fg, 25, 4))
+        assert await fg.flush(10)
+        await fg.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve())
+    assert (fg.stats.sent, fg.stats.dropped) == (101, {})  # the awaited one is not counted here
+    tokens = sorted(e["usage"]["inputTokens"] for e in threaded_collector.events)
+    assert tokens == [*range(100), 1000, 1001]
 
 
 def test_with_no_loop_anywhere_events_wait_for_the_next_loop(
