@@ -656,6 +656,35 @@ async def test_each_background_attempt_has_a_deadline(collector: FakeCollector) 
     assert reasons == ["timeout"]
 
 
+async def test_the_senders_are_tasks_named_for_the_client(fg: FluxGate) -> None:
+    """`concurrency` tasks named fluxgate-sender, as a task list or a debugger shows them."""
+    assert fg.record_event_nowait(event(1))
+    names = [task.get_name() for task in asyncio.all_tasks()]
+    assert names.count("fluxgate-sender") == fg.config.concurrency == 8
+
+
+async def test_a_client_collected_with_an_event_in_flight_counts_it_lost(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never closed: the event in flight is dropped with the client, not kept for a next loop."""
+    collector.responder = lambda _request: Reply(delay=30)
+    lost: list[tuple[Any, str]] = []
+    fg = FluxGate(
+        API_KEY,
+        endpoint=collector.url,
+        timeout=20,
+        on_error=lambda e, reason: lost.append((e, reason)),
+    )
+    in_flight = event(1)
+    assert fg.record_event_nowait(in_flight)
+    await wait_until(lambda: len(collector.requests) == 1)  # in flight
+    with pytest.warns(ResourceWarning, match="1 event"):
+        del fg  # nothing else refers to it: collected here, its senders cancelled
+    await wait_until(lambda: len(lost) == 1)
+    assert lost == [(in_flight, DropReason.SHUTDOWN)]
+    assert "event loop stopped" not in caplog.text
+
+
 async def test_a_bug_below_the_sender_costs_one_event_not_the_sender(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
