@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -174,6 +175,31 @@ async def test_a_thread_recording_after_close_is_refused_and_counted(
     assert await asyncio.to_thread(fg.record_event_nowait, event(1)) is False
     assert fg.stats.dropped == {DropReason.CLOSED: 1}
     assert reasons == [DropReason.CLOSED]
+
+
+async def test_a_client_collected_on_another_thread_has_its_senders_cancelled_on_its_loop(
+    collector: FakeCollector,
+) -> None:
+    """Its last reference dropped by a thread while its loop runs: the senders still end."""
+    clients = [FluxGate(API_KEY, endpoint=collector.url)]
+    assert clients[0].record_event_nowait(event(1))
+    assert await clients[0].flush(5)
+
+    senders = [task for task in asyncio.all_tasks() if task.get_name() == "fluxgate-sender"]
+    assert len(senders) == 8
+
+    def drop_the_last_reference() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            clients.clear()  # collected here, on this thread
+        return [str(w.message) for w in caught]
+
+    said = await asyncio.to_thread(drop_the_last_reference)
+    assert len(said) == 1
+    assert said[0].startswith("FluxGate client was never closed")
+    _, running = await asyncio.wait(senders, timeout=3)
+    assert running == set()
+    assert all(task.cancelled() for task in senders)
 
 
 def test_threads_recording_with_no_loop_anywhere_never_overfill_the_queue() -> None:
