@@ -663,18 +663,26 @@ async def test_the_senders_are_tasks_named_for_the_client(fg: FluxGate) -> None:
     assert names.count("fluxgate-sender") == fg.config.concurrency == 8
 
 
-async def test_a_client_collected_with_an_event_in_flight_counts_it_lost(
-    collector: FakeCollector, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Never closed: the event in flight is dropped with the client, not kept for a next loop."""
+def _client_of_a_silent_server(
+    collector: FakeCollector, lost: list[tuple[Any, str]], **settings: Any
+) -> FluxGate:
+    """A client whose events stay in flight (no answer for 30 s), each lost one noted in `lost`."""
     collector.responder = lambda _request: Reply(delay=30)
-    lost: list[tuple[Any, str]] = []
-    fg = FluxGate(
+    return FluxGate(
         API_KEY,
         endpoint=collector.url,
         timeout=20,
         on_error=lambda e, reason: lost.append((e, reason)),
+        **settings,
     )
+
+
+async def test_a_client_collected_with_an_event_in_flight_counts_it_lost(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never closed: the event in flight is dropped with the client, not kept for a next loop."""
+    lost: list[tuple[Any, str]] = []
+    fg = _client_of_a_silent_server(collector, lost)
     in_flight = event(1)
     assert fg.record_event_nowait(in_flight)
     await wait_until(lambda: len(collector.requests) == 1)  # in flight
@@ -833,15 +841,8 @@ async def test_events_cut_off_by_aclose_reach_on_error_with_the_event(
     collector: FakeCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The event in flight and the one still queued go to on_error, themselves; one WARNING."""
-    collector.responder = lambda _: Reply(delay=30)
     lost: list[tuple[Any, str]] = []
-    fg = FluxGate(
-        API_KEY,
-        endpoint=collector.url,
-        timeout=20,
-        concurrency=1,
-        on_error=lambda ev, reason: lost.append((ev, reason)),
-    )
+    fg = _client_of_a_silent_server(collector, lost, concurrency=1)
     in_flight, queued = event(1), event(2)
     assert fg.record_event_nowait(in_flight)
     assert fg.record_event_nowait(queued)
