@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fluxgate_async import AiEventUsage, FluxGate, LLMEvent
+from fluxgate_async import AiEventMetadata, AiEventUsage, DropReason, FluxGate, LLMEvent
 from fluxgate_async._outbox import DATABASE_NAME
 from fluxgate_async.testing import FakeCollector, Reply
 
@@ -518,6 +518,38 @@ def _client_of_a_busy_server(
         on_error=lambda e, reason: seen.append((e, reason)),
         **settings,
     )
+
+
+async def test_closing_after_the_outbox_failed_keeps_only_what_was_spilled(
+    collector: FakeCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk fills up after events spilled: those stay on disk, the ones in memory are lost."""
+    seen: list[tuple[object, str]] = []
+    fg = _client_of_a_busy_server(collector, tmp_path, seen, max_queue_size=2, concurrency=2)
+    assert all(fg.record_event_nowait(event(n)) for n in range(6))  # 2 queued, 4 spilled
+    assert (fg.stats.queued, fg.stats.spilled) == (2, 4)
+    outbox = fg._pipeline._outbox  # type: ignore[union-attr]
+    assert outbox is not None
+    await asyncio.wrap_future(outbox.sync())
+    assert outbox._conn is not None
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite answers "disk is full"
+    big = LLMEvent(AiEventUsage(99, 1), metadata=AiEventMetadata(extra={"pad": "x" * 50_000}))
+    fg.record_event_nowait(big)  # spilled too, but there is no room left to write it
+    await asyncio.wrap_future(outbox.sync())
+    assert not outbox.usable
+    caplog.set_level(logging.INFO, logger="fluxgate_async")
+    await fg.aclose(timeout=0.1)
+    stats = fg.stats
+    # Some spilled events may have come back to the queue before the disk filled up.
+    assert 1 <= stats.kept <= 4
+    lost = stats.dropped[DropReason.SHUTDOWN]
+    assert lost >= 2  # in flight, and any taken back from disk
+    assert [r.getMessage() for r in caplog.records if "closed with" in r.getMessage()] == [
+        f"FluxGate: closed with {stats.kept} event(s) undelivered, kept in the outbox at "
+        f"{tmp_path} for the next start",
+        f"FluxGate: closed with {lost} event(s) undelivered, counted as dropped (shutdown)",
+    ]
 
 
 async def test_spilling_stops_at_the_outbox_limit(
