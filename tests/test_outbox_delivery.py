@@ -812,7 +812,7 @@ async def test_flush_with_an_outbox_keeps_to_its_timeout(
     assert fg.record_event_nowait(event(0))
     started = time.monotonic()
     assert await fg.flush(0.2) is False
-    assert 0.19 <= time.monotonic() - started < 0.7
+    assert 0.19 <= time.monotonic() - started < 0.9  # a flush holding on would take 1 s
     await fg.aclose(timeout=0.1)
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -51,6 +52,19 @@ def hammer(fg: FluxGate, per_thread: int, threads: int = THREADS) -> list[bool]:
         return [ok for results in pool.map(record, range(threads)) for ok in results]
 
 
+def _once_the_loop_sleeps(record: Callable[[], bool]) -> tuple[threading.Thread, list[bool]]:
+    """A started thread that calls `record` once the loop sleeps in its selector; its answer."""
+    answers: list[bool] = []
+
+    def later() -> None:
+        time.sleep(0.1)  # by then the loop sleeps in its selector
+        answers.append(record())
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    return thread, answers
+
+
 @pytest.mark.parametrize("debug", [False, True])
 async def test_an_event_from_a_thread_wakes_an_idle_loop_at_once(
     fg: FluxGate, collector: FakeCollector, debug: bool
@@ -59,14 +73,7 @@ async def test_an_event_from_a_thread_wakes_an_idle_loop_at_once(
     asyncio.get_running_loop().set_debug(debug)
     assert fg.record_event_nowait(event(0))  # the senders start, then go idle
     assert await fg.flush(5)
-    answers: list[bool] = []
-
-    def later() -> None:
-        time.sleep(0.1)  # by then the loop sleeps in its selector
-        answers.append(fg.record_event_nowait(event(1)))
-
-    thread = threading.Thread(target=later)
-    thread.start()
+    thread, answers = _once_the_loop_sleeps(lambda: fg.record_event_nowait(event(1)))
     # The loop's only timer is this wait's own 1 s deadline: an event that did not wake
     # the loop would be sent only when that deadline wakes it, too late.
     await collector.wait_for_events(2, timeout=1.0)
@@ -350,17 +357,11 @@ async def test_nowait_in_another_threads_short_loop_is_delivered_by_the_home_loo
     """A thread's own asyncio.run records and ends at once: the home loop sends it, no warning."""
     assert fg.record_event_nowait(event(0))  # this loop becomes the client's
     assert await fg.flush(5)
-    answers: list[bool] = []
 
-    async def elsewhere() -> None:
-        answers.append(fg.record_event_nowait(event(1)))
+    async def elsewhere() -> bool:
+        return fg.record_event_nowait(event(1))
 
-    def later() -> None:
-        time.sleep(0.1)  # by then this loop sleeps in its selector
-        asyncio.run(elsewhere())
-
-    thread = threading.Thread(target=later)
-    thread.start()
+    thread, answers = _once_the_loop_sleeps(lambda: asyncio.run(elsewhere()))
     # This loop's only timer is the wait's own 1 s deadline: it must be woken to send it.
     await collector.wait_for_events(2, timeout=1.0)
     thread.join(5)
