@@ -709,9 +709,11 @@ async def test_a_closed_or_unused_client_is_collected_without_a_word(
 
 async def test_borrowed_session_is_used_and_left_open(collector: FakeCollector) -> None:
     """A session passed in carries the requests and is still open after aclose."""
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"X-Owner": "host-app"}) as session:
         async with FluxGate(API_KEY, endpoint=collector.url, session=session) as fg:
             assert await fg.record_event(SIMPLE) is not None
+        (request,) = collector.requests
+        assert request.headers["X-Owner"] == "host-app"  # sent through the borrowed session
         assert not session.closed
         async with session.get(collector.url) as resp:  # still usable by its owner
             assert resp.status == 405

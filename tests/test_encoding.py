@@ -92,8 +92,21 @@ def test_the_size_limit_holds_for_a_large_value_in_each_named_field(field: str, 
         {_WIDE: 1},
         {"finishReason": _WIDE, "n": 2**64 - 1, "x": -1.5e300, "ok": True, "no": None},
         {f"k{i}": 2**63 for i in range(1000)},
+        # Flat text, every character six bytes in JSON and ASCII (the quick bound's case):
+        # the separators of 900 fields, not the text, pass the frame's slack.
+        {chr(a) + chr(b): "\x1f" for a in range(1, 31) for b in range(1, 31)},
+        {chr(a) + chr(b): -(2**63) for a in range(1, 31) for b in range(1, 31)},
     ],
-    ids=["many_short_strings", "many_keys", "nested", "long_key", "flat", "many_flat_numbers"],
+    ids=[
+        "many_short_strings",
+        "many_keys",
+        "nested",
+        "long_key",
+        "flat",
+        "many_flat_numbers",
+        "many_flat_short_strings",
+        "many_flat_wide_numbers",
+    ],
 )
 def test_the_size_limit_holds_for_large_metadata(extra: dict[str, Any]) -> None:
     """Lists, objects and keys are all counted: one byte over the limit is refused."""

@@ -103,6 +103,7 @@ def test_zero_and_float_latencies_are_valid() -> None:
     ("kwargs", "message"),
     [
         ({"model": 4}, r"^AiEventUsage\.model must be a str, got int$"),
+        ({"provider": 4}, r"^AiEventUsage\.provider must be a str, got int$"),
         ({"is_streamed": "yes"}, r"^AiEventUsage\.is_streamed must be a bool, got str$"),
     ],
 )

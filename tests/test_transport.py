@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import socket
 import struct
 import time
 import tracemalloc
@@ -284,7 +285,7 @@ async def test_an_answer_in_many_chunks_without_length_is_read_whole(
     assert (lost, stats.sent) == ([], 1)
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("form", ["content-length", "chunked", "gzip"])
 @pytest.mark.parametrize(
     ("size", "recorded"),
     [(MAX_RESPONSE_BYTES, True), (MAX_RESPONSE_BYTES + 1, False)],
@@ -295,12 +296,21 @@ async def test_the_answer_size_cap_is_exact(
     caplog: pytest.LogCaptureFixture,
     size: int,
     recorded: bool,
-    chunked: bool,
+    form: str,
 ) -> None:
-    """An answer of exactly 64 KiB is read; one byte more is refused as invalid_response."""
+    """An answer of exactly 64 KiB is read; one byte more is refused as invalid_response.
+
+    Plain with its length, in chunks without one, or gzip with its length (the
+    cap counts the bytes that came, before inflating).
+    """
     body = _padded_answer(size)
+    chunked = form == "chunked"
     if chunked:  # the cap's worth first, then the rest: the reader must not stop at the cap
         server.chunks = [c for c in (body[:MAX_RESPONSE_BYTES], body[MAX_RESPONSE_BYTES:]) if c]
+    elif form == "gzip":
+        server.encoding = "gzip"
+        server.body = _gzip_with_comment(_ANSWER, size - len(_gzip_with_comment(_ANSWER, 0)))
+        assert len(server.body) == size
     else:
         server.body = body
     async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
@@ -411,15 +421,19 @@ async def test_a_huge_answer_without_length_is_refused_within_memory(
     ],
     ids=["not_json", "no_id"],
 )
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_an_unusable_success_answer_is_logged_with_what_came(
     server: AnswerServer,
     caplog: pytest.LogCaptureFixture,
     status: int,
     body: bytes,
     logged: str,
+    chunked: bool,
 ) -> None:
     """A 2xx answer that cannot be read is an invalid_response, logged with its status and body."""
     server.status, server.body = status, body
+    if chunked:
+        server.chunks = [body]
     async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0) as fg:
         assert await fg.record_event(EVENT) is None
     assert logged in caplog.text
@@ -440,3 +454,35 @@ async def test_every_post_carries_the_key_and_the_client_headers(borrowed: bool)
     assert request.headers["Accept-Encoding"] == "identity"
     assert request.idempotency_key is not None
     assert len(request.idempotency_key) == 36
+
+
+async def test_an_error_answer_that_is_not_utf8_is_quoted_with_replacements(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not UTF-8 in an error answer are shown as U+FFFD, never raised."""
+    server.status, server.body = 400, b"bad \xff\xfe request"
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert "HTTP 400: 'bad \ufffd\ufffd request'" in caplog.text
+
+
+async def test_a_refused_connection_is_logged_with_the_error_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that cannot be made is named by aiohttp's error type in the WARNING."""
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/events"
+        async with FluxGate(API_KEY, endpoint=url, timeout=2.0, max_retries=0) as fg:
+            assert await fg.record_event(EVENT) is None
+    assert "ClientConnectorError: Cannot connect to host 127.0.0.1:" in caplog.text
+
+
+async def test_an_error_answer_in_an_unknown_encoding_says_so(
+    server: AnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error answer that cannot be read is named by why, in the attempt's WARNING."""
+    server.status, server.encoding, server.body = 400, "br2", b"\x00\x01"
+    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0) as fg:
+        assert await fg.record_event(EVENT) is None
+    assert "HTTP 400: \"answer in 'br2' encoding, which was not asked for\"" in caplog.text

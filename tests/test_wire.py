@@ -273,6 +273,25 @@ def test_answer_id_is_the_id_parse_response_reads(body: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "event_id"),
+    [
+        ({"id": "evt_1", "recordId": "rec_1"}, "evt_1"),
+        ({"recordId": "rec_1"}, "rec_1"),
+        ({"id": "", "recordId": "rec_1"}, None),
+        ({"id": 5, "recordId": "rec_1"}, None),
+        ({"id": None, "recordId": "rec_1"}, None),
+    ],
+)
+def test_an_answer_with_an_unusable_id_is_not_read_for_its_record_id(
+    body: dict[str, object], event_id: str | None
+) -> None:
+    """`recordId` is read only from answers without `id`: a broken `id` makes them unusable."""
+    parsed = parse_response(body)
+    assert (None if parsed is None else parsed.id) == event_id
+    assert answer_id(body) == event_id
+
+
+@pytest.mark.parametrize(
     ("cost", "read"),
     [
         (0.5, 0.5),
@@ -409,12 +428,17 @@ def test_enum_and_str_subclass_keys_are_sent_as_their_text() -> None:
     ev = LLMEvent(
         AiEventUsage(1, 1),
         metadata=AiEventMetadata(
-            extra={_Plan.PRO: 1, "by_plan": {_Plan.PRO: 2}, "rows": [{_Key("tier"): 3}]}
+            extra={
+                _Plan.PRO: 1,
+                "by_plan": {_Plan.PRO: 2},
+                "rows": [{_Key("tier"): 3}],
+                "price": Decimal("0.5"),  # and the values JSON has no type for, as always
+            }
         ),
     )
     check_event(ev, 1024)
     sent = json.loads(encode_event(ev))["metadata"]
-    assert sent == {"pro": 1, "by_plan": {"pro": 2}, "rows": [{"tier": 3}]}
+    assert sent == {"pro": 1, "by_plan": {"pro": 2}, "rows": [{"tier": 3}], "price": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -656,3 +680,59 @@ def test_metadata_keys_of_any_kind_read_as_the_converter_reads_them(metadata: An
     assert _outcome(to_event, mapping) == _outcome(
         lambda m: converter.structure(m, LLMEvent), mapping
     )
+
+
+_USAGE = {"inputTokens": 120, "outputTokens": 45}
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        {"usage": _USAGE},
+        {
+            "usage": {
+                **_USAGE,
+                "cachedTokens": 100,
+                "model": "gpt-4o",
+                "provider": "openai",
+                "latencyInMs": 830,
+                "isStreamed": True,
+                "streamingDurationInMs": 610,
+            },
+            "status": "ERROR",
+        },
+        {"usage": _USAGE, "status": {"status": "ERROR", "errorMessage": "rate limited"}},
+        {"usage": _USAGE, "status": AiEventStatus.ERROR},
+        {"usage": _USAGE, "metadata": {"feature": "chat", "user": "user-1"}},
+        {
+            "usage": _USAGE,
+            "status": "SUCCESS",
+            "metadata": {
+                "feature": "chat",
+                "step": "answer",
+                "user": {"id": "user-1", "name": "Ada", "monthlyRevenue": 20.0},
+                "sessionId": "s-1",
+                "conversationId": "c-1",
+                "timestamp": "2026-11-28T01:30:00Z",
+                "team": "search",
+                "tags": ["beta"],
+            },
+        },
+    ],
+)
+def test_the_usual_mappings_are_read_without_the_converter(
+    mapping: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shapes most calls send take the quick read, to exactly the converter's event.
+
+    That read is what keeps `record_event_nowait` with a mapping within its few
+    microseconds (docs/performance.md); the converter stays for everything else
+    and for the messages that name the field.
+    """
+    expected = converter.structure(mapping, LLMEvent)
+
+    def converter_used(value: object, _: object) -> LLMEvent:
+        raise AssertionError(f"the converter read {value!r}")
+
+    monkeypatch.setattr("fluxgate_async._wire._structure_event", converter_used)
+    assert to_event(mapping) == expected

@@ -267,7 +267,7 @@ def _flat_extra(extra: Mapping[str, Any]) -> tuple[tuple[str, ...], int] | None:
             return None
         if kind is str:
             text.append(value)
-            size += 4  # the quotes of the key and of the value
+            size += 6  # the quotes of the key and of the value, the colon and the comma
         elif (
             value is None
             or kind is bool
