@@ -159,6 +159,8 @@ def test_integers_at_the_64_bit_ends_are_sent_exactly(value: int) -> None:
     """The smallest signed and largest unsigned 64-bit integers are sent exactly as they are."""
     check_event(_with_extra(n=value), 1024)
     assert encode_event(_with_extra(n=value)).endswith(b'"metadata":{"n":%d}}' % value)
+    check_event(_with_extra(n=[value]), 1024)  # inside a list: the field-by-field check
+    assert encode_event(_with_extra(n=[value])).endswith(b'"metadata":{"n":[%d]}}' % value)
 
 
 @pytest.mark.parametrize(
