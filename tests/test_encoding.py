@@ -159,7 +159,12 @@ def test_integers_at_the_64_bit_ends_are_sent_exactly(value: int) -> None:
     """The smallest signed and largest unsigned 64-bit integers are sent exactly as they are."""
     check_event(_with_extra(n=value), 1024)
     assert encode_event(_with_extra(n=value)).endswith(b'"metadata":{"n":%d}}' % value)
-    check_event(_with_extra(n=[value]), 1024)  # inside a list: the field-by-field check
+
+
+@pytest.mark.parametrize("value", [-(2**63), 2**64 - 1], ids=["int64_min", "uint64_max"])
+def test_integers_at_the_64_bit_ends_are_sent_exactly_inside_a_list(value: int) -> None:
+    """The same ends inside a list, which the check reads field by field, are sent too."""
+    check_event(_with_extra(n=[value]), 1024)
     assert encode_event(_with_extra(n=[value])).endswith(b'"metadata":{"n":[%d]}}' % value)
 
 
