@@ -456,14 +456,26 @@ async def test_every_post_carries_the_key_and_the_client_headers(borrowed: bool)
     assert len(request.idempotency_key) == 36
 
 
-async def test_an_error_answer_that_is_not_utf8_is_quoted_with_replacements(
-    server: AnswerServer, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("encoding", "body", "shown"),
+    [
+        (None, b"bad \xff\xfe request", "HTTP 400: 'bad \ufffd\ufffd request'"),
+        ("br2", b"\x00\x01", "HTTP 400: \"answer in 'br2' encoding, which was not asked for\""),
+    ],
+    ids=["not_utf8", "unknown_encoding"],
+)
+async def test_an_error_answer_that_cannot_be_read_as_text_is_shown_never_raised(
+    server: AnswerServer,
+    caplog: pytest.LogCaptureFixture,
+    encoding: str | None,
+    body: bytes,
+    shown: str,
 ) -> None:
-    """Bytes that are not UTF-8 in an error answer are shown as U+FFFD, never raised."""
-    server.status, server.body = 400, b"bad \xff\xfe request"
+    """Bytes that are not UTF-8 show as U+FFFD; an encoding not asked for is named instead."""
+    server.status, server.encoding, server.body = 400, encoding, body
     async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0) as fg:
         assert await fg.record_event(EVENT) is None
-    assert "HTTP 400: 'bad \ufffd\ufffd request'" in caplog.text
+    assert shown in caplog.text
 
 
 async def test_a_refused_connection_is_logged_with_the_error_type(
@@ -476,13 +488,3 @@ async def test_a_refused_connection_is_logged_with_the_error_type(
         async with FluxGate(API_KEY, endpoint=url, timeout=2.0, max_retries=0) as fg:
             assert await fg.record_event(EVENT) is None
     assert "ClientConnectorError: Cannot connect to host 127.0.0.1:" in caplog.text
-
-
-async def test_an_error_answer_in_an_unknown_encoding_says_so(
-    server: AnswerServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An error answer that cannot be read is named by why, in the attempt's WARNING."""
-    server.status, server.encoding, server.body = 400, "br2", b"\x00\x01"
-    async with FluxGate(API_KEY, endpoint=server.url, timeout=2.0, max_retries=0) as fg:
-        assert await fg.record_event(EVENT) is None
-    assert "HTTP 400: \"answer in 'br2' encoding, which was not asked for\"" in caplog.text
