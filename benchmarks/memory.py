@@ -45,7 +45,16 @@ def _rss_kb() -> int:
 
 
 def _peak_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # The peak of this process image alone. `getrusage`'s `ru_maxrss` is not: on
+    # Linux, exec keeps the peak of the process image it replaces, so a child
+    # started by a large benchmark process (vfork, then exec) reported its
+    # parent's peak.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])  # in kB
+    msg = "no VmHWM in /proc/self/status"
+    raise RuntimeError(msg)
 
 
 def _stopped_server_url() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from benchmarks import memory
 from benchmarks.__main__ import ROWS, main, run_row
 from benchmarks._common import Settings, require
 from benchmarks._table import Row, render
@@ -50,3 +51,18 @@ def test_render_aligns_columns_and_marks_targets() -> None:
     assert "1.11x" in fast
     assert fast.rstrip(" |").endswith("yes")
     assert slow.rstrip(" |").endswith("NO")
+
+
+def test_the_memory_rows_child_reports_its_own_peak_not_its_parents() -> None:
+    """A large benchmark process does not inflate the peak its memory child reports.
+
+    On Linux, `getrusage`'s peak survives exec: a child started from a process
+    of hundreds of MiB reported that as its own, and both sides of the row
+    came out as the parent's size over the event count.
+    """
+    ballast = b"x" * (192 * 2**20)  # written, so resident in this process
+    figures = memory._child("list", 2000)
+    assert len(ballast) == 192 * 2**20
+    # A fresh interpreter holding 2,000 events peaks at a few tens of MiB.
+    assert 0 < figures["baseline_kb"] <= figures["peak_kb"] < 128 * 1024
+    assert figures["accepted"] == 2000
