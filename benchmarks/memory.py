@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -38,22 +37,17 @@ def _event(i: int) -> LLMEvent:
     )
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * resource.getpagesize() // 1024
-
-
-def _peak_kb() -> int:
-    # The peak of this process image alone. `getrusage`'s `ru_maxrss` is not: on
-    # Linux, exec keeps the peak of the process image it replaces, so a child
+def _memory_kb(field: str) -> int:
+    """`VmRSS` (resident now) or `VmHWM` (its peak) of this process, in KiB."""
+    # The peak of this process image alone, which `getrusage`'s `ru_maxrss` is not:
+    # on Linux, exec keeps the peak of the process image it replaces, so a child
     # started by a large benchmark process (vfork, then exec) reported its
     # parent's peak.
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])  # in kB
-    msg = "no VmHWM in /proc/self/status"
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    msg = f"no {field} in /proc/self/status"
     raise RuntimeError(msg)
 
 
@@ -70,18 +64,18 @@ async def _client_side(count: int) -> dict[str, int]:
     fg.record_event_nowait(_event(0))  # starts the workers before the baseline
     await asyncio.sleep(0.05)
     gc.collect()
-    baseline = _rss_kb()
+    baseline = _memory_kb("VmRSS")
     accepted = sum(fg.record_event_nowait(_event(i)) for i in range(1, count + 1))
-    peak = _peak_kb()
+    peak = _memory_kb("VmHWM")
     await fg.aclose(timeout=1.0)
     return {"baseline_kb": baseline, "peak_kb": peak, "accepted": accepted}
 
 
 def _list_side(count: int) -> dict[str, int]:
     gc.collect()
-    baseline = _rss_kb()
+    baseline = _memory_kb("VmRSS")
     kept = [_event(i) for i in range(1, count + 1)]
-    peak = _peak_kb()
+    peak = _memory_kb("VmHWM")
     return {"baseline_kb": baseline, "peak_kb": peak, "accepted": len(kept)}
 
 

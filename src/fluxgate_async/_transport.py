@@ -156,8 +156,8 @@ class Transport:
                 auto_decompress=False,
             )
             # Released by hand rather than with `async with`: its context managers add
-            # a coroutine to every step of the request and two more to leave it (up to
-            # 3 µs of CPU per event, about 1 %, measured beside the bare aiohttp loop).
+            # a coroutine to every step of the request and two more to leave it (0.2 to
+            # 2.8 µs of CPU per event, measured beside the bare aiohttp loop).
             try:
                 if 200 <= resp.status < 300:
                     answer_headers = resp.headers
